@@ -1,0 +1,160 @@
+//! Where sessions and queues live. Two backends behind one trait:
+//! - [`memory::MemoryBackend`] (default): one relay process, nothing shared;
+//! - [`redis::RedisBackend`]: several relay processes with the same domains share
+//!   sessions and queues through Redis; queued envelopes survive a restart.
+//!
+//! Both keep locally connected sessions in [`LocalSessions`] so delivery between two
+//! sessions on the same process never touches Redis.
+
+pub mod memory;
+pub mod redis;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use dashmap::DashMap;
+use tokio_util::sync::CancellationToken;
+
+use crate::mailbox::{Mailbox, MailboxLimits, PushOutcome, QueuedFrame};
+use crate::session_key::SessionKey;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+}
+
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// A session connected to this process: returns its mailbox, already holding what
+    /// was queued for it. A previous connection of the same session (here or on another
+    /// instance) is told to stop.
+    async fn attach(
+        &self,
+        key: &SessionKey,
+        conn: u64,
+        stop: CancellationToken,
+    ) -> Result<Arc<Mailbox>, BackendError>;
+
+    /// The connection `conn` of `key` ended.
+    async fn detach(&self, key: &SessionKey, conn: u64);
+
+    /// Hands the frame to the session if it is connected (to this process or, with
+    /// Redis, to another instance). `Ok(false)`: nobody is connected, frame not taken.
+    async fn deliver_connected(
+        &self,
+        key: &SessionKey,
+        frame: &QueuedFrame,
+    ) -> Result<bool, BackendError>;
+
+    /// Queues the frame for a session of a twin that lives on this relay, to be written
+    /// when it connects (or at once if it is connected).
+    async fn enqueue(&self, key: &SessionKey, frame: QueuedFrame) -> Result<(), BackendError>;
+
+    /// Periodic housekeeping: drop expired frames and idle mailboxes. Returns the number
+    /// of expired frames dropped.
+    async fn sweep(&self, now: u64) -> usize;
+
+    /// Frames queued in this process (for the queue-depth gauge).
+    fn local_queue_depth(&self) -> usize;
+
+    /// Shutdown: keep what can be kept (Redis moves local mailboxes back to Redis).
+    async fn shutdown(&self);
+}
+
+/// The sessions connected to this process and the mailboxes of local queues.
+pub struct LocalSessions {
+    mailboxes: DashMap<SessionKey, Arc<Mailbox>>,
+    limits: MailboxLimits,
+}
+
+impl LocalSessions {
+    pub fn new(limits: MailboxLimits) -> Self {
+        LocalSessions {
+            mailboxes: DashMap::new(),
+            limits,
+        }
+    }
+
+    /// Makes `conn` the connection of `key`; cancels the one it replaces.
+    pub fn attach(&self, key: &SessionKey, conn: u64, stop: CancellationToken) -> Arc<Mailbox> {
+        let entry = self
+            .mailboxes
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(Mailbox::new(self.limits)));
+        if let Some(previous) = entry.set_connection(conn, stop) {
+            tracing::info!(session = %key, "newer connection replaces the current one");
+            previous.cancel();
+        }
+        entry.clone()
+    }
+
+    pub fn detach(&self, key: &SessionKey, conn: u64) -> Option<Arc<Mailbox>> {
+        let mailbox = self.mailboxes.get(key)?.clone();
+        mailbox.clear_connection(conn).then_some(mailbox)
+    }
+
+    /// Pushes to the mailbox of `key` only if a connection drains it.
+    /// The push happens under the map's shard lock so a concurrent sweep cannot remove
+    /// the mailbox between lookup and push (which would lose the frame).
+    pub fn push_if_connected(&self, key: &SessionKey, frame: &QueuedFrame) -> Option<PushOutcome> {
+        let mailbox = self.mailboxes.get(key)?;
+        mailbox.is_connected().then(|| mailbox.push(frame.clone()))
+    }
+
+    /// Pushes to the mailbox of `key`, creating it if needed.
+    pub fn push(&self, key: &SessionKey, frame: QueuedFrame) -> PushOutcome {
+        self.mailboxes
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(Mailbox::new(self.limits)))
+            .push(frame)
+    }
+
+    /// The mailbox of `key` if a connection drains it here.
+    pub fn connected_mailbox(&self, key: &SessionKey) -> Option<Arc<Mailbox>> {
+        self.mailboxes
+            .get(key)
+            .filter(|m| m.is_connected())
+            .map(|m| m.clone())
+    }
+
+    /// Connected sessions and their mailboxes.
+    pub fn connected(&self) -> Vec<(SessionKey, Arc<Mailbox>)> {
+        self.mailboxes
+            .iter()
+            .filter(|e| e.value().is_connected())
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect()
+    }
+
+    /// Stops the connection of `key` if it is here.
+    pub fn kick(&self, key: &SessionKey) -> bool {
+        self.mailboxes.get(key).is_some_and(|m| m.kick())
+    }
+
+    pub fn sweep(&self, now: u64) -> usize {
+        let mut expired = 0;
+        for mailbox in self.mailboxes.iter() {
+            expired += mailbox.purge_expired(now);
+        }
+        self.mailboxes.retain(|_, m| !m.is_idle());
+        expired
+    }
+
+    pub fn queue_depth(&self) -> usize {
+        self.mailboxes.iter().map(|m| m.len()).sum()
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.mailboxes.iter().filter(|m| m.is_connected()).count()
+    }
+
+    /// Every mailbox with its key (for shutdown).
+    pub fn drain_all(&self) -> Vec<(SessionKey, Vec<QueuedFrame>)> {
+        self.mailboxes
+            .iter()
+            .map(|e| (e.key().clone(), e.value().take_all()))
+            .filter(|(_, frames)| !frames.is_empty())
+            .collect()
+    }
+}

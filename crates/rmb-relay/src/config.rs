@@ -1,0 +1,69 @@
+//! Relay settings (the library view; `main.rs` maps flags and env vars onto it).
+
+use std::time::Duration;
+
+use rmb_core::JwtPolicy;
+
+use crate::mailbox::MailboxLimits;
+use crate::ratelimit::RateLimit;
+
+/// Default largest envelope (and WebSocket message) accepted: 2 MiB, so a 1 MiB payload
+/// fits with room for headers and e2e overhead.
+pub const DEFAULT_MAX_ENVELOPE: usize = 2 << 20;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The hostnames (`host` or `host:port`) this relay serves; a twin whose registered
+    /// relays include one of them lives here.
+    pub domains: Vec<String>,
+    /// Redis URL for the shared backend; `None` = in-memory.
+    pub redis_url: Option<String>,
+    pub rate_limit: RateLimit,
+    pub max_envelope_size: usize,
+    pub max_connections: usize,
+    pub mailbox: MailboxLimits,
+    pub jwt: JwtPolicy,
+    /// `https` in production; `http` for local test networks.
+    pub federation_scheme: &'static str,
+    pub federation_timeout: Duration,
+    /// Window over which federation failures rank a relay down.
+    pub ranker_period: Duration,
+    /// Federation deliveries in flight at once; more wait.
+    pub federation_concurrency: usize,
+    /// Federation deliveries waiting or in flight before new ones are refused.
+    pub federation_backlog: usize,
+    /// WebSocket read buffer per connection (small keeps idle sessions cheap).
+    pub read_buffer_size: usize,
+    /// How often queues are swept of expired envelopes.
+    pub sweep_interval: Duration,
+    /// How often the Redis backend refreshes the marks saying which instance holds
+    /// which session (marks expire after three missed beats).
+    pub redis_heartbeat: Duration,
+}
+
+impl Config {
+    /// Defaults for a relay serving `domains`.
+    pub fn new(domains: Vec<String>) -> Self {
+        Config {
+            domains,
+            redis_url: None,
+            rate_limit: RateLimit {
+                messages: None,
+                bytes: None,
+                window_secs: 60,
+            },
+            max_envelope_size: DEFAULT_MAX_ENVELOPE,
+            max_connections: 50_000,
+            mailbox: MailboxLimits::default(),
+            jwt: JwtPolicy::default(),
+            federation_scheme: "https",
+            federation_timeout: Duration::from_secs(10),
+            ranker_period: Duration::from_secs(3600),
+            federation_concurrency: 256,
+            federation_backlog: 100_000,
+            read_buffer_size: 4096,
+            sweep_interval: Duration::from_secs(5),
+            redis_heartbeat: Duration::from_secs(20),
+        }
+    }
+}

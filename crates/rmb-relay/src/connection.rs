@@ -1,0 +1,271 @@
+//! One authenticated WebSocket session: a reader that routes what the client sends, and
+//! a writer that drains the session's mailbox. They run as two tasks so a client that
+//! reads slowly never slows down its own sending, nor anyone else's.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket};
+use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use parking_lot::Mutex;
+use rmb_core::prost::Message as _;
+use rmb_core::Envelope;
+use tokio_util::sync::CancellationToken;
+
+use crate::mailbox::{Mailbox, QueuedFrame};
+use crate::metrics::Metrics;
+use crate::route::{self, Inbound};
+use crate::session_key::SessionKey;
+use crate::state::{Dispatched, RelayState};
+
+/// Frames written per flush.
+const WRITE_BATCH: usize = 64;
+
+/// Why the writer closes the socket; read by the writer when it stops.
+type CloseSlot = Arc<Mutex<Option<CloseFrame>>>;
+
+fn close_with(slot: &CloseSlot, code: u16, reason: impl Into<String>) {
+    let mut slot = slot.lock();
+    if slot.is_none() {
+        *slot = Some(CloseFrame {
+            code,
+            reason: reason.into().into(),
+        });
+    }
+}
+
+/// Runs a session until the client leaves, a newer connection replaces it, it breaks
+/// the protocol, or the relay shuts down.
+pub async fn run(socket: WebSocket, key: SessionKey, state: Arc<RelayState>) {
+    let conn = state.next_connection.fetch_add(1, Ordering::Relaxed);
+    let stop = state.shutdown.child_token();
+    let close: CloseSlot = Arc::default();
+    let metrics = state.metrics.clone();
+    metrics.connections.fetch_add(1, Ordering::Relaxed);
+    Metrics::inc(&metrics.connections_total);
+
+    let mailbox = match state.backend.attach(&key, conn, stop.clone()).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(session = %key, error = %e, "cannot attach session");
+            let mut socket = socket;
+            let _ = socket
+                .send(Message::Close(Some(CloseFrame {
+                    code: close_code::ERROR,
+                    reason: "relay storage unavailable, retry later".into(),
+                })))
+                .await;
+            finish(&state, &key, conn).await;
+            return;
+        }
+    };
+    tracing::debug!(session = %key, conn, "session connected");
+
+    let (sink, stream) = socket.split();
+    // The writer stops on its own token, cancelled only once the close reason is chosen,
+    // so the close frame always carries it.
+    let writer_stop = CancellationToken::new();
+    let writer = tokio::spawn(write_loop(
+        sink,
+        mailbox.clone(),
+        writer_stop.clone(),
+        close.clone(),
+        metrics.clone(),
+    ));
+    read_loop(stream, &key, &mailbox, &state, &stop, &close).await;
+    if state.shutdown.is_cancelled() {
+        close_with(&close, close_code::AWAY, "relay shutting down");
+    } else if !stop.is_cancelled() {
+        close_with(&close, close_code::NORMAL, "bye");
+    } else {
+        close_with(
+            &close,
+            close_code::NORMAL,
+            "replaced by a newer connection of the same session",
+        );
+    }
+    stop.cancel();
+    writer_stop.cancel();
+    let _ = writer.await;
+    finish(&state, &key, conn).await;
+    tracing::debug!(session = %key, conn, "session ended");
+}
+
+async fn finish(state: &RelayState, key: &SessionKey, conn: u64) {
+    state.backend.detach(key, conn).await;
+    state.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+    state.open_connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+async fn read_loop(
+    mut stream: SplitStream<WebSocket>,
+    key: &SessionKey,
+    mailbox: &Mailbox,
+    state: &Arc<RelayState>,
+    stop: &CancellationToken,
+    close: &CloseSlot,
+) {
+    loop {
+        let msg = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            msg = stream.next() => msg,
+        };
+        let data = match msg {
+            None | Some(Ok(Message::Close(_))) => return,
+            Some(Ok(Message::Binary(data))) => data,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Text(_))) => {
+                state.metrics.protocol_violation("text_frame");
+                tracing::info!(session = %key, "closing: text frame received");
+                close_with(
+                    close,
+                    close_code::UNSUPPORTED,
+                    "text frames are not supported: send binary protobuf envelopes",
+                );
+                return;
+            }
+            Some(Err(e)) => {
+                let text = e.to_string();
+                if text.contains("too long") || text.contains("too big") {
+                    state.metrics.protocol_violation("oversized_frame");
+                    tracing::info!(session = %key, error = %text, "closing: frame too large");
+                    close_with(
+                        close,
+                        close_code::SIZE,
+                        format!(
+                            "message too large: at most {} bytes",
+                            state.config.max_envelope_size
+                        ),
+                    );
+                } else {
+                    tracing::debug!(session = %key, error = %text, "websocket read error");
+                }
+                return;
+            }
+        };
+        Metrics::inc(&state.metrics.messages_in);
+        Metrics::add(&state.metrics.bytes_in, data.len() as u64);
+        if let Err(reason) = handle_frame(data, key, mailbox, state).await {
+            close_with(close, close_code::INVALID, reason);
+            return;
+        }
+    }
+}
+
+/// Routes one binary frame. `Err` closes the connection with that reason.
+async fn handle_frame(
+    data: Bytes,
+    key: &SessionKey,
+    mailbox: &Mailbox,
+    state: &Arc<RelayState>,
+) -> Result<(), String> {
+    let env = match Envelope::decode(&data[..]) {
+        Ok(env) => env,
+        Err(e) => {
+            state.metrics.protocol_violation("undecodable_frame");
+            tracing::info!(session = %key, error = %e, "closing: undecodable frame");
+            return Err(format!("frame is not a valid protobuf envelope: {e}"));
+        }
+    };
+    let now = rmb_core::time::now();
+    let fwd = match route::classify(&env, key, now) {
+        Ok(Inbound::Pong(pong)) => {
+            mailbox.push(QueuedFrame {
+                data: Bytes::from(pong.encode_to_vec()),
+                deadline: now + route::ERROR_EXPIRATION,
+            });
+            return Ok(());
+        }
+        Ok(Inbound::Forward(fwd)) => fwd,
+        Err(rejection) => {
+            state.metrics.rejected(match rejection {
+                route::Rejection::SourceMismatch { .. } => "source_mismatch",
+                route::Rejection::NoDestination => "no_destination",
+                route::Rejection::Expired => "expired",
+            });
+            tracing::debug!(session = %key, uid = %env.uid, %rejection, "envelope rejected");
+            if route::is_request(&env) {
+                state
+                    .send_relay_error(key, &env.uid, rejection.to_string())
+                    .await;
+            }
+            return Ok(());
+        }
+    };
+    if !state.limiter.allow(key.twin, data.len(), now) {
+        Metrics::inc(&state.metrics.rate_limited);
+        if fwd.is_request {
+            let reason = format!("rate limit exceeded: at most {}", state.limiter.describe());
+            state.send_relay_error(key, &env.uid, reason).await;
+        }
+        return Ok(());
+    }
+    match state.dispatch(&fwd, data.clone()).await {
+        Ok(Dispatched::Delivered | Dispatched::Queued) => {}
+        Ok(Dispatched::Elsewhere(twin)) => {
+            crate::federation::submit(state, data, fwd, key.clone(), env.uid, twin.relays.clone());
+        }
+        Err(e) => {
+            state.metrics.rejected("unroutable");
+            tracing::debug!(session = %key, uid = %env.uid, error = %e, "cannot route");
+            if fwd.is_request {
+                state.send_relay_error(key, &env.uid, e.to_string()).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    mailbox: Arc<Mailbox>,
+    stop: CancellationToken,
+    close: CloseSlot,
+    metrics: Arc<Metrics>,
+) {
+    let mut batch: Vec<QueuedFrame> = Vec::with_capacity(WRITE_BATCH);
+    'outer: loop {
+        if stop.is_cancelled() {
+            break;
+        }
+        let expired = mailbox.pop_batch(rmb_core::time::now(), WRITE_BATCH, &mut batch);
+        if expired > 0 {
+            Metrics::add(&metrics.expired, expired as u64);
+        }
+        if batch.is_empty() {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                _ = mailbox.notified() => continue,
+            }
+        }
+        for (i, frame) in batch.iter().enumerate() {
+            if sink
+                .feed(Message::Binary(frame.data.clone()))
+                .await
+                .is_err()
+            {
+                mailbox.requeue_front(batch.split_off(i));
+                break 'outer;
+            }
+        }
+        if sink.flush().await.is_err() {
+            // We cannot know what reached the client: keep it all (receivers de-duplicate
+            // by uid; losing an accepted message is worse than a repeat).
+            mailbox.requeue_front(std::mem::take(&mut batch));
+            break;
+        }
+        Metrics::add(&metrics.messages_out, batch.len() as u64);
+        Metrics::add(
+            &metrics.bytes_out,
+            batch.iter().map(|f| f.data.len() as u64).sum(),
+        );
+        batch.clear();
+    }
+    let frame = close.lock().take();
+    let _ = sink.send(Message::Close(frame)).await;
+    let _ = sink.close().await;
+}

@@ -1,0 +1,162 @@
+//! `rmb-relay`: run an RMB relay.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use rmb_relay::ratelimit::RateLimit;
+use rmb_relay::registrar_directory::RegistrarDirectory;
+use rmb_relay::Config;
+
+/// RMB relay: authenticated WebSocket routing between twins, offline queues and
+/// federation with other relays.
+///
+/// Twins connect with `wss://<domain>/?<jwt>`; other relays POST envelopes to `/`.
+/// Prometheus metrics are served at `/metrics`, liveness at `/health`.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about)]
+struct Args {
+    /// A hostname (`host` or `host:port`) this relay serves, exactly as twins list it in
+    /// the registrar. Repeat for several. Twins listing one of them "live here": their
+    /// messages are queued here while they are offline; others are federated.
+    #[arg(
+        short = 'm',
+        long = "domain",
+        env = "RMB_RELAY_DOMAINS",
+        value_delimiter = ',',
+        required = true
+    )]
+    domains: Vec<String>,
+
+    /// Address to listen on (put TLS in front with a reverse proxy in production).
+    #[arg(short, long, env = "RMB_RELAY_LISTEN", default_value = "0.0.0.0:8081")]
+    listen: SocketAddr,
+
+    /// Registrar base URL, used to look up twins' keys and relays.
+    #[arg(long, env = "RMB_REGISTRAR", default_value = "http://127.0.0.1:8080")]
+    registrar: String,
+
+    /// Redis URL: share sessions and queues with other relay processes of the same
+    /// domains, and keep queued envelopes across restarts. Without it everything is in
+    /// memory.
+    #[arg(long, env = "RMB_RELAY_REDIS")]
+    redis: Option<String>,
+
+    /// Per-twin rate limit: at most COUNT envelopes and BYTES bytes per window
+    /// (see --limit-window). 0 means unlimited. Over the limit, requests get a relay
+    /// error and the connection stays open. Default: unlimited.
+    #[arg(long, num_args = 2, value_names = ["COUNT", "BYTES"], env = "RMB_RELAY_LIMIT", value_delimiter = ' ')]
+    limit: Option<Vec<u64>>,
+
+    /// Length of the rate-limit window, seconds.
+    #[arg(long, env = "RMB_RELAY_LIMIT_WINDOW", default_value_t = 60)]
+    limit_window: u64,
+
+    /// Window (seconds) over which federation failures rank a relay down.
+    #[arg(long, env = "RMB_RELAY_RANKER_PERIOD", default_value_t = 3600)]
+    ranker_period: u64,
+
+    /// Largest envelope (WebSocket message or federation body) accepted, bytes.
+    #[arg(long, env = "RMB_RELAY_MAX_ENVELOPE", default_value_t = rmb_relay::config::DEFAULT_MAX_ENVELOPE)]
+    max_envelope_size: usize,
+
+    /// Most WebSocket sessions at once; beyond it new clients get HTTP 503.
+    #[arg(long, env = "RMB_RELAY_MAX_CONNECTIONS", default_value_t = 50_000)]
+    max_connections: usize,
+
+    /// Most envelopes queued per session; beyond it the oldest are dropped.
+    #[arg(long, env = "RMB_RELAY_QUEUE_FRAMES", default_value_t = 10_000)]
+    queue_max_frames: usize,
+
+    /// Most bytes queued per session; beyond it the oldest are dropped.
+    #[arg(long, env = "RMB_RELAY_QUEUE_BYTES", default_value_t = 64 << 20)]
+    queue_max_bytes: usize,
+
+    /// Longest JWT lifetime (exp - iat) accepted, seconds.
+    #[arg(long, env = "RMB_RELAY_JWT_MAX_LIFETIME", default_value_t = 3600)]
+    jwt_max_lifetime: u64,
+
+    /// Federate over plain http instead of https. Only for local test networks.
+    #[arg(long, env = "RMB_RELAY_FEDERATION_HTTP")]
+    federation_http: bool,
+
+    /// Timeout of one federation attempt, seconds.
+    #[arg(long, env = "RMB_RELAY_FEDERATION_TIMEOUT", default_value_t = 10)]
+    federation_timeout: u64,
+
+    /// Debug logs (RUST_LOG overrides).
+    #[arg(short, long)]
+    debug: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_logs(args.debug);
+
+    let mut config = Config::new(args.domains.clone());
+    config.redis_url = args.redis.clone();
+    if let Some(limit) = &args.limit {
+        let nonzero = |v: u64| (v > 0).then_some(v);
+        config.rate_limit = RateLimit {
+            messages: nonzero(limit[0]),
+            bytes: nonzero(limit[1]),
+            window_secs: args.limit_window,
+        };
+    }
+    config.ranker_period = Duration::from_secs(args.ranker_period);
+    config.max_envelope_size = args.max_envelope_size;
+    config.max_connections = args.max_connections;
+    config.mailbox.max_frames = args.queue_max_frames;
+    config.mailbox.max_bytes = args.queue_max_bytes;
+    config.jwt.max_lifetime = args.jwt_max_lifetime;
+    config.federation_timeout = Duration::from_secs(args.federation_timeout);
+    if args.federation_http {
+        config.federation_scheme = "http";
+    }
+
+    let directory = Arc::new(
+        RegistrarDirectory::new(&args.registrar)
+            .with_context(|| format!("invalid registrar URL {:?}", args.registrar))?,
+    );
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (is another process using it?)",
+                args.listen
+            )
+        })?;
+    let relay = rmb_relay::start(listener, config, directory)
+        .await
+        .context("relay failed to start")?;
+    shutdown_signal().await;
+    tracing::info!("shutting down: closing sessions");
+    relay.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn init_logs(debug: bool) {
+    let default = if debug { "debug" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,202 @@
+//! The relay's Prometheus metrics.
+//!
+//! Counters are plain atomics owned by one relay instance (not a process-global
+//! recorder): tests and `rmb up` run several relays in one process, and each must report
+//! its own numbers. `render` writes the Prometheus text format for `GET /metrics`.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+use dashmap::DashMap;
+
+#[derive(Default)]
+pub struct Metrics {
+    pub connections: AtomicI64,
+    pub connections_total: AtomicU64,
+    pub messages_in: AtomicU64,
+    pub messages_out: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub queued_frames: AtomicI64,
+    pub queue_dropped: AtomicU64,
+    pub expired: AtomicU64,
+    pub rate_limited: AtomicU64,
+    pub federation_received: AtomicU64,
+    /// Labelled counters: (metric name, label text) → count.
+    labelled: DashMap<(&'static str, String), AtomicU64>,
+}
+
+/// Label values for `rmb_relay_auth_failures_total{reason=...}`.
+pub mod auth_failure {
+    pub const MISSING_TOKEN: &str = "missing_token";
+    pub const MALFORMED: &str = "malformed";
+    pub const UNKNOWN_TWIN: &str = "unknown_twin";
+    pub const EXPIRED: &str = "expired";
+    pub const BAD_SIGNATURE: &str = "bad_signature";
+    pub const INVALID_TIME: &str = "invalid_time";
+}
+
+impl Metrics {
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+
+    /// Increments `name{label}` where `label` is e.g. `reason="expired"`.
+    pub fn inc_labelled(&self, name: &'static str, label: String) {
+        self.labelled
+            .entry((name, label))
+            .or_default()
+            .fetch_add(1, Relaxed);
+    }
+
+    pub fn auth_failure(&self, reason: &str) {
+        self.inc_labelled(
+            "rmb_relay_auth_failures_total",
+            format!("reason=\"{reason}\""),
+        );
+    }
+
+    pub fn protocol_violation(&self, kind: &str) {
+        self.inc_labelled(
+            "rmb_relay_protocol_violations_total",
+            format!("kind=\"{kind}\""),
+        );
+    }
+
+    pub fn rejected(&self, reason: &str) {
+        self.inc_labelled("rmb_relay_rejected_total", format!("reason=\"{reason}\""));
+    }
+
+    pub fn federation(&self, relay: &str, result: &str) {
+        self.inc_labelled(
+            "rmb_relay_federation_total",
+            format!("relay=\"{}\",result=\"{result}\"", relay.replace('"', "")),
+        );
+    }
+
+    /// Value of a labelled counter (for tests).
+    pub fn labelled(&self, name: &'static str, label: &str) -> u64 {
+        self.labelled
+            .get(&(name, label.to_string()))
+            .map_or(0, |c| c.load(Relaxed))
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(2048);
+        let mut put = |name: &str, help: &str, kind: &str, value: i64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        };
+        let g = |a: &AtomicI64| a.load(Relaxed);
+        let c = |a: &AtomicU64| a.load(Relaxed) as i64;
+        put(
+            "rmb_relay_connections",
+            "Open WebSocket sessions.",
+            "gauge",
+            g(&self.connections),
+        );
+        put(
+            "rmb_relay_connections_total",
+            "Sessions accepted since start.",
+            "counter",
+            c(&self.connections_total),
+        );
+        put(
+            "rmb_relay_messages_in_total",
+            "Envelopes received from sessions.",
+            "counter",
+            c(&self.messages_in),
+        );
+        put(
+            "rmb_relay_messages_out_total",
+            "Envelopes written to sessions.",
+            "counter",
+            c(&self.messages_out),
+        );
+        put(
+            "rmb_relay_bytes_in_total",
+            "Bytes received from sessions.",
+            "counter",
+            c(&self.bytes_in),
+        );
+        put(
+            "rmb_relay_bytes_out_total",
+            "Bytes written to sessions.",
+            "counter",
+            c(&self.bytes_out),
+        );
+        put(
+            "rmb_relay_queued_frames",
+            "Envelopes waiting in session queues.",
+            "gauge",
+            g(&self.queued_frames),
+        );
+        put(
+            "rmb_relay_queue_dropped_total",
+            "Oldest envelopes dropped from full queues.",
+            "counter",
+            c(&self.queue_dropped),
+        );
+        put(
+            "rmb_relay_expired_total",
+            "Envelopes dropped because they expired.",
+            "counter",
+            c(&self.expired),
+        );
+        put(
+            "rmb_relay_rate_limited_total",
+            "Envelopes refused by the per-twin rate limit.",
+            "counter",
+            c(&self.rate_limited),
+        );
+        put(
+            "rmb_relay_federation_received_total",
+            "Envelopes accepted from other relays.",
+            "counter",
+            c(&self.federation_received),
+        );
+        let mut rows: Vec<_> = self
+            .labelled
+            .iter()
+            .map(|e| (e.key().0, e.key().1.clone(), e.value().load(Relaxed)))
+            .collect();
+        rows.sort();
+        let mut last = "";
+        for (name, label, value) in rows {
+            if name != last {
+                let _ = writeln!(out, "# TYPE {name} counter");
+                last = name;
+            }
+            let _ = writeln!(out, "{name}{{{label}}} {value}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        Metrics::inc(&m.messages_in);
+        m.auth_failure(auth_failure::EXPIRED);
+        m.auth_failure(auth_failure::EXPIRED);
+        m.federation("r1:8080", "ok");
+        let text = m.render();
+        assert!(text.contains("rmb_relay_messages_in_total 1\n"));
+        assert!(text.contains("rmb_relay_auth_failures_total{reason=\"expired\"} 2\n"));
+        assert!(text.contains("rmb_relay_federation_total{relay=\"r1:8080\",result=\"ok\"} 1\n"));
+        assert_eq!(
+            m.labelled("rmb_relay_auth_failures_total", "reason=\"expired\""),
+            2
+        );
+    }
+}

@@ -1,0 +1,41 @@
+//! The production [`TwinDirectory`]: the registrar, through its caching client.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use rmb_registrar::client::{ClientError, RegistrarClient};
+
+use crate::directory::{DirectoryError, TwinDirectory, TwinRecord};
+
+pub struct RegistrarDirectory {
+    client: RegistrarClient,
+}
+
+impl RegistrarDirectory {
+    pub fn new(base_url: &str) -> Result<Self, ClientError> {
+        Ok(RegistrarDirectory {
+            client: RegistrarClient::new(base_url)?,
+        })
+    }
+
+    pub fn from_client(client: RegistrarClient) -> Self {
+        RegistrarDirectory { client }
+    }
+}
+
+#[async_trait]
+impl TwinDirectory for RegistrarDirectory {
+    async fn twin(&self, twin_id: u32) -> Result<Option<Arc<TwinRecord>>, DirectoryError> {
+        let twin = self
+            .client
+            .get_twin(twin_id)
+            .await
+            .map_err(|e| DirectoryError(e.to_string()))?;
+        Ok(twin.map(|t| {
+            Arc::new(TwinRecord {
+                public_key: t.public_key,
+                relays: t.relays.clone(),
+            })
+        }))
+    }
+}

@@ -1,0 +1,243 @@
+//! The relay's per-envelope rules (§3.2), as pure functions: what to do with an envelope
+//! a session sent, and the envelopes the relay itself writes (pong, relay errors).
+//! The I/O around them lives in `connection` and `federation`.
+
+use rmb_core::proto::{Error, Message, Payload, Pong};
+use rmb_core::{envelope, Envelope};
+
+use crate::session_key::SessionKey;
+
+/// Life of a relay error envelope, seconds (§3.2).
+pub const ERROR_EXPIRATION: u64 = 300;
+
+/// What an envelope from a session asks of the relay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound {
+    /// An envelope ping: answer it with this pong, to the sender only.
+    Pong(Box<Envelope>),
+    /// Route it to `destination`.
+    Forward(Forward),
+}
+
+/// Routing facts about an envelope to forward.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    pub destination: SessionKey,
+    /// Unix second after which the envelope is dropped.
+    pub deadline: u64,
+    pub is_request: bool,
+    pub fail_fast: bool,
+}
+
+/// Why an envelope from a session was refused; the text is what the sender reads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("source {found} does not match your session {session}: envelopes must be sent as the authenticated twin and session")]
+    SourceMismatch { found: String, session: String },
+    #[error("envelope has no destination")]
+    NoDestination,
+    #[error(
+        "envelope expired before the relay could route it (check your clock and the expiration)"
+    )]
+    Expired,
+}
+
+/// Classifies an envelope received from `session` at `now`.
+///
+/// Pings are answered before any other check: the pong goes back to the authenticated
+/// session only, and the TypeScript client sends pings with an empty destination (§6).
+pub fn classify(env: &Envelope, session: &SessionKey, now: u64) -> Result<Inbound, Rejection> {
+    if matches!(env.message, Some(Message::Ping(_))) {
+        return Ok(Inbound::Pong(Box::new(pong(env, session))));
+    }
+    let source_ok = env.source.as_ref().is_some_and(|s| session.matches(s));
+    if !source_ok {
+        return Err(Rejection::SourceMismatch {
+            found: env
+                .source
+                .as_ref()
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "<none>".into()),
+            session: session.to_string(),
+        });
+    }
+    let destination = match &env.destination {
+        Some(d) if d.twin != 0 => SessionKey::of(d),
+        _ => return Err(Rejection::NoDestination),
+    };
+    if envelope::ttl(env, now).is_none() {
+        return Err(Rejection::Expired);
+    }
+    Ok(Inbound::Forward(Forward {
+        destination,
+        deadline: env.timestamp.saturating_add(env.expiration),
+        is_request: is_request(env),
+        fail_fast: envelope::is_fail_fast(env),
+    }))
+}
+
+pub fn is_request(env: &Envelope) -> bool {
+    matches!(env.message, Some(Message::Request(_)))
+}
+
+/// The answer to an envelope ping: source and destination swapped (the destination
+/// being the authenticated session), `hello world` appended to the plain payload as the
+/// reference relay does.
+pub fn pong(ping: &Envelope, session: &SessionKey) -> Envelope {
+    let mut plain = match &ping.payload {
+        Some(Payload::Plain(p)) => p.clone(),
+        _ => Vec::new(),
+    };
+    plain.extend_from_slice(b"hello world");
+    Envelope {
+        uid: ping.uid.clone(),
+        tags: ping.tags.clone(),
+        timestamp: ping.timestamp,
+        expiration: ping.expiration,
+        source: ping.destination.clone(),
+        destination: Some(session.address()),
+        message: Some(Message::Pong(Pong {})),
+        payload: Some(Payload::Plain(plain)),
+        ..Default::default()
+    }
+}
+
+/// A relay error for `uid` sent back to `to` (§3.2): unsigned, no source (twin 0),
+/// expiration 300 s, code 0.
+pub fn error_envelope(uid: &str, to: &SessionKey, message: String, now: u64) -> Envelope {
+    Envelope {
+        uid: uid.to_string(),
+        timestamp: now,
+        expiration: ERROR_EXPIRATION,
+        source: None,
+        destination: Some(to.address()),
+        message: Some(Message::Error(Error { code: 0, message })),
+        ..Default::default()
+    }
+}
+
+/// True when a twin with these registered relays lives on a relay serving `domains`.
+/// Hostnames compare case-insensitively; a port, when present, must match too.
+pub fn lives_here(twin_relays: &[String], domains: &[String]) -> bool {
+    twin_relays
+        .iter()
+        .any(|r| domains.iter().any(|d| d.eq_ignore_ascii_case(r)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rmb_core::proto::{Ping, Request};
+    use rmb_core::Address;
+
+    fn env(source: Option<Address>, destination: Option<Address>) -> Envelope {
+        Envelope {
+            uid: "u".into(),
+            timestamp: 1000,
+            expiration: 60,
+            source,
+            destination,
+            message: Some(Message::Request(Request {
+                command: "c".into(),
+            })),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn forwards_a_good_request() {
+        let me = SessionKey::new(1, None);
+        let e = env(Some(Address::twin(1)), Some(Address::session(2, "s")));
+        let Ok(Inbound::Forward(f)) = classify(&e, &me, 1010) else {
+            panic!()
+        };
+        assert_eq!(f.destination, SessionKey::new(2, Some("s".into())));
+        assert_eq!(f.deadline, 1060);
+        assert!(f.is_request && !f.fail_fast);
+    }
+
+    #[test]
+    fn refuses_spoofed_sources() {
+        let me = SessionKey::new(1, Some("a".into()));
+        for source in [
+            None,
+            Some(Address::twin(1)),
+            Some(Address::session(1, "b")),
+            Some(Address::session(2, "a")),
+        ] {
+            let e = env(source, Some(Address::twin(2)));
+            assert!(matches!(
+                classify(&e, &me, 1010),
+                Err(Rejection::SourceMismatch { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn refuses_missing_destination_and_expired() {
+        let me = SessionKey::new(1, None);
+        assert_eq!(
+            classify(&env(Some(Address::twin(1)), None), &me, 1010),
+            Err(Rejection::NoDestination)
+        );
+        assert_eq!(
+            classify(
+                &env(Some(Address::twin(1)), Some(Address::twin(0))),
+                &me,
+                1010
+            ),
+            Err(Rejection::NoDestination)
+        );
+        assert_eq!(
+            classify(
+                &env(Some(Address::twin(1)), Some(Address::twin(2))),
+                &me,
+                1060
+            ),
+            Err(Rejection::Expired)
+        );
+    }
+
+    #[test]
+    fn pings_are_answered_before_any_check() {
+        let me = SessionKey::new(1, None);
+        let mut ping = env(None, None);
+        ping.message = Some(Message::Ping(Ping {}));
+        let Ok(Inbound::Pong(p)) = classify(&ping, &me, 5000) else {
+            panic!()
+        };
+        assert_eq!(p.destination, Some(Address::twin(1)));
+        assert_eq!(p.source, None);
+        assert_eq!(p.payload, Some(Payload::Plain(b"hello world".to_vec())));
+        assert!(matches!(p.message, Some(Message::Pong(_))));
+    }
+
+    #[test]
+    fn relay_errors_have_the_protocol_shape() {
+        let to = SessionKey::new(3, Some("x".into()));
+        let e = error_envelope("uid-9", &to, "nope".into(), 77);
+        assert_eq!(
+            (e.uid.as_str(), e.timestamp, e.expiration),
+            ("uid-9", 77, 300)
+        );
+        assert_eq!(e.source, None);
+        assert_eq!(e.destination, Some(Address::session(3, "x")));
+        assert_eq!(
+            e.message,
+            Some(Message::Error(Error {
+                code: 0,
+                message: "nope".into()
+            }))
+        );
+        assert_eq!(e.signature, None);
+    }
+
+    #[test]
+    fn domain_matching() {
+        let domains = vec!["relay.one".to_string(), "127.0.0.1:8081".to_string()];
+        assert!(lives_here(&["RELAY.one".into()], &domains));
+        assert!(lives_here(&["x".into(), "127.0.0.1:8081".into()], &domains));
+        assert!(!lives_here(&["127.0.0.1:8082".into()], &domains));
+        assert!(!lives_here(&[], &domains));
+    }
+}

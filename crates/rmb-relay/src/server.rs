@@ -1,0 +1,274 @@
+//! The HTTP side: WebSocket upgrade with JWT authentication (§3.1), the federation
+//! endpoint, `/metrics` and `/health`, plus start-up and graceful shutdown.
+//!
+//! Authentication happens before the upgrade so a refused client gets a plain HTTP
+//! status and reason. The connection limit is checked there too: past it, new clients
+//! get 503 while existing sessions are untouched.
+//!
+//! Shutdown: stop accepting, close every session with a close frame (1001), let the
+//! backend keep what it can (Redis: local queues go back to Redis), wait for tasks.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{DefaultBodyLimit, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::backend::memory::MemoryBackend;
+use crate::backend::redis::RedisBackend;
+use crate::backend::Backend;
+use crate::config::Config;
+use crate::directory::TwinDirectory;
+use crate::metrics::{auth_failure, Metrics};
+use crate::ranker::Ranker;
+use crate::ratelimit::RateLimiter;
+use crate::session_key::SessionKey;
+use crate::state::RelayState;
+use crate::{connection, federation};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot connect to redis at {url}: {source}")]
+    Redis {
+        url: String,
+        source: ::redis::RedisError,
+    },
+    #[error("cannot build the federation HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("cannot read the listener address: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A running relay.
+pub struct RelayHandle {
+    addr: SocketAddr,
+    state: Arc<RelayState>,
+    server: JoinHandle<()>,
+}
+
+impl RelayHandle {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.state.metrics
+    }
+
+    /// Sessions currently connected to this process.
+    pub fn open_connections(&self) -> usize {
+        self.state.open_connections.load(Ordering::Relaxed)
+    }
+
+    /// Graceful shutdown; returns when every session is closed and queues are saved.
+    pub async fn shutdown(self) {
+        self.state.shutdown.cancel();
+        let _ = self.server.await;
+        self.state.tasks.close();
+        self.state.tasks.wait().await;
+        self.state.backend.shutdown().await;
+    }
+}
+
+/// Starts a relay on `listener` with the twins of `directory`.
+pub async fn start(
+    listener: TcpListener,
+    config: Config,
+    directory: Arc<dyn TwinDirectory>,
+) -> Result<RelayHandle, StartError> {
+    let addr = listener.local_addr()?;
+    let metrics = Arc::new(Metrics::default());
+    let shutdown = CancellationToken::new();
+    let backend: Arc<dyn Backend> = match &config.redis_url {
+        None => Arc::new(MemoryBackend::new(config.mailbox, metrics.clone())),
+        Some(url) => Arc::new(
+            RedisBackend::connect(
+                url,
+                config.mailbox,
+                metrics.clone(),
+                config.redis_heartbeat,
+                shutdown.clone(),
+            )
+            .await
+            .map_err(|source| StartError::Redis {
+                url: url.clone(),
+                source,
+            })?,
+        ),
+    };
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .connect_timeout(config.federation_timeout)
+        .build()?;
+    let state = Arc::new(RelayState {
+        limiter: RateLimiter::new(config.rate_limit),
+        ranker: Ranker::new(config.ranker_period),
+        federation_slots: Arc::new(Semaphore::new(config.federation_concurrency)),
+        federation_pending: AtomicUsize::new(0),
+        next_connection: AtomicU64::new(1),
+        open_connections: AtomicUsize::new(0),
+        tasks: TaskTracker::new(),
+        shutdown: shutdown.clone(),
+        http,
+        directory,
+        backend,
+        metrics,
+        config,
+    });
+    state.tasks.spawn(sweeper(state.clone()));
+    let app = Router::new()
+        .route("/", get(websocket).post(federation::receive))
+        .route("/metrics", get(metrics_text))
+        .route("/health", get(|| async { "ok" }))
+        .layer(DefaultBodyLimit::max(state.config.max_envelope_size))
+        .with_state(state.clone());
+    let stop = shutdown.clone();
+    let server = tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "relay server stopped with an error");
+        }
+    });
+    tracing::info!(%addr, domains = ?state.config.domains, backend = if state.config.redis_url.is_some() { "redis" } else { "memory" }, rate_limit = %state.limiter.describe(), "relay listening");
+    Ok(RelayHandle {
+        addr,
+        state,
+        server,
+    })
+}
+
+/// Periodically drops expired queued envelopes and forgets old rate-limit windows.
+async fn sweeper(state: Arc<RelayState>) {
+    let mut tick = tokio::time::interval(state.config.sweep_interval);
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = rmb_core::time::now();
+        let expired = state.backend.sweep(now).await;
+        if expired > 0 {
+            Metrics::add(&state.metrics.expired, expired as u64);
+        }
+        state.limiter.sweep(now);
+        state
+            .metrics
+            .queued_frames
+            .store(state.backend.local_queue_depth() as i64, Ordering::Relaxed);
+    }
+}
+
+async fn metrics_text(State(state): State<Arc<RelayState>>) -> impl IntoResponse {
+    state
+        .metrics
+        .queued_frames
+        .store(state.backend.local_queue_depth() as i64, Ordering::Relaxed);
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+fn refuse(state: &RelayState, status: StatusCode, reason: &str, message: String) -> Response {
+    state.metrics.auth_failure(reason);
+    tracing::debug!(%status, %message, "connection refused");
+    (status, message).into_response()
+}
+
+/// `GET /?<jwt>`: authenticate, then upgrade to a WebSocket session.
+async fn websocket(
+    State(state): State<Arc<RelayState>>,
+    RawQuery(query): RawQuery,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let token = query.unwrap_or_default();
+    if token.is_empty() {
+        return refuse(&state, StatusCode::BAD_REQUEST, auth_failure::MISSING_TOKEN,
+            "missing token: connect with the JWT as the whole query string, e.g. wss://relay/?<jwt>".into());
+    }
+    let parsed = match rmb_core::jwt::parse(&token) {
+        Ok(t) => t,
+        Err(e) => {
+            return refuse(
+                &state,
+                StatusCode::BAD_REQUEST,
+                auth_failure::MALFORMED,
+                e.to_string(),
+            )
+        }
+    };
+    let twin_id = parsed.claims().sub;
+    let twin = match state.directory.twin(twin_id).await {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            return refuse(
+                &state,
+                StatusCode::UNAUTHORIZED,
+                auth_failure::UNKNOWN_TWIN,
+                format!("twin {twin_id} is not registered"),
+            )
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "registrar lookup failed during authentication");
+            return (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response();
+        }
+    };
+    let claims = match parsed.verify(&twin.public_key, rmb_core::time::now(), &state.config.jwt) {
+        Ok(c) => c,
+        Err(e) => {
+            let reason = match e {
+                rmb_core::JwtError::Expired { .. } => auth_failure::EXPIRED,
+                rmb_core::JwtError::BadSignature(_) => auth_failure::BAD_SIGNATURE,
+                _ => auth_failure::INVALID_TIME,
+            };
+            return refuse(&state, StatusCode::UNAUTHORIZED, reason, e.to_string());
+        }
+    };
+    let upgrade = match upgrade {
+        Ok(u) => u,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let open = state.open_connections.fetch_add(1, Ordering::Relaxed);
+    if open >= state.config.max_connections {
+        state.open_connections.fetch_sub(1, Ordering::Relaxed);
+        tracing::warn!(
+            max = state.config.max_connections,
+            "connection limit reached"
+        );
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "relay is at its connection limit, retry later",
+        )
+            .into_response();
+    }
+    let key = SessionKey::new(claims.sub, claims.sid);
+    let max = state.config.max_envelope_size;
+    let tasks = state.tasks.clone();
+    upgrade
+        .max_message_size(max)
+        .max_frame_size(max)
+        .read_buffer_size(state.config.read_buffer_size)
+        .on_failed_upgrade({
+            let state = state.clone();
+            move |e| {
+                state.open_connections.fetch_sub(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, "websocket upgrade failed");
+            }
+        })
+        .on_upgrade(move |socket| {
+            let session = connection::run(socket, key, state);
+            async move {
+                tasks.track_future(session).await;
+            }
+        })
+}

@@ -1,0 +1,277 @@
+//! Harness for relay integration tests: a real registrar (rmb-testkit), relays started
+//! in-process on real sockets, and a minimal WebSocket client speaking the protocol.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use rmb_core::prost::Message as _;
+use rmb_core::proto::{Message, Payload, Request, Response};
+use rmb_core::{envelope, jwt, Address, Envelope, KeyType, Signer};
+use rmb_registrar::RegistrarClient;
+use rmb_relay::registrar_directory::RegistrarDirectory;
+use rmb_relay::{Config, RelayHandle};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Longest a test waits for an event before failing.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A relay on `ip` (a 127.0.0.x address) whose domain is its own `ip:port`.
+pub async fn start_relay(
+    ip: &str,
+    registrar: &str,
+    tweak: impl FnOnce(&mut Config),
+) -> RelayHandle {
+    let listener = TcpListener::bind((ip, 0)).await.unwrap();
+    let domain = listener.local_addr().unwrap().to_string();
+    start_relay_on(listener, vec![domain], registrar, tweak).await
+}
+
+pub async fn start_relay_on(
+    listener: TcpListener,
+    domains: Vec<String>,
+    registrar: &str,
+    tweak: impl FnOnce(&mut Config),
+) -> RelayHandle {
+    let mut config = Config::new(domains);
+    config.federation_scheme = "http";
+    config.sweep_interval = Duration::from_millis(100);
+    tweak(&mut config);
+    let directory = Arc::new(RegistrarDirectory::from_client(test_client(registrar)));
+    rmb_relay::start(listener, config, directory).await.unwrap()
+}
+
+/// A registrar client with short caches, so tests see registrations at once.
+pub fn test_client(registrar: &str) -> RegistrarClient {
+    RegistrarClient::with_config(
+        registrar,
+        rmb_registrar::ClientConfig {
+            cache_ttl: Duration::from_millis(200),
+            negative_ttl: Duration::from_millis(1),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+pub struct Twin {
+    pub id: u32,
+    pub signer: Signer,
+}
+
+static SEED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+
+/// Registers a fresh twin reachable on `relays`.
+pub async fn twin(registrar: &str, key_type: KeyType, relays: &[String]) -> Twin {
+    let n = SEED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut seed = rand::random::<[u8; 32]>();
+    seed[..4].copy_from_slice(&n.to_be_bytes());
+    let signer = Signer::from_seed(&seed, key_type).unwrap();
+    let account = test_client(registrar)
+        .create_account(&signer, relays, None)
+        .await
+        .unwrap();
+    Twin {
+        id: account.twin_id,
+        signer,
+    }
+}
+
+pub fn domain(relay: &RelayHandle) -> String {
+    relay.local_addr().to_string()
+}
+
+pub fn token(twin: &Twin, sid: Option<&str>) -> String {
+    jwt::create(&twin.signer, twin.id, sid, rmb_core::time::now(), 60)
+}
+
+pub struct Conn {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// Connects with a valid token.
+pub async fn connect(relay: SocketAddr, twin: &Twin, sid: Option<&str>) -> Conn {
+    connect_with(relay, &token(twin, sid)).await.unwrap()
+}
+
+pub async fn connect_with(relay: SocketAddr, query: &str) -> Result<Conn, tungstenite::Error> {
+    let url = format!("ws://{relay}/?{query}");
+    let (ws, _) = tokio_tungstenite::connect_async(url).await?;
+    Ok(Conn { ws })
+}
+
+/// The HTTP status a refused connection attempt got.
+pub async fn refused_status(relay: SocketAddr, query: &str) -> u16 {
+    match connect_with(relay, query).await {
+        Err(tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(e) => panic!("expected an HTTP refusal, got {e}"),
+        Ok(_) => panic!("connection was accepted"),
+    }
+}
+
+impl Conn {
+    pub async fn send(&mut self, env: &Envelope) {
+        self.send_raw(WsMessage::Binary(env.encode_to_vec().into()))
+            .await;
+    }
+
+    pub async fn send_raw(&mut self, msg: WsMessage) {
+        self.ws.send(msg).await.unwrap();
+    }
+
+    /// The next envelope; fails the test if none arrives within [`WAIT`].
+    pub async fn recv(&mut self) -> Envelope {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out waiting for an envelope")
+                .expect("connection ended")
+                .expect("websocket error");
+            match msg {
+                WsMessage::Binary(data) => return Envelope::decode(&data[..]).unwrap(),
+                WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
+                other => panic!("expected a binary frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// Waits for the relay to close the connection; returns its close frame.
+    pub async fn recv_close(&mut self) -> Option<CloseFrame> {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out waiting for close");
+            match msg {
+                Some(Ok(WsMessage::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+}
+
+/// A signed request from `from` to `to`.
+pub fn request(from: &Twin, to: Address, command: &str, body: &[u8]) -> Envelope {
+    let mut env = Envelope {
+        uid: uuid(),
+        timestamp: rmb_core::time::now(),
+        expiration: 60,
+        source: Some(Address::twin(from.id)),
+        destination: Some(to),
+        message: Some(Message::Request(Request {
+            command: command.into(),
+        })),
+        payload: Some(Payload::Plain(body.to_vec())),
+        ..Default::default()
+    };
+    envelope::sign(&mut env, &from.signer);
+    env
+}
+
+/// A signed response to `req`.
+pub fn response(from: &Twin, req: &Envelope, body: &[u8]) -> Envelope {
+    let mut env = Envelope {
+        uid: req.uid.clone(),
+        timestamp: rmb_core::time::now(),
+        expiration: 60,
+        source: Some(Address::twin(from.id)),
+        destination: req.source.clone(),
+        message: Some(Message::Response(Response {})),
+        payload: Some(Payload::Plain(body.to_vec())),
+        ..Default::default()
+    };
+    envelope::sign(&mut env, &from.signer);
+    env
+}
+
+pub fn uuid() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+pub fn plain(env: &Envelope) -> &[u8] {
+    match &env.payload {
+        Some(Payload::Plain(p)) => p,
+        _ => panic!("no plain payload in {env:?}"),
+    }
+}
+
+/// The relay error message of an error envelope.
+pub fn relay_error(env: &Envelope) -> &str {
+    match &env.message {
+        Some(Message::Error(e)) if env.source.is_none() => &e.message,
+        other => panic!("expected a relay error, got {other:?}"),
+    }
+}
+
+/// Polls `check` until true or [`WAIT`] passes.
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A registrar on a free port with its own SQLite file (from the test kit).
+pub async fn registrar() -> rmb_testkit::TestRegistrar {
+    rmb_testkit::TestRegistrar::start().await.unwrap()
+}
+
+/// The common setup: a registrar, one relay on 127.0.0.1 and two twins (ed25519)
+/// registered on it.
+pub struct OneRelay {
+    pub reg: rmb_testkit::TestRegistrar,
+    pub relay: RelayHandle,
+    pub a: Twin,
+    pub b: Twin,
+}
+
+pub async fn one_relay(tweak: impl FnOnce(&mut Config)) -> OneRelay {
+    let reg = registrar().await;
+    let relay = start_relay("127.0.0.1", &reg.url(), tweak).await;
+    let relays = vec![domain(&relay)];
+    let a = twin(&reg.url(), KeyType::Ed25519, &relays).await;
+    let b = twin(&reg.url(), KeyType::Ed25519, &relays).await;
+    OneRelay { reg, relay, a, b }
+}
+
+impl OneRelay {
+    pub fn addr(&self) -> SocketAddr {
+        self.relay.local_addr()
+    }
+
+    /// Another twin on the same relay.
+    pub async fn twin(&self) -> Twin {
+        twin(&self.reg.url(), KeyType::Ed25519, &[domain(&self.relay)]).await
+    }
+}
+
+/// An envelope ping from `twin`'s default session.
+pub fn ping(twin: &Twin) -> Envelope {
+    Envelope {
+        uid: uuid(),
+        source: Some(Address::twin(twin.id)),
+        message: Some(Message::Ping(rmb_core::proto::Ping {})),
+        ..Default::default()
+    }
+}
+
+/// Sends a ping and waits for its pong: everything sent before it has been routed.
+pub async fn barrier(conn: &mut Conn, twin: &Twin) {
+    let p = ping(twin);
+    conn.send(&p).await;
+    let pong = conn.recv().await;
+    assert!(
+        matches!(pong.message, Some(Message::Pong(_))) && pong.uid == p.uid,
+        "{pong:?}"
+    );
+}
