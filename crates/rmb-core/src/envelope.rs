@@ -131,11 +131,14 @@ pub fn ttl(env: &Envelope, now: u64) -> Option<u64> {
 /// True when the envelope's `tags` contain the token `fail-fast` (comma or space
 /// separated), asking relays not to queue it for an offline destination (§3.3).
 pub fn is_fail_fast(env: &Envelope) -> bool {
-    env.tags
-        .as_deref()
-        .map(|tags| {
-            tags.split(|c: char| c == ',' || c.is_whitespace())
-                .any(|t| t == "fail-fast")
-        })
-        .unwrap_or(false)
+    tags_say_fail_fast(env.tags.as_deref())
+}
+
+/// [`is_fail_fast`] on the tags alone (for an [`EnvelopeHeader`](crate::proto::EnvelopeHeader)).
+pub fn tags_say_fail_fast(tags: Option<&str>) -> bool {
+    tags.map(|tags| {
+        tags.split(|c: char| c == ',' || c.is_whitespace())
+            .any(|t| t == "fail-fast")
+    })
+    .unwrap_or(false)
 }

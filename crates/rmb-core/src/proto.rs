@@ -111,3 +111,24 @@ pub struct Backlog {
     #[prost(uint64, tag = "5")]
     pub ttl: u64,
 }
+
+/// The fields of an [`Envelope`] a relay routes by. Decoding an envelope's bytes as this
+/// message skips the signature, schema, payload and relays without copying them, so
+/// routing a large envelope costs the same as routing a small one.
+#[derive(Clone, PartialEq, Eq, ::prost::Message)]
+pub struct EnvelopeHeader {
+    #[prost(string, tag = "1")]
+    pub uid: String,
+    #[prost(string, optional, tag = "2")]
+    pub tags: Option<String>,
+    #[prost(uint64, tag = "3")]
+    pub timestamp: u64,
+    #[prost(uint64, tag = "4")]
+    pub expiration: u64,
+    #[prost(message, optional, tag = "5")]
+    pub source: Option<Address>,
+    #[prost(message, optional, tag = "6")]
+    pub destination: Option<Address>,
+    #[prost(oneof = "Message", tags = "7, 8, 12, 15, 16")]
+    pub message: Option<Message>,
+}

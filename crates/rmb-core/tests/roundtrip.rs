@@ -225,3 +225,20 @@ fn fail_fast_tag_is_found_as_a_token() {
     assert!(!envelope::is_fail_fast(&with("fail-faster")));
     assert!(!envelope::is_fail_fast(&Envelope::default()));
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn header_decode_reads_the_routing_fields_of_any_envelope(env in arb_envelope()) {
+        use rmb_core::proto::EnvelopeHeader;
+        let header = EnvelopeHeader::decode(&env.encode_to_vec()[..]).unwrap();
+        prop_assert_eq!(&header.uid, &env.uid);
+        prop_assert_eq!(&header.tags, &env.tags);
+        prop_assert_eq!(header.timestamp, env.timestamp);
+        prop_assert_eq!(header.expiration, env.expiration);
+        prop_assert_eq!(&header.source, &env.source);
+        prop_assert_eq!(&header.destination, &env.destination);
+        prop_assert_eq!(&header.message, &env.message);
+    }
+}

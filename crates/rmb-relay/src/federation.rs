@@ -220,7 +220,7 @@ async fn accept(state: &RelayState, body: Bytes) -> Result<(), (StatusCode, Stri
     let fwd = Forward {
         destination: SessionKey::of(destination),
         deadline: env.timestamp.saturating_add(env.expiration),
-        is_request: route::is_request(&env),
+        is_request: route::is_request(env.message.as_ref()),
         fail_fast: envelope::is_fail_fast(&env),
     };
     match state.dispatch(&fwd, body).await {

@@ -2,8 +2,8 @@
 //! a session sent, and the envelopes the relay itself writes (pong, relay errors).
 //! The I/O around them lives in `connection` and `federation`.
 
-use rmb_core::proto::{Error, Message, Payload, Pong};
-use rmb_core::{envelope, Envelope};
+use rmb_core::proto::{EnvelopeHeader, Error, Message, Payload, Pong};
+use rmb_core::{envelope, time, Envelope};
 
 use crate::session_key::SessionKey;
 
@@ -13,8 +13,8 @@ pub const ERROR_EXPIRATION: u64 = 300;
 /// What an envelope from a session asks of the relay.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inbound {
-    /// An envelope ping: answer it with this pong, to the sender only.
-    Pong(Box<Envelope>),
+    /// An envelope ping: answer it with a [`pong`], to the sender only.
+    Ping,
     /// Route it to `destination`.
     Forward(Forward),
 }
@@ -42,13 +42,18 @@ pub enum Rejection {
     Expired,
 }
 
-/// Classifies an envelope received from `session` at `now`.
+/// Classifies an envelope received from `session` at `now`, from its routing header
+/// alone (the payload is never read).
 ///
 /// Pings are answered before any other check: the pong goes back to the authenticated
 /// session only, and the TypeScript client sends pings with an empty destination (§6).
-pub fn classify(env: &Envelope, session: &SessionKey, now: u64) -> Result<Inbound, Rejection> {
+pub fn classify(
+    env: &EnvelopeHeader,
+    session: &SessionKey,
+    now: u64,
+) -> Result<Inbound, Rejection> {
     if matches!(env.message, Some(Message::Ping(_))) {
-        return Ok(Inbound::Pong(Box::new(pong(env, session))));
+        return Ok(Inbound::Ping);
     }
     let source_ok = env.source.as_ref().is_some_and(|s| session.matches(s));
     if !source_ok {
@@ -65,19 +70,21 @@ pub fn classify(env: &Envelope, session: &SessionKey, now: u64) -> Result<Inboun
         Some(d) if d.twin != 0 => SessionKey::of(d),
         _ => return Err(Rejection::NoDestination),
     };
-    if envelope::ttl(env, now).is_none() {
+    if time::ttl(env.timestamp, env.expiration, now).is_none() {
         return Err(Rejection::Expired);
     }
     Ok(Inbound::Forward(Forward {
         destination,
         deadline: env.timestamp.saturating_add(env.expiration),
-        is_request: is_request(env),
-        fail_fast: envelope::is_fail_fast(env),
+        is_request: is_request(env.message.as_ref()),
+        fail_fast: envelope::tags_say_fail_fast(env.tags.as_deref()),
     }))
 }
 
-pub fn is_request(env: &Envelope) -> bool {
-    matches!(env.message, Some(Message::Request(_)))
+/// Only requests get relay errors back: answering a response or an error with an
+/// error could loop between two parties.
+pub fn is_request(message: Option<&Message>) -> bool {
+    matches!(message, Some(Message::Request(_)))
 }
 
 /// The answer to an envelope ping: source and destination swapped (the destination
@@ -130,8 +137,8 @@ mod tests {
     use rmb_core::proto::{Ping, Request};
     use rmb_core::Address;
 
-    fn env(source: Option<Address>, destination: Option<Address>) -> Envelope {
-        Envelope {
+    fn env(source: Option<Address>, destination: Option<Address>) -> EnvelopeHeader {
+        EnvelopeHeader {
             uid: "u".into(),
             timestamp: 1000,
             expiration: 60,
@@ -203,9 +210,13 @@ mod tests {
         let me = SessionKey::new(1, None);
         let mut ping = env(None, None);
         ping.message = Some(Message::Ping(Ping {}));
-        let Ok(Inbound::Pong(p)) = classify(&ping, &me, 5000) else {
-            panic!()
+        assert_eq!(classify(&ping, &me, 5000), Ok(Inbound::Ping));
+        let full = Envelope {
+            uid: "u".into(),
+            message: Some(Message::Ping(Ping {})),
+            ..Default::default()
         };
+        let p = pong(&full, &me);
         assert_eq!(p.destination, Some(Address::twin(1)));
         assert_eq!(p.source, None);
         assert_eq!(p.payload, Some(Payload::Plain(b"hello world".to_vec())));

@@ -41,7 +41,12 @@ async fn two_twins_exchange_request_and_response() {
 
 #[tokio::test]
 async fn sessions_are_addressed_exactly() {
-    let OneRelay { reg: _reg, relay, a, b } = one_relay(|_| {}).await;
+    let OneRelay {
+        reg: _reg,
+        relay,
+        a,
+        b,
+    } = one_relay(|_| {}).await;
     let mut ca = connect(relay.local_addr(), &a, Some("app")).await;
     let mut b_default = connect(relay.local_addr(), &b, None).await;
     let mut b_s1 = connect(relay.local_addr(), &b, Some("s1")).await;
@@ -70,7 +75,12 @@ async fn sessions_are_addressed_exactly() {
 
 #[tokio::test]
 async fn a_newer_connection_replaces_the_older_one() {
-    let OneRelay { reg: _reg, relay, a, b } = one_relay(|_| {}).await;
+    let OneRelay {
+        reg: _reg,
+        relay,
+        a,
+        b,
+    } = one_relay(|_| {}).await;
     let mut first = connect(relay.local_addr(), &b, Some("s")).await;
     let mut second = connect(relay.local_addr(), &b, Some("s")).await;
     let close = first.recv_close().await.expect("a close frame");
@@ -88,7 +98,12 @@ async fn a_newer_connection_replaces_the_older_one() {
 
 #[tokio::test]
 async fn offline_twin_gets_its_queue_in_order_and_expired_envelopes_are_dropped() {
-    let OneRelay { reg: _reg, relay, a, b } = one_relay(|_| {}).await;
+    let OneRelay {
+        reg: _reg,
+        relay,
+        a,
+        b,
+    } = one_relay(|_| {}).await;
     let mut ca = connect(relay.local_addr(), &a, None).await;
 
     // One envelope that expires while queued: its deadline is one second away.
@@ -130,7 +145,12 @@ async fn offline_twin_gets_its_queue_in_order_and_expired_envelopes_are_dropped(
 
 #[tokio::test]
 async fn already_expired_request_gets_an_error() {
-    let OneRelay { reg: _reg, relay, a, b } = one_relay(|_| {}).await;
+    let OneRelay {
+        reg: _reg,
+        relay,
+        a,
+        b,
+    } = one_relay(|_| {}).await;
     let mut ca = connect(relay.local_addr(), &a, None).await;
     let mut old = request(&a, Address::twin(b.id), "x", b"");
     old.timestamp -= 120;
@@ -165,7 +185,12 @@ async fn envelope_ping_gets_a_pong_even_without_destination() {
 
 #[tokio::test]
 async fn requests_to_unknown_twins_and_spoofed_sources_get_errors() {
-    let OneRelay { reg: _reg, relay, a, b } = one_relay(|_| {}).await;
+    let OneRelay {
+        reg: _reg,
+        relay,
+        a,
+        b,
+    } = one_relay(|_| {}).await;
     let mut ca = connect(relay.local_addr(), &a, None).await;
 
     let unknown = request(&a, Address::twin(999_999), "x", b"");
@@ -353,7 +378,12 @@ async fn rate_limit_refuses_the_flooder_only() {
 
 #[tokio::test]
 async fn fail_fast_to_an_offline_twin_is_refused_not_queued() {
-    let OneRelay { reg: _reg, relay, a, b } = one_relay(|_| {}).await;
+    let OneRelay {
+        reg: _reg,
+        relay,
+        a,
+        b,
+    } = one_relay(|_| {}).await;
     let mut ca = connect(relay.local_addr(), &a, None).await;
     let mut req = request(&a, Address::twin(b.id), "x", b"");
     req.tags = Some("fail-fast".into());

@@ -40,18 +40,22 @@ impl Backend for MemoryBackend {
         self.sessions.detach(key, conn);
     }
 
-    async fn deliver_connected(
-        &self,
-        key: &SessionKey,
-        frame: &QueuedFrame,
-    ) -> Result<bool, BackendError> {
-        Ok(match self.sessions.push_if_connected(key, frame) {
+    fn deliver_local(&self, key: &SessionKey, frame: &QueuedFrame) -> bool {
+        match self.sessions.push_if_connected(key, frame) {
             Some(outcome) => {
                 note_dropped(&self.metrics, key, outcome.dropped);
                 true
             }
             None => false,
-        })
+        }
+    }
+
+    async fn deliver_connected(
+        &self,
+        key: &SessionKey,
+        frame: &QueuedFrame,
+    ) -> Result<bool, BackendError> {
+        Ok(self.deliver_local(key, frame))
     }
 
     async fn enqueue(&self, key: &SessionKey, frame: QueuedFrame) -> Result<(), BackendError> {

@@ -39,6 +39,10 @@ pub trait Backend: Send + Sync + 'static {
     /// The connection `conn` of `key` ended.
     async fn detach(&self, key: &SessionKey, conn: u64);
 
+    /// The fast path: hands the frame to the session if it is connected to this
+    /// process. Synchronous, so the common case costs no future and no Redis round trip.
+    fn deliver_local(&self, key: &SessionKey, frame: &QueuedFrame) -> bool;
+
     /// Hands the frame to the session if it is connected (to this process or, with
     /// Redis, to another instance). `Ok(false)`: nobody is connected, frame not taken.
     async fn deliver_connected(

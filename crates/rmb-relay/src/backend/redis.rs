@@ -383,14 +383,23 @@ impl Backend for RedisBackend {
         }
     }
 
+    fn deliver_local(&self, key: &SessionKey, frame: &QueuedFrame) -> bool {
+        match self.inner.local.push_if_connected(key, frame) {
+            Some(outcome) => {
+                note_dropped(&self.inner.metrics, key, outcome.dropped);
+                true
+            }
+            None => false,
+        }
+    }
+
     async fn deliver_connected(
         &self,
         key: &SessionKey,
         frame: &QueuedFrame,
     ) -> Result<bool, BackendError> {
         let inner = &self.inner;
-        if let Some(outcome) = inner.local.push_if_connected(key, frame) {
-            note_dropped(&inner.metrics, key, outcome.dropped);
+        if self.deliver_local(key, frame) {
             return Ok(true);
         }
         let mut redis = inner.redis.clone();
