@@ -24,10 +24,10 @@ async fn three_relays_federate_and_fail_over() {
     let b = twin(&url, KeyType::Ed25519, &[domain(&r2)]).await;
     let c = twin(&url, KeyType::Sr25519, &[domain(&r3)]).await;
     let d = twin(&url, KeyType::Ed25519, &[dead, domain(&r3)]).await;
-    let mut ca = connect(r1.local_addr(), &a, None).await;
-    let mut cb = connect(r2.local_addr(), &b, None).await;
-    let mut cc = connect(r3.local_addr(), &c, None).await;
-    let mut cd = connect(r3.local_addr(), &d, None).await;
+    let mut ca = connect(r1.addr(), &a, None).await;
+    let mut cb = connect(r2.addr(), &b, None).await;
+    let mut cc = connect(r3.addr(), &c, None).await;
+    let mut cd = connect(r3.addr(), &d, None).await;
 
     // A → B (R1 → R2) and the reply back (R2 → R1).
     let req = request(&a, Address::twin(b.id), "calc.add", b"ab");
@@ -49,7 +49,8 @@ async fn three_relays_federate_and_fail_over() {
         assert_eq!(plain(&cd.recv().await), &[i]);
     }
     assert!(
-        r2.metrics()
+        r2.handle()
+            .metrics()
             .federation_received
             .load(std::sync::atomic::Ordering::Relaxed)
             >= 1
@@ -68,7 +69,7 @@ async fn unreachable_destination_relays_give_the_sender_an_error() {
         .to_string();
     let a = twin(&url, KeyType::Ed25519, &[domain(&r1)]).await;
     let e = twin(&url, KeyType::Ed25519, std::slice::from_ref(&dead)).await;
-    let mut ca = connect(r1.local_addr(), &a, None).await;
+    let mut ca = connect(r1.addr(), &a, None).await;
     let mut req = request(&a, Address::twin(e.id), "x", b"");
     req.tags = Some("fail-fast".into());
     envelope::sign(&mut req, &a.signer);
@@ -97,9 +98,9 @@ async fn federation_endpoint_accepts_only_verified_envelopes() {
     let a = twin(&url, KeyType::Ed25519, &["elsewhere.example".to_string()]).await;
     let b = twin(&url, KeyType::Ed25519, &[domain(&r2)]).await;
     let mallory = twin(&url, KeyType::Ed25519, &["elsewhere.example".to_string()]).await;
-    let mut cb = connect(r2.local_addr(), &b, None).await;
+    let mut cb = connect(r2.addr(), &b, None).await;
     let http = reqwest::Client::new();
-    let endpoint = format!("http://{}/", r2.local_addr());
+    let endpoint = format!("http://{}/", r2.addr());
     let post = |body: Vec<u8>| {
         let http = http.clone();
         let endpoint = endpoint.clone();

@@ -7,14 +7,12 @@ use std::time::Duration;
 use common::*;
 use rmb_core::{Address, KeyType};
 use rmb_testkit::RedisServer;
-use tokio::net::TcpListener;
 
 const DOMAIN: &str = "cluster.rmb.test";
 
-async fn instance(registrar: &str, redis: &str) -> rmb_relay::RelayHandle {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+async fn instance(registrar: &str, redis: &str) -> rmb_testkit::TestRelay {
     let redis = redis.to_string();
-    start_relay_on(listener, vec![DOMAIN.into()], registrar, move |c| {
+    start_relay_for(vec![DOMAIN.into()], registrar, move |c| {
         c.redis_url = Some(redis);
         c.redis_heartbeat = Duration::from_millis(300);
     })
@@ -29,8 +27,8 @@ async fn twins_on_different_instances_reach_each_other() {
     let two = instance(&reg.url(), &redis.url()).await;
     let a = twin(&reg.url(), KeyType::Ed25519, &[DOMAIN.into()]).await;
     let b = twin(&reg.url(), KeyType::Sr25519, &[DOMAIN.into()]).await;
-    let mut ca = connect(one.local_addr(), &a, None).await;
-    let mut cb = connect(two.local_addr(), &b, None).await;
+    let mut ca = connect(one.addr(), &a, None).await;
+    let mut cb = connect(two.addr(), &b, None).await;
 
     let req = request(&a, Address::twin(b.id), "x", b"across");
     ca.send(&req).await;
@@ -40,7 +38,7 @@ async fn twins_on_different_instances_reach_each_other() {
     assert_eq!(plain(&ca.recv().await), b"back");
 
     // A second connection of B on instance one replaces the one on instance two.
-    let mut cb_again = connect(one.local_addr(), &b, None).await;
+    let mut cb_again = connect(one.addr(), &b, None).await;
     let close = cb.recv_close().await.expect("close frame");
     assert!(close.reason.contains("replaced"), "{close:?}");
     ca.send(&request(&a, Address::twin(b.id), "x", b"to the new one"))
@@ -55,17 +53,18 @@ async fn queued_envelopes_survive_a_relay_restart() {
     let one = instance(&reg.url(), &redis.url()).await;
     let a = twin(&reg.url(), KeyType::Ed25519, &[DOMAIN.into()]).await;
     let b = twin(&reg.url(), KeyType::Ed25519, &[DOMAIN.into()]).await;
-    let mut ca = connect(one.local_addr(), &a, None).await;
+    let mut ca = connect(one.addr(), &a, None).await;
     for i in 0..3u8 {
         ca.send(&request(&a, Address::twin(b.id), "x", &[i])).await;
     }
     // Pong after the three: the relay has routed (queued) them.
     barrier(&mut ca, &a).await;
     drop(ca);
+    let mut one = one;
     one.shutdown().await;
 
     let restarted = instance(&reg.url(), &redis.url()).await;
-    let mut cb = connect(restarted.local_addr(), &b, None).await;
+    let mut cb = connect(restarted.addr(), &b, None).await;
     for i in 0..3u8 {
         assert_eq!(plain(&cb.recv().await), &[i]);
     }
@@ -79,8 +78,8 @@ async fn delivery_resumes_after_redis_restarts() {
     let two = instance(&reg.url(), &redis.url()).await;
     let a = twin(&reg.url(), KeyType::Ed25519, &[DOMAIN.into()]).await;
     let b = twin(&reg.url(), KeyType::Ed25519, &[DOMAIN.into()]).await;
-    let mut ca = connect(one.local_addr(), &a, None).await;
-    let mut cb = connect(two.local_addr(), &b, None).await;
+    let mut ca = connect(one.addr(), &a, None).await;
+    let mut cb = connect(two.addr(), &b, None).await;
     ca.send(&request(&a, Address::twin(b.id), "x", b"before"))
         .await;
     assert_eq!(plain(&cb.recv().await), b"before");

@@ -16,8 +16,8 @@ async fn two_twins_exchange_request_and_response() {
     let relays = vec![domain(&relay)];
     let a = twin(&reg.url(), KeyType::Sr25519, &relays).await;
     let b = twin(&reg.url(), KeyType::Ed25519, &relays).await;
-    let mut ca = connect(relay.local_addr(), &a, None).await;
-    let mut cb = connect(relay.local_addr(), &b, None).await;
+    let mut ca = connect(relay.addr(), &a, None).await;
+    let mut cb = connect(relay.addr(), &b, None).await;
 
     let req = request(&a, Address::twin(b.id), "calc.add", b"[1,2]");
     ca.send(&req).await;
@@ -47,9 +47,9 @@ async fn sessions_are_addressed_exactly() {
         a,
         b,
     } = one_relay(|_| {}).await;
-    let mut ca = connect(relay.local_addr(), &a, Some("app")).await;
-    let mut b_default = connect(relay.local_addr(), &b, None).await;
-    let mut b_s1 = connect(relay.local_addr(), &b, Some("s1")).await;
+    let mut ca = connect(relay.addr(), &a, Some("app")).await;
+    let mut b_default = connect(relay.addr(), &b, None).await;
+    let mut b_s1 = connect(relay.addr(), &b, Some("s1")).await;
 
     let mut to_s1 = request(&a, Address::session(b.id, "s1"), "x", b"for s1");
     to_s1.source = Some(Address::session(a.id, "app"));
@@ -81,12 +81,12 @@ async fn a_newer_connection_replaces_the_older_one() {
         a,
         b,
     } = one_relay(|_| {}).await;
-    let mut first = connect(relay.local_addr(), &b, Some("s")).await;
-    let mut second = connect(relay.local_addr(), &b, Some("s")).await;
+    let mut first = connect(relay.addr(), &b, Some("s")).await;
+    let mut second = connect(relay.addr(), &b, Some("s")).await;
     let close = first.recv_close().await.expect("a close frame");
     assert!(close.reason.contains("replaced"), "{close:?}");
 
-    let mut ca = connect(relay.local_addr(), &a, None).await;
+    let mut ca = connect(relay.addr(), &a, None).await;
     ca.send(&request(&a, Address::session(b.id, "s"), "x", b"hi"))
         .await;
     assert_eq!(plain(&second.recv().await), b"hi");
@@ -104,7 +104,7 @@ async fn offline_twin_gets_its_queue_in_order_and_expired_envelopes_are_dropped(
         a,
         b,
     } = one_relay(|_| {}).await;
-    let mut ca = connect(relay.local_addr(), &a, None).await;
+    let mut ca = connect(relay.addr(), &a, None).await;
 
     // One envelope that expires while queued: its deadline is one second away.
     let mut short = request(&a, Address::twin(b.id), "x", b"short-lived");
@@ -133,7 +133,7 @@ async fn offline_twin_gets_its_queue_in_order_and_expired_envelopes_are_dropped(
     ca.send(&ping).await;
     assert!(matches!(ca.recv().await.message, Some(Message::Pong(_))));
 
-    let mut cb = connect(relay.local_addr(), &b, None).await;
+    let mut cb = connect(relay.addr(), &b, None).await;
     for i in 0..5u8 {
         assert_eq!(
             plain(&cb.recv().await),
@@ -151,7 +151,7 @@ async fn already_expired_request_gets_an_error() {
         a,
         b,
     } = one_relay(|_| {}).await;
-    let mut ca = connect(relay.local_addr(), &a, None).await;
+    let mut ca = connect(relay.addr(), &a, None).await;
     let mut old = request(&a, Address::twin(b.id), "x", b"");
     old.timestamp -= 120;
     envelope::sign(&mut old, &a.signer);
@@ -166,7 +166,7 @@ async fn envelope_ping_gets_a_pong_even_without_destination() {
     let reg = registrar().await;
     let relay = start_relay("127.0.0.1", &reg.url(), |_| {}).await;
     let a = twin(&reg.url(), KeyType::Sr25519, &[domain(&relay)]).await;
-    let mut ca = connect(relay.local_addr(), &a, None).await;
+    let mut ca = connect(relay.addr(), &a, None).await;
     // As the TypeScript client sends it: empty destination, empty signature.
     let ping = Envelope {
         uid: "ping-1".into(),
@@ -191,7 +191,7 @@ async fn requests_to_unknown_twins_and_spoofed_sources_get_errors() {
         a,
         b,
     } = one_relay(|_| {}).await;
-    let mut ca = connect(relay.local_addr(), &a, None).await;
+    let mut ca = connect(relay.addr(), &a, None).await;
 
     let unknown = request(&a, Address::twin(999_999), "x", b"");
     ca.send(&unknown).await;
@@ -220,7 +220,7 @@ async fn requests_to_unknown_twins_and_spoofed_sources_get_errors() {
 async fn every_authentication_failure_is_refused_before_the_upgrade() {
     let reg = registrar().await;
     let relay = start_relay("127.0.0.1", &reg.url(), |_| {}).await;
-    let addr = relay.local_addr();
+    let addr = relay.addr();
     let a = twin(&reg.url(), KeyType::Ed25519, &[domain(&relay)]).await;
     let other = twin(&reg.url(), KeyType::Ed25519, &[domain(&relay)]).await;
     let now = rmb_core::time::now();
@@ -283,19 +283,19 @@ async fn text_frames_garbage_and_oversized_frames_close_the_connection() {
     let relay = start_relay("127.0.0.1", &reg.url(), |c| c.max_envelope_size = 4096).await;
     let a = twin(&reg.url(), KeyType::Ed25519, &[domain(&relay)]).await;
 
-    let mut conn = connect(relay.local_addr(), &a, None).await;
+    let mut conn = connect(relay.addr(), &a, None).await;
     conn.send_raw(WsMessage::Text("hello".into())).await;
     let close = conn.recv_close().await.expect("close frame");
     assert_eq!(close.code, CloseCode::Unsupported);
 
-    let mut conn = connect(relay.local_addr(), &a, None).await;
+    let mut conn = connect(relay.addr(), &a, None).await;
     conn.send_raw(WsMessage::Binary(vec![0xff; 64].into()))
         .await;
     let close = conn.recv_close().await.expect("close frame");
     assert_eq!(close.code, CloseCode::Invalid);
     assert!(close.reason.contains("protobuf"), "{close:?}");
 
-    let mut conn = connect(relay.local_addr(), &a, None).await;
+    let mut conn = connect(relay.addr(), &a, None).await;
     // The relay may close before the client finishes writing: ignore the send result.
     let _ = futures_util::SinkExt::send(&mut conn.ws, WsMessage::Binary(vec![1u8; 10_000].into()))
         .await;
@@ -317,8 +317,8 @@ async fn text_frames_garbage_and_oversized_frames_close_the_connection() {
     }
     // The relay is still serving.
     let b = twin(&reg.url(), KeyType::Ed25519, &[domain(&relay)]).await;
-    let mut cb = connect(relay.local_addr(), &b, None).await;
-    let mut ca = connect(relay.local_addr(), &a, None).await;
+    let mut cb = connect(relay.addr(), &b, None).await;
+    let mut ca = connect(relay.addr(), &a, None).await;
     ca.send(&request(&a, Address::twin(b.id), "x", b"still up"))
         .await;
     assert_eq!(plain(&cb.recv().await), b"still up");
@@ -336,9 +336,9 @@ async fn rate_limit_refuses_the_flooder_only() {
     let flooder = twin(&reg.url(), KeyType::Ed25519, &relays).await;
     let polite = twin(&reg.url(), KeyType::Ed25519, &relays).await;
     let sink = twin(&reg.url(), KeyType::Ed25519, &relays).await;
-    let mut cf = connect(relay.local_addr(), &flooder, None).await;
-    let mut cp = connect(relay.local_addr(), &polite, None).await;
-    let mut cs = connect(relay.local_addr(), &sink, None).await;
+    let mut cf = connect(relay.addr(), &flooder, None).await;
+    let mut cp = connect(relay.addr(), &polite, None).await;
+    let mut cs = connect(relay.addr(), &sink, None).await;
 
     for i in 0..8u8 {
         cf.send(&request(&flooder, Address::twin(sink.id), "x", &[i]))
@@ -384,7 +384,7 @@ async fn fail_fast_to_an_offline_twin_is_refused_not_queued() {
         a,
         b,
     } = one_relay(|_| {}).await;
-    let mut ca = connect(relay.local_addr(), &a, None).await;
+    let mut ca = connect(relay.addr(), &a, None).await;
     let mut req = request(&a, Address::twin(b.id), "x", b"");
     req.tags = Some("fail-fast".into());
     envelope::sign(&mut req, &a.signer);

@@ -10,7 +10,8 @@
 //! - [`Postgres`]: a freshly created, uniquely named database on the machine's
 //!   PostgreSQL, dropped afterwards;
 //! - [`TestRegistrar`]: an in-process registrar on a free port, on a temp SQLite file or
-//!   a given database, that can be restarted on the same port and database.
+//!   a given database, that can be restarted on the same port and database;
+//! - [`TestRelay`]: an in-process relay on any 127.0.0.x address and a free port.
 //!
 //! Readiness is polled with a bounded deadline, never waited for with sleeps. Use it as
 //! a dev-dependency only.
@@ -22,6 +23,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+mod relay;
+
+pub use relay::{fresh_client, TestRelay};
 use rmb_registrar::{Config, RegistrarClient, ServerHandle};
 use sqlx::migrate::MigrateDatabase as _;
 
@@ -49,6 +53,8 @@ pub enum Error {
     Registrar(#[from] rmb_registrar::Error),
     #[error("registrar client: {0}")]
     Client(#[from] rmb_registrar::ClientError),
+    #[error("relay: {0}")]
+    Relay(#[from] rmb_relay::StartError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -4,7 +4,6 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -12,9 +11,9 @@ use rmb_core::prost::Message as _;
 use rmb_core::proto::{Message, Payload, Request, Response};
 use rmb_core::{envelope, jwt, Address, Envelope, KeyType, Signer};
 use rmb_registrar::RegistrarClient;
-use rmb_relay::registrar_directory::RegistrarDirectory;
-use rmb_relay::{Config, RelayHandle};
-use tokio::net::{TcpListener, TcpStream};
+use rmb_relay::Config;
+use rmb_testkit::TestRelay;
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -23,41 +22,25 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 pub const WAIT: Duration = Duration::from_secs(10);
 
 /// A relay on `ip` (a 127.0.0.x address) whose domain is its own `ip:port`.
-pub async fn start_relay(
-    ip: &str,
-    registrar: &str,
-    tweak: impl FnOnce(&mut Config),
-) -> RelayHandle {
-    let listener = TcpListener::bind((ip, 0)).await.unwrap();
-    let domain = listener.local_addr().unwrap().to_string();
-    start_relay_on(listener, vec![domain], registrar, tweak).await
+pub async fn start_relay(ip: &str, registrar: &str, tweak: impl FnOnce(&mut Config)) -> TestRelay {
+    TestRelay::start_with(ip, registrar, None, tweak)
+        .await
+        .unwrap()
 }
 
-pub async fn start_relay_on(
-    listener: TcpListener,
+/// A relay instance serving `domains` (several instances may share them over Redis).
+pub async fn start_relay_for(
     domains: Vec<String>,
     registrar: &str,
     tweak: impl FnOnce(&mut Config),
-) -> RelayHandle {
-    let mut config = Config::new(domains);
-    config.federation_scheme = "http";
-    config.sweep_interval = Duration::from_millis(100);
-    tweak(&mut config);
-    let directory = Arc::new(RegistrarDirectory::from_client(test_client(registrar)));
-    rmb_relay::start(listener, config, directory).await.unwrap()
+) -> TestRelay {
+    TestRelay::start_with("127.0.0.1", registrar, Some(domains), tweak)
+        .await
+        .unwrap()
 }
 
-/// A registrar client with short caches, so tests see registrations at once.
 pub fn test_client(registrar: &str) -> RegistrarClient {
-    RegistrarClient::with_config(
-        registrar,
-        rmb_registrar::ClientConfig {
-            cache_ttl: Duration::from_millis(200),
-            negative_ttl: Duration::from_millis(1),
-            ..Default::default()
-        },
-    )
-    .unwrap()
+    rmb_testkit::fresh_client(registrar).unwrap()
 }
 
 pub struct Twin {
@@ -83,8 +66,8 @@ pub async fn twin(registrar: &str, key_type: KeyType, relays: &[String]) -> Twin
     }
 }
 
-pub fn domain(relay: &RelayHandle) -> String {
-    relay.local_addr().to_string()
+pub fn domain(relay: &TestRelay) -> String {
+    relay.domain()
 }
 
 pub fn token(twin: &Twin, sid: Option<&str>) -> String {
@@ -230,7 +213,7 @@ pub async fn registrar() -> rmb_testkit::TestRegistrar {
 /// registered on it.
 pub struct OneRelay {
     pub reg: rmb_testkit::TestRegistrar,
-    pub relay: RelayHandle,
+    pub relay: TestRelay,
     pub a: Twin,
     pub b: Twin,
 }
@@ -246,7 +229,7 @@ pub async fn one_relay(tweak: impl FnOnce(&mut Config)) -> OneRelay {
 
 impl OneRelay {
     pub fn addr(&self) -> SocketAddr {
-        self.relay.local_addr()
+        self.relay.addr()
     }
 
     /// Another twin on the same relay.
