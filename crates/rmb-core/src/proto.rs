@@ -113,14 +113,16 @@ pub struct Backlog {
 }
 
 /// The fields of an [`Envelope`] a relay routes by. Decoding an envelope's bytes as this
-/// message skips the signature, schema, payload and relays without copying them, so
-/// routing a large envelope costs the same as routing a small one.
+/// message skips the signature, schema, payload and relays without copying them, and
+/// when decoded from a [`bytes::Bytes`] buffer the uid and tags are zero-copy slices of
+/// it: routing an envelope allocates nothing (unless an address carries a session id).
 #[derive(Clone, PartialEq, Eq, ::prost::Message)]
 pub struct EnvelopeHeader {
-    #[prost(string, tag = "1")]
-    pub uid: String,
-    #[prost(string, optional, tag = "2")]
-    pub tags: Option<String>,
+    /// The uid's bytes (a string on the wire; not checked for UTF-8 here).
+    #[prost(bytes = "bytes", tag = "1")]
+    pub uid: ::bytes::Bytes,
+    #[prost(bytes = "bytes", optional, tag = "2")]
+    pub tags: Option<::bytes::Bytes>,
     #[prost(uint64, tag = "3")]
     pub timestamp: u64,
     #[prost(uint64, tag = "4")]
@@ -129,6 +131,40 @@ pub struct EnvelopeHeader {
     pub source: Option<Address>,
     #[prost(message, optional, tag = "6")]
     pub destination: Option<Address>,
-    #[prost(oneof = "Message", tags = "7, 8, 12, 15, 16")]
-    pub message: Option<Message>,
+    /// Which message the envelope carries, without its contents.
+    #[prost(oneof = "MessageKind", tags = "7, 8, 12, 15, 16")]
+    pub kind: Option<MessageKind>,
 }
+
+impl EnvelopeHeader {
+    /// The uid as text (lossy for a uid that is not UTF-8).
+    pub fn uid_text(&self) -> String {
+        String::from_utf8_lossy(&self.uid).into_owned()
+    }
+
+    /// The tags as text, if present and UTF-8.
+    pub fn tags_text(&self) -> Option<&str> {
+        self.tags
+            .as_deref()
+            .and_then(|t| std::str::from_utf8(t).ok())
+    }
+}
+
+/// The kind of message an [`EnvelopeHeader`] carries.
+#[derive(Clone, Copy, PartialEq, Eq, ::prost::Oneof)]
+pub enum MessageKind {
+    #[prost(message, tag = "7")]
+    Request(Skipped),
+    #[prost(message, tag = "8")]
+    Response(Skipped),
+    #[prost(message, tag = "12")]
+    Error(Skipped),
+    #[prost(message, tag = "15")]
+    Ping(Skipped),
+    #[prost(message, tag = "16")]
+    Pong(Skipped),
+}
+
+/// A message whose fields are skipped when decoding.
+#[derive(Clone, Copy, PartialEq, Eq, ::prost::Message)]
+pub struct Skipped {}

@@ -70,6 +70,7 @@ pub async fn run(socket: WebSocket, key: SessionKey, state: Arc<RelayState>) {
     let writer_stop = CancellationToken::new();
     let writer = tokio::spawn(write_loop(
         sink,
+        state.clock.clone(),
         mailbox.clone(),
         writer_stop.clone(),
         close.clone(),
@@ -213,7 +214,7 @@ async fn handle_frame(
     state: &Arc<RelayState>,
 ) -> Result<(), String> {
     // Only the routing header is decoded: the payload is never copied or read.
-    let env = match EnvelopeHeader::decode(&data[..]) {
+    let env = match EnvelopeHeader::decode(data.clone()) {
         Ok(env) => env,
         Err(e) => {
             state.metrics.protocol_violation("undecodable_frame");
@@ -221,7 +222,7 @@ async fn handle_frame(
             return Err(format!("frame is not a valid protobuf envelope: {e}"));
         }
     };
-    let now = rmb_core::time::now();
+    let now = state.clock.now();
     let fwd = match route::classify(&env, key, now) {
         Ok(Inbound::Ping) => {
             // The pong echoes the ping's payload, so this one is decoded in full.
@@ -240,10 +241,10 @@ async fn handle_frame(
                 route::Rejection::NoDestination => "no_destination",
                 route::Rejection::Expired => "expired",
             });
-            tracing::debug!(session = %key, uid = %env.uid, %rejection, "envelope rejected");
-            if route::is_request(env.message.as_ref()) {
+            tracing::debug!(session = %key, uid = %env.uid_text(), %rejection, "envelope rejected");
+            if route::header_is_request(&env) {
                 state
-                    .send_relay_error(key, &env.uid, rejection.to_string())
+                    .send_relay_error(key, &env.uid_text(), rejection.to_string())
                     .await;
             }
             return Ok(());
@@ -253,20 +254,29 @@ async fn handle_frame(
         Metrics::inc(&state.metrics.rate_limited);
         if fwd.is_request {
             let reason = format!("rate limit exceeded: at most {}", state.limiter.describe());
-            state.send_relay_error(key, &env.uid, reason).await;
+            state.send_relay_error(key, &env.uid_text(), reason).await;
         }
         return Ok(());
     }
     match state.dispatch(&fwd, data.clone()).await {
         Ok(Dispatched::Delivered | Dispatched::Queued) => {}
         Ok(Dispatched::Elsewhere(twin)) => {
-            crate::federation::submit(state, data, fwd, key.clone(), env.uid, twin.relays.clone());
+            crate::federation::submit(
+                state,
+                data,
+                fwd,
+                key.clone(),
+                env.uid_text(),
+                twin.relays.clone(),
+            );
         }
         Err(e) => {
             state.metrics.rejected("unroutable");
-            tracing::debug!(session = %key, uid = %env.uid, error = %e, "cannot route");
+            tracing::debug!(session = %key, uid = %env.uid_text(), error = %e, "cannot route");
             if fwd.is_request {
-                state.send_relay_error(key, &env.uid, e.to_string()).await;
+                state
+                    .send_relay_error(key, &env.uid_text(), e.to_string())
+                    .await;
             }
         }
     }
@@ -275,6 +285,7 @@ async fn handle_frame(
 
 async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
+    clock: crate::clock::CoarseClock,
     mailbox: Arc<Mailbox>,
     stop: CancellationToken,
     close: CloseSlot,
@@ -285,7 +296,7 @@ async fn write_loop(
         if stop.is_cancelled() {
             break;
         }
-        let expired = mailbox.pop_batch(rmb_core::time::now(), WRITE_BATCH, &mut batch);
+        let expired = mailbox.pop_batch(clock.now(), WRITE_BATCH, &mut batch);
         if expired > 0 {
             Metrics::add(&metrics.expired, expired as u64);
         }

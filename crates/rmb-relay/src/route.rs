@@ -2,7 +2,7 @@
 //! a session sent, and the envelopes the relay itself writes (pong, relay errors).
 //! The I/O around them lives in `connection` and `federation`.
 
-use rmb_core::proto::{EnvelopeHeader, Error, Message, Payload, Pong};
+use rmb_core::proto::{EnvelopeHeader, Error, Message, MessageKind, Payload, Pong};
 use rmb_core::{envelope, time, Envelope};
 
 use crate::session_key::SessionKey;
@@ -52,7 +52,7 @@ pub fn classify(
     session: &SessionKey,
     now: u64,
 ) -> Result<Inbound, Rejection> {
-    if matches!(env.message, Some(Message::Ping(_))) {
+    if matches!(env.kind, Some(MessageKind::Ping(_))) {
         return Ok(Inbound::Ping);
     }
     let source_ok = env.source.as_ref().is_some_and(|s| session.matches(s));
@@ -76,8 +76,8 @@ pub fn classify(
     Ok(Inbound::Forward(Forward {
         destination,
         deadline: env.timestamp.saturating_add(env.expiration),
-        is_request: is_request(env.message.as_ref()),
-        fail_fast: envelope::tags_say_fail_fast(env.tags.as_deref()),
+        is_request: matches!(env.kind, Some(MessageKind::Request(_))),
+        fail_fast: envelope::tags_say_fail_fast(env.tags_text()),
     }))
 }
 
@@ -85,6 +85,11 @@ pub fn classify(
 /// error could loop between two parties.
 pub fn is_request(message: Option<&Message>) -> bool {
     matches!(message, Some(Message::Request(_)))
+}
+
+/// [`is_request`] for a decoded header.
+pub fn header_is_request(env: &EnvelopeHeader) -> bool {
+    matches!(env.kind, Some(MessageKind::Request(_)))
 }
 
 /// The answer to an envelope ping: source and destination swapped (the destination
@@ -134,19 +139,17 @@ pub fn lives_here(twin_relays: &[String], domains: &[String]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rmb_core::proto::{Ping, Request};
+    use rmb_core::proto::{Ping, Skipped};
     use rmb_core::Address;
 
     fn env(source: Option<Address>, destination: Option<Address>) -> EnvelopeHeader {
         EnvelopeHeader {
-            uid: "u".into(),
+            uid: bytes::Bytes::from_static(b"u"),
             timestamp: 1000,
             expiration: 60,
             source,
             destination,
-            message: Some(Message::Request(Request {
-                command: "c".into(),
-            })),
+            kind: Some(MessageKind::Request(Skipped {})),
             ..Default::default()
         }
     }
@@ -209,7 +212,7 @@ mod tests {
     fn pings_are_answered_before_any_check() {
         let me = SessionKey::new(1, None);
         let mut ping = env(None, None);
-        ping.message = Some(Message::Ping(Ping {}));
+        ping.kind = Some(MessageKind::Ping(Skipped {}));
         assert_eq!(classify(&ping, &me, 5000), Ok(Inbound::Ping));
         let full = Envelope {
             uid: "u".into(),

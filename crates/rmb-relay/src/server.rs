@@ -116,6 +116,7 @@ pub async fn start(
         federation_slots: Arc::new(Semaphore::new(config.federation_concurrency)),
         federation_pending: AtomicUsize::new(0),
         next_connection: AtomicU64::new(1),
+        clock: crate::clock::CoarseClock::start(shutdown.clone()),
         open_connections: AtomicUsize::new(0),
         tasks: TaskTracker::new(),
         shutdown: shutdown.clone(),

@@ -31,6 +31,7 @@ pub struct RelayState {
     pub federation_slots: Arc<Semaphore>,
     pub federation_pending: AtomicUsize,
     pub next_connection: AtomicU64,
+    pub clock: crate::clock::CoarseClock,
     pub open_connections: AtomicUsize,
     /// Cancelled when the relay shuts down: every connection closes.
     pub shutdown: CancellationToken,
