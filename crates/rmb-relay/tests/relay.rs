@@ -391,3 +391,25 @@ async fn fail_fast_to_an_offline_twin_is_refused_not_queued() {
     ca.send(&req).await;
     assert!(relay_error(&ca.recv().await).contains("offline"));
 }
+
+#[tokio::test]
+async fn connections_beyond_the_limit_get_503_and_slots_are_freed() {
+    let OneRelay {
+        reg: _reg,
+        relay,
+        a,
+        b,
+    } = one_relay(|c| c.max_connections = 2).await;
+    let first = connect(relay.addr(), &a, None).await;
+    let _second = connect(relay.addr(), &b, None).await;
+    assert_eq!(
+        refused_status(relay.addr(), &token(&a, Some("third"))).await,
+        503
+    );
+    drop(first);
+    eventually("the closed session frees its slot", || {
+        relay.open_connections() == 1
+    })
+    .await;
+    connect(relay.addr(), &a, Some("third")).await;
+}
