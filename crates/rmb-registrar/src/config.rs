@@ -21,10 +21,6 @@ pub struct Config {
     pub time_window: Duration,
     /// Request bodies larger than this are refused with 413.
     pub max_body: usize,
-    /// Entries of the in-process account cache in front of the database (0 disables
-    /// it). Writes through this server update it; see [`crate::store`] for when another
-    /// writer to the same PostgreSQL database makes it stale.
-    pub read_cache: u64,
 }
 
 impl Config {
@@ -34,13 +30,9 @@ impl Config {
             database: database.into(),
             time_window: DEFAULT_TIME_WINDOW,
             max_body: DEFAULT_MAX_BODY,
-            read_cache: DEFAULT_READ_CACHE,
         }
     }
 }
-
-/// Default size of the server's account cache.
-pub const DEFAULT_READ_CACHE: u64 = 100_000;
 
 impl Default for Config {
     fn default() -> Self {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use rmb_registrar::config::{DEFAULT_MAX_BODY, DEFAULT_READ_CACHE};
+use rmb_registrar::config::DEFAULT_MAX_BODY;
 use rmb_registrar::Config;
 
 /// The RMB registrar: maps twin ids to signing keys, relays and e2e keys (HTTP/JSON).
@@ -39,12 +39,6 @@ struct Args {
     #[arg(long, env = "RMB_REGISTRAR_MAX_BODY", default_value_t = DEFAULT_MAX_BODY, value_name = "BYTES")]
     max_body: usize,
 
-    /// Accounts kept in the server's in-memory read cache (0 disables it). Keep it at 0
-    /// when several registrars write to the same PostgreSQL database: each cache only
-    /// sees its own server's writes.
-    #[arg(long, env = "RMB_REGISTRAR_READ_CACHE", default_value_t = DEFAULT_READ_CACHE, value_name = "ENTRIES")]
-    read_cache: u64,
-
     /// Debug logging (otherwise info; RUST_LOG overrides both).
     #[arg(short, long, env = "RMB_REGISTRAR_DEBUG")]
     debug: bool,
@@ -72,7 +66,6 @@ async fn main() -> anyhow::Result<()> {
         database: args.db,
         time_window: Duration::from_secs(args.time_window),
         max_body: args.max_body,
-        read_cache: args.read_cache,
     };
     let server = rmb_registrar::serve(listener, config)
         .await
