@@ -413,3 +413,79 @@ async fn connections_beyond_the_limit_get_503_and_slots_are_freed() {
     .await;
     connect(relay.addr(), &a, Some("third")).await;
 }
+
+#[tokio::test]
+async fn a_reader_that_never_reads_stays_bounded_and_blocks_nobody() {
+    let OneRelay {
+        reg: _reg,
+        relay,
+        a,
+        b,
+    } = one_relay(|c| c.mailbox.max_frames = 50).await;
+    let c = twin(&_reg.url(), KeyType::Ed25519, &[domain(&relay)]).await;
+    let mut ca = connect(relay.addr(), &a, None).await;
+    // B connects and then never reads: kernel buffers fill, then its mailbox does.
+    let _stalled = connect(relay.addr(), &b, None).await;
+    let mut cc = connect(relay.addr(), &c, None).await;
+    let big = vec![7u8; 64 * 1024];
+    for _ in 0..400 {
+        ca.send(&request(&a, Address::twin(b.id), "x", &big)).await;
+    }
+    ca.send(&request(&a, Address::twin(c.id), "x", b"not blocked"))
+        .await;
+    assert_eq!(plain(&cc.recv().await), b"not blocked");
+    eventually("the stalled session's oldest envelopes are dropped", || {
+        relay
+            .metrics()
+            .queue_dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    })
+    .await;
+    eventually("the gauge has been refreshed", || {
+        relay
+            .metrics()
+            .queued_frames
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    })
+    .await;
+    let queued = relay
+        .metrics()
+        .queued_frames
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(queued <= 50, "mailbox grew past its bound: {queued}");
+}
+
+#[tokio::test]
+async fn many_connect_disconnect_cycles_leave_no_sessions_behind() {
+    let OneRelay {
+        reg: _reg,
+        relay,
+        a,
+        b: _,
+    } = one_relay(|_| {}).await;
+    for i in 0..300 {
+        let mut conn = connect(relay.addr(), &a, Some(&format!("cycle-{}", i % 7))).await;
+        if i % 2 == 0 {
+            futures_util::SinkExt::close(&mut conn.ws).await.unwrap();
+        }
+        // Odd cycles just drop the socket without a close handshake.
+    }
+    eventually("every session is gone", || {
+        relay.open_connections() == 0
+            && relay
+                .metrics()
+                .connections
+                .load(std::sync::atomic::Ordering::Relaxed)
+                == 0
+    })
+    .await;
+    assert_eq!(
+        relay
+            .metrics()
+            .connections_total
+            .load(std::sync::atomic::Ordering::Relaxed),
+        300
+    );
+}
