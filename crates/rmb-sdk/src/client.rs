@@ -1,0 +1,629 @@
+//! The client: identity, registrar, relay pool, calls in flight and handlers.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use futures_util::FutureExt;
+use parking_lot::Mutex;
+use rmb_core::peer_api::ErrorCode;
+use rmb_core::prost::Message as _;
+use rmb_core::time::DEFAULT_TTL;
+use rmb_core::{Address, Envelope, KeyType};
+use rmb_registrar::{RegistrarClient, Twin};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{BuildError, CallError, HandlerError, SendError};
+use crate::identity::Identity;
+use crate::incoming::{self, Classified, Dedup, Incoming, Kind, Rejection};
+use crate::outgoing::{self, Outgoing};
+use crate::pool::{Outbound, Pool, PoolConfig};
+use crate::serve::{HandlerResult, Registry, Request};
+
+/// Envelope uids remembered for de-duplication.
+const DEDUP_CAPACITY: usize = 200_000;
+
+/// Something the client received that no call or handler took: handed to the
+/// application when it asked for them ([`ClientBuilder::unhandled`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A verified request for a command without a handler.
+    Request(Incoming),
+    /// A verified reply (response or error) that matches no call in flight.
+    Reply(Incoming),
+    /// A relay could not route the request with this uid.
+    RelayError { uid: String, message: String },
+}
+
+/// Configures and starts a [`Client`].
+pub struct ClientBuilder {
+    secret: String,
+    key_type: KeyType,
+    registrar_url: Option<String>,
+    registrar: Option<RegistrarClient>,
+    relays: Vec<String>,
+    session: Option<String>,
+    no_update: bool,
+    e2e: bool,
+    pool: PoolConfig,
+    unhandled: Option<mpsc::Sender<Event>>,
+}
+
+impl ClientBuilder {
+    /// The registrar's base URL (`http(s)://host[:port]`).
+    pub fn registrar(mut self, url: impl Into<String>) -> Self {
+        self.registrar_url = Some(url.into());
+        self
+    }
+
+    /// A ready registrar client (e.g. with its own cache settings) instead of a URL.
+    pub fn registrar_client(mut self, client: RegistrarClient) -> Self {
+        self.registrar = Some(client);
+        self
+    }
+
+    /// The relays to connect to (`ws://` or `wss://` URLs); the account's `relays` are
+    /// set to their `host[:port]`.
+    pub fn relays<I, S>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.relays = urls.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// A session id, for an extra connection of the same twin (§3.1). `None` is the
+    /// twin's default session.
+    pub fn session(mut self, sid: Option<String>) -> Self {
+        self.session = sid;
+        self
+    }
+
+    /// Leave the registrar record alone (no create, no update).
+    pub fn no_update(mut self, no_update: bool) -> Self {
+        self.no_update = no_update;
+        self
+    }
+
+    /// Derive and register an e2e key (default on). Off: payloads to and from this twin
+    /// travel in plain text.
+    pub fn e2e(mut self, on: bool) -> Self {
+        self.e2e = on;
+        self
+    }
+
+    /// Connection timing (backoff, pings).
+    pub fn pool_config(mut self, config: PoolConfig) -> Self {
+        self.pool = config;
+        self
+    }
+
+    /// Where requests without a handler and replies without a call go (instead of an
+    /// "unknown command" answer and a log line).
+    pub fn unhandled(mut self, events: mpsc::Sender<Event>) -> Self {
+        self.unhandled = Some(events);
+        self
+    }
+
+    /// Makes sure the account exists and lists these relays and the e2e key (unless
+    /// `no_update`), then starts connecting to every relay. Does not wait for the
+    /// connections: see [`Client::wait_connected`].
+    pub async fn build(self) -> Result<Client, BuildError> {
+        if self.relays.is_empty() {
+            return Err(BuildError::NoRelay);
+        }
+        if self.session.as_deref() == Some("") {
+            return Err(BuildError::EmptySession);
+        }
+        let hosts = self
+            .relays
+            .iter()
+            .map(|url| relay_host(url).ok_or_else(|| BuildError::BadRelayUrl(url.clone())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let registrar = match (self.registrar, self.registrar_url) {
+            (Some(client), _) => client,
+            (None, Some(url)) => RegistrarClient::new(&url)?,
+            (None, None) => return Err(BuildError::NoRegistrar),
+        };
+        let identity = Identity::from_secret(&self.secret, self.key_type, self.e2e)?;
+        let twin = if self.no_update {
+            registrar
+                .get_twin_by_public_key(&identity.signer().public_key())
+                .await?
+                .ok_or(BuildError::NotRegistered)?
+        } else {
+            registrar
+                .ensure_account(identity.signer(), &hosts, identity.e2e_public_key())
+                .await?
+        };
+        tracing::info!(twin = twin.twin_id, relays = ?hosts, "twin ready");
+        let address = Address {
+            twin: twin.twin_id,
+            connection: self.session.clone(),
+        };
+        let cancel = CancellationToken::new();
+        let (incoming_tx, incoming_rx) = mpsc::channel(1024);
+        let pool = Pool::start(
+            &self.relays,
+            twin.twin_id,
+            self.session,
+            identity.signer().clone(),
+            self.pool,
+            incoming_tx,
+            cancel.clone(),
+        );
+        let inner = Arc::new(Inner {
+            address,
+            identity,
+            registrar,
+            pool,
+            pending: DashMap::new(),
+            handlers: Registry::default(),
+            unhandled: self.unhandled,
+            dedup: Mutex::new(Dedup::new(DEDUP_CAPACITY)),
+            cancel: cancel.clone(),
+        });
+        tokio::spawn(dispatch(inner.clone(), incoming_rx));
+        Ok(Client {
+            inner,
+            _guard: Arc::new(Guard(cancel)),
+        })
+    }
+}
+
+/// The `host[:port]` of a `ws://` or `wss://` URL (what the registrar lists as a relay).
+pub fn relay_host(url: &str) -> Option<String> {
+    let rest = url
+        .trim()
+        .strip_prefix("wss://")
+        .or_else(|| url.trim().strip_prefix("ws://"))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    (!host.is_empty()).then(|| host.to_string())
+}
+
+/// An RMB twin connected to its relays: makes calls and serves handlers. Cheap to clone;
+/// the connections close when the last clone is dropped (or on [`Client::shutdown`]).
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+    _guard: Arc<Guard>,
+}
+
+/// Cancels the background tasks when the last [`Client`] clone goes.
+struct Guard(CancellationToken);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+struct Inner {
+    address: Address,
+    identity: Identity,
+    registrar: RegistrarClient,
+    pool: Pool,
+    pending: DashMap<String, Pending>,
+    handlers: Registry,
+    unhandled: Option<mpsc::Sender<Event>>,
+    dedup: Mutex<Dedup>,
+    cancel: CancellationToken,
+}
+
+/// A call waiting for its reply.
+struct Pending {
+    twin: u32,
+    reply: oneshot::Sender<Result<Vec<u8>, CallError>>,
+}
+
+/// Removes a pending call when the caller stops waiting.
+struct PendingGuard<'a> {
+    pending: &'a DashMap<String, Pending>,
+    uid: String,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.pending.remove(&self.uid);
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("address", &self.inner.address)
+            .field("connected", &self.inner.pool.connected())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Starts configuring a client for the twin of `secret` (a mnemonic or `0x` seed).
+    pub fn builder(secret: impl Into<String>, key_type: KeyType) -> ClientBuilder {
+        ClientBuilder {
+            secret: secret.into(),
+            key_type,
+            registrar_url: None,
+            registrar: None,
+            relays: Vec::new(),
+            session: None,
+            no_update: false,
+            e2e: true,
+            pool: PoolConfig::default(),
+            unhandled: None,
+        }
+    }
+
+    /// This client's twin id.
+    pub fn twin_id(&self) -> u32 {
+        self.inner.address.twin
+    }
+
+    /// This client's address (twin and session).
+    pub fn address(&self) -> &Address {
+        &self.inner.address
+    }
+
+    pub fn registrar(&self) -> &RegistrarClient {
+        &self.inner.registrar
+    }
+
+    /// How many relays are connected right now.
+    pub fn connected_relays(&self) -> usize {
+        self.inner.pool.connected()
+    }
+
+    /// Waits until at least `relays` relays are connected; false on timeout.
+    pub async fn wait_connected(&self, relays: usize, timeout: Duration) -> bool {
+        self.inner.pool.wait_connected(relays, timeout).await
+    }
+
+    /// Serves `command` with `handler` (replacing any earlier handler for it). The
+    /// handler's body is the reply; its [`HandlerError`] becomes an error reply, and so
+    /// does a panic.
+    pub fn handle<F, Fut>(&self, command: impl Into<String>, handler: F)
+    where
+        F: Fn(Request) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + Send + 'static,
+    {
+        self.inner.handlers.insert(command, handler);
+    }
+
+    /// Stops serving `command`; true if it had a handler.
+    pub fn unhandle(&self, command: &str) -> bool {
+        self.inner.handlers.remove(command)
+    }
+
+    /// Calls `command` on `twin`'s default session and waits up to `timeout` for the
+    /// reply's body.
+    pub async fn call(
+        &self,
+        twin: u32,
+        command: &str,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, CallError> {
+        let expiration = timeout.as_secs_f64().ceil().max(1.0) as u64;
+        let request = Outgoing::request(
+            uuid::Uuid::new_v4().to_string(),
+            self.inner.address.clone(),
+            Address::twin(twin),
+            command,
+            payload,
+            expiration,
+        );
+        self.call_with(request, timeout).await
+    }
+
+    /// Sends a request built by the caller (any destination session, schema, tags,
+    /// expiration) and waits up to `timeout` for the reply's body.
+    pub async fn call_with(
+        &self,
+        request: Outgoing,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, CallError> {
+        let uid = request.uid.clone();
+        let (tx, rx) = oneshot::channel();
+        self.inner.pending.insert(
+            uid.clone(),
+            Pending {
+                twin: request.destination.twin,
+                reply: tx,
+            },
+        );
+        let _guard = PendingGuard {
+            pending: &self.inner.pending,
+            uid,
+        };
+        let work = async {
+            self.send(request).await?;
+            rx.await.map_err(|_| CallError::NotConnected)?
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .unwrap_or(Err(CallError::Timeout))
+    }
+
+    /// Encrypts (when the destination has an e2e key), stamps, signs and queues an
+    /// envelope for the relays. Returns once it is queued.
+    pub async fn send(&self, out: Outgoing) -> Result<(), SendError> {
+        self.inner.send(out).await
+    }
+
+    /// Stops the connections and background tasks (also done when the last clone drops).
+    pub fn shutdown(&self) {
+        self.inner.cancel.cancel();
+    }
+}
+
+impl Inner {
+    async fn send(&self, out: Outgoing) -> Result<(), SendError> {
+        let twin = self.lookup(out.destination.twin).await?;
+        let shared = self
+            .identity
+            .shared_key(&twin)
+            .map_err(|e| SendError::Encryption {
+                twin: twin.twin_id,
+                message: e.to_string(),
+            })?;
+        let env = outgoing::seal(
+            out,
+            self.identity.signer(),
+            shared.as_ref(),
+            rmb_core::time::now(),
+        );
+        self.send_envelope(&env).await
+    }
+
+    async fn send_envelope(&self, env: &Envelope) -> Result<(), SendError> {
+        let frame = Outbound {
+            frame: env.encode_to_vec().into(),
+            deadline: env.timestamp.saturating_add(env.expiration),
+        };
+        self.pool.send(frame).await.map_err(|_| SendError::Closed)
+    }
+
+    async fn lookup(&self, twin: u32) -> Result<Arc<Twin>, SendError> {
+        match self.registrar.get_twin(twin).await {
+            Ok(Some(t)) => Ok(t),
+            Ok(None) => Err(SendError::UnknownTwin(twin)),
+            Err(e) => Err(SendError::Registrar(e.to_string())),
+        }
+    }
+
+    /// Answers a request with an error (best effort: failures are logged).
+    async fn reply_error(&self, to: Address, uid: String, code: u32, message: String) {
+        let reply = Outgoing::error(
+            uid,
+            self.address.clone(),
+            to,
+            code,
+            message,
+            Some(outgoing::DEFAULT_SCHEMA.into()),
+            DEFAULT_TTL,
+        );
+        if let Err(e) = self.send(reply).await {
+            tracing::debug!("could not send an error reply: {e}");
+        }
+    }
+
+    /// Hands an event to the application; false if it did not ask for them.
+    async fn forward(&self, event: Event) -> bool {
+        match &self.unhandled {
+            Some(tx) => tx.send(event).await.is_ok(),
+            None => false,
+        }
+    }
+}
+
+/// Reads incoming frames and handles each in its own task (verification may need a
+/// registrar lookup; handlers may take long).
+async fn dispatch(inner: Arc<Inner>, mut frames: mpsc::Receiver<Bytes>) {
+    loop {
+        let frame = tokio::select! {
+            f = frames.recv() => f,
+            _ = inner.cancel.cancelled() => None,
+        };
+        let Some(frame) = frame else {
+            // Fail calls still waiting rather than leaving them to time out.
+            inner.pending.clear();
+            return;
+        };
+        let inner = inner.clone();
+        tokio::spawn(async move { handle_frame(&inner, frame).await });
+    }
+}
+
+async fn handle_frame(inner: &Arc<Inner>, frame: Bytes) {
+    let env = match Envelope::decode(frame) {
+        Ok(env) => env,
+        Err(e) => {
+            tracing::warn!("dropping an undecodable envelope: {e}");
+            return;
+        }
+    };
+    let (source, is_request) = match incoming::classify(&env) {
+        Ok(Classified::Pong | Classified::Ping) => return,
+        Ok(Classified::RelayError { uid, message }) => {
+            if let Some((_, call)) = inner.pending.remove(&uid) {
+                let _ = call.reply.send(Err(CallError::Relay(message)));
+            } else if !inner
+                .forward(Event::RelayError {
+                    uid: uid.clone(),
+                    message: message.clone(),
+                })
+                .await
+            {
+                tracing::debug!(uid, "relay error for no call in flight: {message}");
+            }
+            return;
+        }
+        Ok(Classified::Signed { source, is_request }) => (source, is_request),
+        Err(rejection) => {
+            tracing::warn!(uid = env.uid, "dropping an incoming envelope: {rejection}");
+            return;
+        }
+    };
+    let reply_to = env.source.clone().unwrap_or_default();
+    let uid = env.uid.clone();
+    match verify(inner, env, source).await {
+        Ok(Some(msg)) => deliver(inner, msg).await,
+        Ok(None) => {}
+        Err(rejection) => {
+            tracing::warn!(uid, source, "refused an incoming envelope: {rejection}");
+            if is_request {
+                inner
+                    .reply_error(reply_to, uid, rejection.code.code(), rejection.message)
+                    .await;
+            } else if let Some((_, call)) = inner.pending.remove_if(&uid, |_, p| p.twin == source) {
+                let _ = call
+                    .reply
+                    .send(Err(CallError::Verification(rejection.message)));
+            }
+        }
+    }
+}
+
+/// Checks a signed envelope; `Ok(None)` for a duplicate.
+async fn verify(inner: &Inner, env: Envelope, source: u32) -> Result<Option<Incoming>, Rejection> {
+    let now = rmb_core::time::now();
+    let lookup = |fresh: bool| async move {
+        if fresh {
+            inner.registrar.invalidate(source);
+        }
+        match inner.registrar.get_twin(source).await {
+            Ok(Some(twin)) => Ok(twin),
+            Ok(None) => Err(Rejection::new(
+                ErrorCode::UnknownTwin,
+                format!("twin {source} is not registered"),
+            )),
+            Err(e) => Err(Rejection::new(
+                ErrorCode::Other,
+                format!("cannot look up twin {source}: {e}"),
+            )),
+        }
+    };
+    let mut twin = lookup(false).await?;
+    if let Err(rejection) = incoming::verify(&env, &twin.public_key, now) {
+        if rejection.code != ErrorCode::BadSignature {
+            return Err(rejection);
+        }
+        // The twin may have changed keys since we cached it: ask once more.
+        twin = lookup(true).await?;
+        incoming::verify(&env, &twin.public_key, now)?;
+    }
+    let fresh = inner.dedup.lock().first_time(
+        incoming::dedup_key(&env),
+        incoming::dedup_deadline(&env, now),
+        now,
+    );
+    if !fresh {
+        tracing::debug!(uid = env.uid, source, "dropping a duplicate envelope");
+        return Ok(None);
+    }
+    let shared = inner
+        .identity
+        .shared_key(&twin)
+        .map_err(|e| Rejection::new(ErrorCode::E2e, e.to_string()))?;
+    incoming::open(env, shared.as_ref()).map(Some)
+}
+
+async fn deliver(inner: &Arc<Inner>, msg: Incoming) {
+    match &msg.kind {
+        Kind::Request { command } => {
+            if let Some(handler) = inner.handlers.get(command) {
+                let request = Request::from_incoming(msg).expect("a request");
+                serve(inner, handler, request).await;
+            } else {
+                let (to, uid, command) = (msg.source.clone(), msg.uid.clone(), command.clone());
+                if !inner.forward(Event::Request(msg)).await {
+                    inner
+                        .reply_error(
+                            to,
+                            uid,
+                            ErrorCode::Other.code(),
+                            format!("unknown command: {command}"),
+                        )
+                        .await;
+                }
+            }
+        }
+        Kind::Response | Kind::Error { .. } => {
+            let source = msg.source.twin;
+            if let Some((_, call)) = inner.pending.remove_if(&msg.uid, |_, p| p.twin == source) {
+                let result = match msg.kind {
+                    Kind::Error { code, message } => Err(CallError::Remote { code, message }),
+                    _ => Ok(msg.payload),
+                };
+                let _ = call.reply.send(result);
+            } else {
+                let uid = msg.uid.clone();
+                if !inner.forward(Event::Reply(msg)).await {
+                    tracing::debug!(uid, source, "reply for no call in flight");
+                }
+            }
+        }
+    }
+}
+
+/// Runs a handler, catching panics, and sends its reply.
+async fn serve(inner: &Arc<Inner>, handler: crate::serve::Handler, request: Request) {
+    let (to, uid, schema, command) = (
+        request.source.clone(),
+        request.uid.clone(),
+        request.schema.clone(),
+        request.command.clone(),
+    );
+    let result = match AssertUnwindSafe(handler(request)).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(command, "handler panicked: {what}");
+            Err(HandlerError::other(format!(
+                "the handler for {command} failed"
+            )))
+        }
+    };
+    let reply = match result {
+        Ok(body) => Outgoing::response(uid, inner.address.clone(), to, body, schema, DEFAULT_TTL),
+        Err(e) => Outgoing::error(
+            uid,
+            inner.address.clone(),
+            to,
+            e.code,
+            e.message,
+            schema,
+            DEFAULT_TTL,
+        ),
+    };
+    if let Err(e) = inner.send(reply).await {
+        tracing::warn!(command, "could not send the reply: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::relay_host;
+
+    #[test]
+    fn relay_hosts_are_the_url_authority() {
+        assert_eq!(relay_host("ws://127.0.0.1:8080").unwrap(), "127.0.0.1:8080");
+        assert_eq!(relay_host("wss://relay.grid.tf/").unwrap(), "relay.grid.tf");
+        assert_eq!(
+            relay_host("wss://u@relay.grid.tf:443/x?y").unwrap(),
+            "relay.grid.tf:443"
+        );
+        assert_eq!(relay_host("http://relay"), None);
+        assert_eq!(relay_host("ws://"), None);
+    }
+}

@@ -1,0 +1,108 @@
+//! Errors, one type per operation.
+
+use rmb_core::peer_api::ErrorCode;
+
+/// Why [`Client::builder`](crate::Client::builder)`.build()` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("invalid secret: {0}")]
+    Secret(#[from] rmb_core::IdentityError),
+    #[error("no relay given: a client needs at least one ws:// or wss:// relay URL")]
+    NoRelay,
+    #[error("invalid relay URL {0:?}: expected ws://host[:port] or wss://host[:port]")]
+    BadRelayUrl(String),
+    #[error("no registrar given")]
+    NoRegistrar,
+    #[error("registrar: {0}")]
+    Registrar(#[from] rmb_registrar::ClientError),
+    #[error("this key is not registered and no_update is set, so the account cannot be created")]
+    NotRegistered,
+    #[error("session id must not be empty")]
+    EmptySession,
+}
+
+/// Why a [`Client::call`](crate::Client::call) failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// No reply within the call's timeout.
+    #[error("no reply within the timeout")]
+    Timeout,
+    /// The remote service (or its peer) answered with an error.
+    #[error("remote error {code}: {message}")]
+    Remote { code: u32, message: String },
+    /// A relay could not route the request (unknown destination, rate limit, ...).
+    #[error("relay error: {0}")]
+    Relay(String),
+    /// The reply did not verify (bad signature, undecryptable payload, ...).
+    #[error("reply failed verification: {0}")]
+    Verification(String),
+    /// The destination twin is not registered.
+    #[error("twin {0} is not registered")]
+    UnknownTwin(u32),
+    /// The registrar could not be asked about the destination.
+    #[error("registrar: {0}")]
+    Registrar(String),
+    /// The destination's e2e key is unusable.
+    #[error("cannot encrypt for twin {twin}: {message}")]
+    Encryption { twin: u32, message: String },
+    /// The client is shut down.
+    #[error("the client is shut down")]
+    NotConnected,
+}
+
+/// Why sending an envelope failed before it left this process.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("twin {0} is not registered")]
+    UnknownTwin(u32),
+    #[error("registrar: {0}")]
+    Registrar(String),
+    #[error("cannot encrypt for twin {twin}: {message}")]
+    Encryption { twin: u32, message: String },
+    #[error("the client is shut down")]
+    Closed,
+}
+
+impl SendError {
+    /// The §4 error code an rmb-peer reports for this failure.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            SendError::UnknownTwin(_) => ErrorCode::UnknownTwin,
+            SendError::Encryption { .. } => ErrorCode::E2e,
+            SendError::Registrar(_) | SendError::Closed => ErrorCode::Other,
+        }
+    }
+}
+
+impl From<SendError> for CallError {
+    fn from(e: SendError) -> Self {
+        match e {
+            SendError::UnknownTwin(t) => CallError::UnknownTwin(t),
+            SendError::Registrar(m) => CallError::Registrar(m),
+            SendError::Encryption { twin, message } => CallError::Encryption { twin, message },
+            SendError::Closed => CallError::NotConnected,
+        }
+    }
+}
+
+/// What a handler returns instead of a body: sent back as an error reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct HandlerError {
+    pub code: u32,
+    pub message: String,
+}
+
+impl HandlerError {
+    pub fn new(code: u32, message: impl Into<String>) -> Self {
+        HandlerError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Code 500 ("other") with a message.
+    pub fn other(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Other.code(), message)
+    }
+}

@@ -1,0 +1,381 @@
+//! Checking incoming envelopes: classification, expiry, signature, decryption, and
+//! de-duplication by uid. Pure functions; the client does the registrar lookups.
+
+use std::collections::{HashSet, VecDeque};
+
+use rmb_core::peer_api::ErrorCode;
+use rmb_core::proto::{Message, Payload};
+use rmb_core::time::MAX_TTL;
+use rmb_core::{envelope, Address, Envelope, SharedKey};
+
+/// What an incoming envelope carries once checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    Request {
+        command: String,
+    },
+    Response,
+    /// An error reply from the remote twin (its service or its peer).
+    Error {
+        code: u32,
+        message: String,
+    },
+}
+
+/// A verified (and decrypted) incoming message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incoming {
+    pub uid: String,
+    pub source: Address,
+    pub kind: Kind,
+    pub payload: Vec<u8>,
+    pub schema: Option<String>,
+    pub tags: Option<String>,
+    pub timestamp: u64,
+    pub expiration: u64,
+}
+
+/// Why an incoming envelope was refused, with the §4 code to answer a request with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Rejection {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl Rejection {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Rejection {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// The first look at a decoded envelope, before any key is needed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Classified {
+    /// An unsigned error from a relay (no source, or twin 0): the request with this uid
+    /// could not be routed.
+    RelayError { uid: String, message: String },
+    /// A relay's answer to our ping; proves the link is alive and nothing more.
+    Pong,
+    /// Pings are for relays; one reaching us is ignored.
+    Ping,
+    /// Signed by a twin: request, response or error reply; still to be verified.
+    Signed { source: u32, is_request: bool },
+}
+
+/// Sorts an envelope by who sent it and what it is.
+pub fn classify(env: &Envelope) -> Result<Classified, Rejection> {
+    let source = env.source.as_ref().map(|a| a.twin).unwrap_or(0);
+    match &env.message {
+        Some(Message::Pong(_)) => Ok(Classified::Pong),
+        Some(Message::Ping(_)) => Ok(Classified::Ping),
+        Some(Message::Error(e)) if source == 0 => Ok(Classified::RelayError {
+            uid: env.uid.clone(),
+            message: e.message.clone(),
+        }),
+        Some(_) if source == 0 => Err(Rejection::new(
+            ErrorCode::InvalidMessage,
+            "envelope has no source twin",
+        )),
+        Some(Message::Request(_)) => Ok(Classified::Signed {
+            source,
+            is_request: true,
+        }),
+        Some(Message::Response(_) | Message::Error(_)) => Ok(Classified::Signed {
+            source,
+            is_request: false,
+        }),
+        None => Err(Rejection::new(
+            ErrorCode::InvalidMessage,
+            "envelope carries no message",
+        )),
+    }
+}
+
+/// Checks expiry and the signature against the source twin's `public_key`.
+pub fn verify(env: &Envelope, public_key: &[u8], now: u64) -> Result<(), Rejection> {
+    if envelope::ttl(env, now).is_none() {
+        return Err(Rejection::new(
+            ErrorCode::Expired,
+            format!(
+                "envelope expired (timestamp {}, expiration {}s, now {now})",
+                env.timestamp, env.expiration
+            ),
+        ));
+    }
+    envelope::verify(env, public_key)
+        .map_err(|e| Rejection::new(ErrorCode::BadSignature, format!("bad signature: {e}")))
+}
+
+/// Takes a verified envelope apart, decrypting a `cipher` payload with `shared` (the
+/// key shared with the source twin; `None` when there is none).
+pub fn open(env: Envelope, shared: Option<&SharedKey>) -> Result<Incoming, Rejection> {
+    let payload = match env.payload {
+        None => Vec::new(),
+        Some(Payload::Plain(data)) => data,
+        Some(Payload::Cipher(cipher)) => {
+            let key = shared.ok_or_else(|| {
+                Rejection::new(
+                    ErrorCode::E2e,
+                    "payload is encrypted but there is no e2e key to decrypt it",
+                )
+            })?;
+            key.decrypt(&cipher)
+                .map_err(|e| Rejection::new(ErrorCode::E2e, e.to_string()))?
+        }
+    };
+    let kind = match env.message {
+        Some(Message::Request(r)) => Kind::Request { command: r.command },
+        Some(Message::Response(_)) => Kind::Response,
+        Some(Message::Error(e)) => Kind::Error {
+            code: e.code,
+            message: e.message,
+        },
+        _ => {
+            return Err(Rejection::new(
+                ErrorCode::InvalidMessage,
+                "not a request or reply",
+            ))
+        }
+    };
+    let source = env.source.unwrap_or_default();
+    Ok(Incoming {
+        uid: env.uid,
+        source,
+        kind,
+        payload,
+        schema: env.schema,
+        tags: env.tags,
+        timestamp: env.timestamp,
+        expiration: env.expiration,
+    })
+}
+
+/// The de-duplication key of an envelope: the same uid may legitimately arrive from
+/// several twins (replies to one multi-destination request) and as request and reply.
+pub fn dedup_key(env: &Envelope) -> String {
+    let kind = match env.message {
+        Some(Message::Request(_)) => 'q',
+        _ => 'r',
+    };
+    let source = env.source.clone().unwrap_or_default();
+    format!("{kind}|{source}|{}", env.uid)
+}
+
+/// The last moment (unix s) a copy of `env` could still be accepted: its deadline,
+/// capped to [`MAX_TTL`] from now.
+pub fn dedup_deadline(env: &Envelope, now: u64) -> u64 {
+    env.timestamp
+        .saturating_add(env.expiration)
+        .min(now.saturating_add(MAX_TTL))
+}
+
+/// Keys seen recently, each kept until its deadline, at most `capacity` of them (the
+/// oldest go first when full). A copy arriving after its deadline is refused as expired
+/// anyway, so the window covers every copy that would otherwise be accepted.
+#[derive(Debug)]
+pub struct Dedup {
+    seen: HashSet<String>,
+    order: VecDeque<(u64, String)>,
+    capacity: usize,
+}
+
+impl Dedup {
+    pub fn new(capacity: usize) -> Self {
+        Dedup {
+            seen: HashSet::new(),
+            order: VecDeque::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// True the first time `key` is offered (until it expires or is evicted).
+    pub fn first_time(&mut self, key: String, deadline: u64, now: u64) -> bool {
+        self.expire(now);
+        if self.seen.contains(&key) {
+            return false;
+        }
+        while self.order.len() >= self.capacity {
+            if let Some((_, old)) = self.order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        self.seen.insert(key.clone());
+        self.order.push_back((deadline, key));
+        true
+    }
+
+    /// Drops leading entries whose deadline has passed.
+    fn expire(&mut self, now: u64) {
+        while let Some((deadline, _)) = self.order.front() {
+            if *deadline >= now {
+                break;
+            }
+            if let Some((_, key)) = self.order.pop_front() {
+                self.seen.remove(&key);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outgoing::{seal, Outgoing};
+    use rmb_core::proto::{Error, Pong};
+    use rmb_core::{E2eKey, KeyType, Signer};
+
+    fn signer(n: u8) -> Signer {
+        Signer::from_seed(&[n; 32], KeyType::Ed25519).unwrap()
+    }
+
+    fn request(now: u64) -> Envelope {
+        let out = Outgoing::request(
+            "uid-1",
+            Address::twin(1),
+            Address::twin(2),
+            "echo",
+            b"x".to_vec(),
+            60,
+        );
+        seal(out, &signer(1), None, now)
+    }
+
+    #[test]
+    fn relay_errors_pongs_and_signed_messages_are_told_apart() {
+        let relay_error = Envelope {
+            uid: "u".into(),
+            message: Some(Message::Error(Error {
+                code: 0,
+                message: "twin not found".into(),
+            })),
+            ..Default::default()
+        };
+        assert_eq!(
+            classify(&relay_error).unwrap(),
+            Classified::RelayError {
+                uid: "u".into(),
+                message: "twin not found".into()
+            }
+        );
+        let pong = Envelope {
+            message: Some(Message::Pong(Pong {})),
+            ..Default::default()
+        };
+        assert_eq!(classify(&pong).unwrap(), Classified::Pong);
+        assert_eq!(
+            classify(&request(1000)).unwrap(),
+            Classified::Signed {
+                source: 1,
+                is_request: true
+            }
+        );
+        // A request without a source cannot be answered or verified.
+        let mut anonymous = request(1000);
+        anonymous.source = None;
+        assert_eq!(
+            classify(&anonymous).unwrap_err().code,
+            ErrorCode::InvalidMessage
+        );
+    }
+
+    #[test]
+    fn verification_checks_expiry_then_signature() {
+        let env = request(1000);
+        verify(&env, &signer(1).public_key(), 1010).unwrap();
+        assert_eq!(
+            verify(&env, &signer(1).public_key(), 1060)
+                .unwrap_err()
+                .code,
+            ErrorCode::Expired
+        );
+        assert_eq!(
+            verify(&env, &signer(9).public_key(), 1010)
+                .unwrap_err()
+                .code,
+            ErrorCode::BadSignature
+        );
+        let mut tampered = env.clone();
+        tampered.payload = Some(Payload::Plain(b"y".to_vec()));
+        assert_eq!(
+            verify(&tampered, &signer(1).public_key(), 1010)
+                .unwrap_err()
+                .code,
+            ErrorCode::BadSignature
+        );
+    }
+
+    #[test]
+    fn open_decrypts_or_reports_e2e_failure() {
+        let a = E2eKey::from_bytes(&[3; 32]).unwrap();
+        let b = E2eKey::from_bytes(&[4; 32]).unwrap();
+        let c = E2eKey::from_bytes(&[5; 32]).unwrap();
+        let ab = a.shared_key(&b.public_key()).unwrap();
+        let mut out = Outgoing::request(
+            "u",
+            Address::twin(1),
+            Address::session(2, "s"),
+            "cmd",
+            b"body".to_vec(),
+            60,
+        );
+        out.tags = Some("t".into());
+        let env = seal(out, &signer(1), Some(&ab), 1000);
+        let ba = b.shared_key(&a.public_key()).unwrap();
+        let opened = open(env.clone(), Some(&ba)).unwrap();
+        assert_eq!(opened.payload, b"body");
+        assert_eq!(
+            opened.kind,
+            Kind::Request {
+                command: "cmd".into()
+            }
+        );
+        assert_eq!(opened.tags.as_deref(), Some("t"));
+        assert_eq!(opened.source, Address::twin(1));
+        let cb = c.shared_key(&a.public_key()).unwrap();
+        assert_eq!(
+            open(env.clone(), Some(&cb)).unwrap_err().code,
+            ErrorCode::E2e
+        );
+        assert_eq!(open(env, None).unwrap_err().code, ErrorCode::E2e);
+    }
+
+    #[test]
+    fn dedup_accepts_once_per_source_and_kind() {
+        let mut dedup = Dedup::new(10);
+        let env = request(1000);
+        let key = dedup_key(&env);
+        let deadline = dedup_deadline(&env, 1000);
+        assert_eq!(deadline, 1060);
+        assert!(dedup.first_time(key.clone(), deadline, 1000));
+        assert!(!dedup.first_time(key.clone(), deadline, 1001));
+        // The same uid from another twin (a reply of a multi-destination request) is new.
+        let mut other = env.clone();
+        other.source = Some(Address::twin(3));
+        assert!(dedup.first_time(dedup_key(&other), deadline, 1001));
+        // After the deadline the entry is gone (a copy would be refused as expired).
+        assert!(dedup.first_time(key, deadline, 1061));
+    }
+
+    #[test]
+    fn dedup_is_bounded() {
+        let mut dedup = Dedup::new(3);
+        for i in 0..10 {
+            assert!(dedup.first_time(format!("k{i}"), 5000, 1000));
+        }
+        assert_eq!(dedup.len(), 3);
+        assert!(!dedup.first_time("k9".into(), 5000, 1000));
+        assert!(dedup.first_time("k0".into(), 5000, 1000));
+    }
+}

@@ -1,0 +1,362 @@
+//! Connections to every relay at once, sharing one outgoing queue.
+//!
+//! Each relay gets a task that connects with a fresh JWT (§3.1), then reads and writes
+//! until the link breaks, then reconnects after a capped exponential backoff with
+//! jitter. All connected tasks take envelopes from one shared queue, so an envelope
+//! goes out over whichever relay is up: when one link dies the others simply keep
+//! taking from the queue (fail-over costs nothing), and when none is up envelopes wait
+//! in the queue until one is (or until their deadline passes). An envelope whose write
+//! failed is put back in the queue for another link; if it had in fact gone out, the
+//! receiver's de-duplication drops the second copy.
+//!
+//! Dead links are found by pinging: every `ping_interval` a connection sends a WebSocket
+//! ping and an envelope ping (which the relay answers with a pong); a link on which
+//! nothing arrived for `dead_after` is dropped and reconnected.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use rand::Rng;
+use rmb_core::prost::Message as _;
+use rmb_core::{jwt, Address, Signer};
+use tokio::sync::{mpsc, watch, Mutex};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_util::sync::CancellationToken;
+
+use crate::outgoing;
+
+/// Timing of the relay connections.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// First reconnect delay (doubled on each failure, jittered ±50%).
+    pub reconnect_min: Duration,
+    /// Longest reconnect delay.
+    pub reconnect_max: Duration,
+    /// How often an idle link is pinged.
+    pub ping_interval: Duration,
+    /// A link on which nothing arrived for this long is dropped.
+    pub dead_after: Duration,
+    /// Longest a connection attempt (TCP + TLS + handshake) may take.
+    pub connect_timeout: Duration,
+    /// Lifetime of the connection token (only checked when connecting).
+    pub token_lifetime: u64,
+    /// Outgoing envelopes waiting for a link before senders wait.
+    pub queue_capacity: usize,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            reconnect_min: Duration::from_millis(200),
+            reconnect_max: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(20),
+            dead_after: Duration::from_secs(50),
+            connect_timeout: Duration::from_secs(10),
+            token_lifetime: 60,
+            queue_capacity: 4096,
+        }
+    }
+}
+
+/// One serialized envelope waiting to go out.
+#[derive(Debug, Clone)]
+pub(crate) struct Outbound {
+    pub frame: Bytes,
+    /// Unix seconds after which it is not worth sending.
+    pub deadline: u64,
+}
+
+/// The live relay connections of a client.
+pub(crate) struct Pool {
+    queue: mpsc::Sender<Outbound>,
+    connected: watch::Receiver<usize>,
+    cancel: CancellationToken,
+}
+
+/// What a connection task needs.
+struct Link {
+    url: String,
+    twin: u32,
+    sid: Option<String>,
+    signer: Signer,
+    config: PoolConfig,
+    queue: Arc<Mutex<mpsc::Receiver<Outbound>>>,
+    requeue: mpsc::Sender<Outbound>,
+    incoming: mpsc::Sender<Bytes>,
+    connected: Arc<watch::Sender<usize>>,
+    cancel: CancellationToken,
+}
+
+impl Pool {
+    /// Starts one connection task per relay URL; incoming frames go to `incoming`.
+    pub fn start(
+        urls: &[String],
+        twin: u32,
+        sid: Option<String>,
+        signer: Signer,
+        config: PoolConfig,
+        incoming: mpsc::Sender<Bytes>,
+        cancel: CancellationToken,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+        let rx = Arc::new(Mutex::new(rx));
+        let (connected_tx, connected) = watch::channel(0usize);
+        let connected_tx = Arc::new(connected_tx);
+        for url in urls {
+            let link = Link {
+                url: url.trim_end_matches('/').to_string(),
+                twin,
+                sid: sid.clone(),
+                signer: signer.clone(),
+                config: config.clone(),
+                queue: rx.clone(),
+                requeue: tx.clone(),
+                incoming: incoming.clone(),
+                connected: connected_tx.clone(),
+                cancel: cancel.clone(),
+            };
+            tokio::spawn(link.run());
+        }
+        Pool {
+            queue: tx,
+            connected,
+            cancel,
+        }
+    }
+
+    /// Queues a frame for the next healthy link. Waits while the queue is full; fails
+    /// only when the client is shut down.
+    pub async fn send(&self, frame: Outbound) -> Result<(), ()> {
+        tokio::select! {
+            sent = self.queue.send(frame) => sent.map_err(|_| ()),
+            _ = self.cancel.cancelled() => Err(()),
+        }
+    }
+
+    /// How many relays are connected right now.
+    pub fn connected(&self) -> usize {
+        *self.connected.borrow()
+    }
+
+    /// Waits until at least `n` relays are connected; false on timeout.
+    pub async fn wait_connected(&self, n: usize, timeout: Duration) -> bool {
+        let mut rx = self.connected.clone();
+        tokio::time::timeout(timeout, rx.wait_for(|c| *c >= n))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
+
+/// Why a connected link ended.
+enum Ended {
+    Cancelled,
+    Broken(String),
+}
+
+impl Link {
+    async fn run(self) {
+        let mut backoff = self.config.reconnect_min;
+        loop {
+            if self.cancel.is_cancelled() {
+                return;
+            }
+            let started = Instant::now();
+            match self.connect().await {
+                Ok(ws) => {
+                    tracing::info!(relay = %self.url, "connected");
+                    self.connected.send_modify(|n| *n += 1);
+                    let ended = self.serve(ws).await;
+                    self.connected.send_modify(|n| *n -= 1);
+                    match ended {
+                        Ended::Cancelled => return,
+                        Ended::Broken(why) => {
+                            tracing::warn!(relay = %self.url, "relay link lost: {why}")
+                        }
+                    }
+                    // A link that lived a while starts the backoff over.
+                    if started.elapsed() > self.config.reconnect_max {
+                        backoff = self.config.reconnect_min;
+                    }
+                }
+                Err(e) => tracing::warn!(relay = %self.url, "cannot connect: {e}"),
+            }
+            let delay = jitter(backoff);
+            backoff = (backoff * 2).min(self.config.reconnect_max);
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.cancel.cancelled() => return,
+            }
+        }
+    }
+
+    async fn connect(
+        &self,
+    ) -> Result<
+        tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+        String,
+    > {
+        let token = jwt::create(
+            &self.signer,
+            self.twin,
+            self.sid.as_deref(),
+            rmb_core::time::now(),
+            self.config.token_lifetime,
+        );
+        let url = format!("{}/?{token}", self.url);
+        let connecting = tokio_tungstenite::connect_async_with_config(url, None, true);
+        let result = tokio::select! {
+            r = tokio::time::timeout(self.config.connect_timeout, connecting) => r,
+            _ = self.cancel.cancelled() => return Err("client shut down".into()),
+        };
+        match result {
+            Ok(Ok((ws, _))) => Ok(ws),
+            Ok(Err(tokio_tungstenite::tungstenite::Error::Http(response))) => Err(format!(
+                "relay refused the connection: HTTP {}{}",
+                response.status(),
+                response
+                    .body()
+                    .as_deref()
+                    .map(|b| format!(" ({})", String::from_utf8_lossy(b)))
+                    .unwrap_or_default()
+            )),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timed out".into()),
+        }
+    }
+
+    async fn serve(
+        &self,
+        mut ws: tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+    ) -> Ended {
+        let mut last_rx = Instant::now();
+        let mut ticker = tokio::time::interval(self.config.ping_interval);
+        ticker.tick().await;
+        let source = Address {
+            twin: self.twin,
+            connection: self.sid.clone(),
+        };
+        loop {
+            tokio::select! {
+                _ = self.cancel.cancelled() => {
+                    let _ = ws.close(None).await;
+                    return Ended::Cancelled;
+                }
+                msg = ws.next() => {
+                    last_rx = Instant::now();
+                    match msg {
+                        Some(Ok(WsMessage::Binary(frame))) => {
+                            if self.incoming.send(frame).await.is_err() {
+                                return Ended::Cancelled;
+                            }
+                        }
+                        Some(Ok(WsMessage::Close(frame))) => {
+                            return Ended::Broken(format!(
+                                "closed by the relay{}",
+                                frame.map(|f| format!(": {}", f.reason)).unwrap_or_default()
+                            ));
+                        }
+                        Some(Ok(WsMessage::Text(_))) => {
+                            tracing::debug!(relay = %self.url, "ignoring a text frame");
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => return Ended::Broken(e.to_string()),
+                        None => return Ended::Broken("connection ended".into()),
+                    }
+                }
+                batch = take_batch(&self.queue) => {
+                    let Some(batch) = batch else { return Ended::Cancelled };
+                    if let Err(e) = self.write(&mut ws, &batch).await {
+                        // Another link (or this one, reconnected) sends them.
+                        for out in batch {
+                            let requeue = self.requeue.clone();
+                            tokio::spawn(async move { let _ = requeue.send(out).await; });
+                        }
+                        return Ended::Broken(format!("write failed: {e}"));
+                    }
+                }
+                _ = ticker.tick() => {
+                    if last_rx.elapsed() >= self.config.dead_after {
+                        return Ended::Broken(format!(
+                            "nothing received for {:?}", last_rx.elapsed()
+                        ));
+                    }
+                    let ping = outgoing::ping(
+                        uuid::Uuid::new_v4().to_string(),
+                        source.clone(),
+                        rmb_core::time::now(),
+                    );
+                    let frames = [
+                        WsMessage::Ping(Bytes::new()),
+                        WsMessage::Binary(ping.encode_to_vec().into()),
+                    ];
+                    for frame in frames {
+                        if let Err(e) = ws.feed(frame).await {
+                            return Ended::Broken(format!("ping failed: {e}"));
+                        }
+                    }
+                    if let Err(e) = ws.flush().await {
+                        return Ended::Broken(format!("ping failed: {e}"));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn write(
+        &self,
+        ws: &mut tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+        batch: &[Outbound],
+    ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+        let now = rmb_core::time::now();
+        for out in batch {
+            if out.deadline <= now {
+                tracing::debug!("dropping an outgoing envelope that expired while queued");
+                continue;
+            }
+            ws.feed(WsMessage::Binary(out.frame.clone())).await?;
+        }
+        ws.flush().await
+    }
+}
+
+/// Up to 64 queued frames: waits for the first, takes what else is ready. `None` when
+/// the queue is closed.
+async fn take_batch(queue: &Mutex<mpsc::Receiver<Outbound>>) -> Option<Vec<Outbound>> {
+    let mut rx = queue.lock().await;
+    let first = rx.recv().await?;
+    let mut batch = vec![first];
+    while batch.len() < 64 {
+        match rx.try_recv() {
+            Ok(out) => batch.push(out),
+            Err(_) => break,
+        }
+    }
+    Some(batch)
+}
+
+/// `delay` scaled by a random factor in [0.5, 1.5).
+fn jitter(delay: Duration) -> Duration {
+    delay.mul_f64(rand::thread_rng().gen_range(0.5..1.5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_half_either_way() {
+        for _ in 0..1000 {
+            let d = jitter(Duration::from_millis(1000));
+            assert!(d >= Duration::from_millis(500) && d < Duration::from_millis(1500));
+        }
+    }
+}

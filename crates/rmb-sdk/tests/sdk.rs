@@ -1,0 +1,358 @@
+//! SDK against a real registrar and real relays.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use rmb_core::peer_api::ErrorCode;
+use rmb_core::proto::{Message, Payload};
+use rmb_core::{envelope, Address, KeyType};
+use rmb_sdk::outgoing::{seal, Outgoing};
+use rmb_sdk::{CallError, HandlerError};
+use rmb_testkit::TestRelay;
+
+#[tokio::test]
+async fn call_and_serve_between_sr25519_and_ed25519_with_e2e() {
+    let n = net().await;
+    let server = client_on(&n.reg, &[&n.relay], KeyType::Sr25519, true).await;
+    let caller = client_on(&n.reg, &[&n.relay], KeyType::Ed25519, true).await;
+    server.handle("echo", |req| async move {
+        let mut body = format!("from {}: ", req.source).into_bytes();
+        body.extend(req.payload);
+        Ok(body)
+    });
+    // Both registered e2e keys, so the payload travels encrypted.
+    let twin = server.registrar().get_twin(server.twin_id()).await.unwrap();
+    assert!(twin.unwrap().rmb_enc_key.is_some());
+    let reply = caller
+        .call(server.twin_id(), "echo", b"hello".to_vec(), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(
+        reply,
+        format!("from {}: hello", caller.twin_id()).into_bytes()
+    );
+    // And the other way round.
+    caller.handle("ping", |_| async { Ok(b"pong".to_vec()) });
+    let reply = server
+        .call(caller.twin_id(), "ping", vec![], WAIT)
+        .await
+        .unwrap();
+    assert_eq!(reply, b"pong");
+}
+
+#[tokio::test]
+async fn plain_text_to_a_twin_without_e2e_key() {
+    let n = net().await;
+    let server = client_on(&n.reg, &[&n.relay], KeyType::Ed25519, false).await;
+    let caller = client_on(&n.reg, &[&n.relay], KeyType::Sr25519, true).await;
+    let twin = caller
+        .registrar()
+        .get_twin(server.twin_id())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(twin.rmb_enc_key, None);
+    server.handle("echo", |req| async move { Ok(req.payload) });
+    let reply = caller
+        .call(server.twin_id(), "echo", b"clear".to_vec(), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(reply, b"clear");
+}
+
+#[tokio::test]
+async fn many_concurrent_calls_are_matched_by_uid() {
+    let n = net().await;
+    let server = client_on(&n.reg, &[&n.relay], KeyType::Ed25519, true).await;
+    let caller = client_on(&n.reg, &[&n.relay], KeyType::Ed25519, true).await;
+    server.handle("double", |req| async move {
+        let n: u64 = String::from_utf8(req.payload).unwrap().parse().unwrap();
+        // Later requests finish first, so replies come back out of order.
+        tokio::time::sleep(Duration::from_millis(100 - n)).await;
+        Ok((n * 2).to_string().into_bytes())
+    });
+    let calls = (0..100u64).map(|i| {
+        let caller = caller.clone();
+        let server = server.twin_id();
+        async move {
+            let reply = caller
+                .call(server, "double", i.to_string().into_bytes(), WAIT)
+                .await
+                .unwrap();
+            (i, String::from_utf8(reply).unwrap())
+        }
+    });
+    for (i, reply) in futures_util::future::join_all(calls).await {
+        assert_eq!(reply, (i * 2).to_string());
+    }
+}
+
+#[tokio::test]
+async fn remote_errors_unknown_commands_and_panics_become_error_replies() {
+    let n = net().await;
+    let server = client_on(&n.reg, &[&n.relay], KeyType::Sr25519, true).await;
+    let caller = client_on(&n.reg, &[&n.relay], KeyType::Sr25519, true).await;
+    server.handle("fail", |_| async { Err(HandlerError::new(42, "no way")) });
+    server.handle("panic", |_| async { panic!("handler bug") });
+    server.handle("ok", |_| async { Ok(b"fine".to_vec()) });
+    let to = server.twin_id();
+    assert_eq!(
+        caller.call(to, "fail", vec![], WAIT).await,
+        Err(CallError::Remote {
+            code: 42,
+            message: "no way".into()
+        })
+    );
+    match caller.call(to, "nope", vec![], WAIT).await {
+        Err(CallError::Remote { code, message }) => {
+            assert_eq!(code, ErrorCode::Other.code());
+            assert!(message.contains("nope"), "{message}");
+        }
+        other => panic!("expected an unknown command error, got {other:?}"),
+    }
+    for _ in 0..3 {
+        match caller.call(to, "panic", vec![], WAIT).await {
+            Err(CallError::Remote { code, .. }) => assert_eq!(code, ErrorCode::Other.code()),
+            other => panic!("expected an error reply for a panic, got {other:?}"),
+        }
+    }
+    // The server survived its handler's panics.
+    assert_eq!(caller.call(to, "ok", vec![], WAIT).await.unwrap(), b"fine");
+}
+
+#[tokio::test]
+async fn calls_time_out_and_unknown_twins_are_reported() {
+    let n = net().await;
+    let caller = client_on(&n.reg, &[&n.relay], KeyType::Ed25519, true).await;
+    // Registered but never connected: the relay queues the request, nobody answers.
+    let offline = RawTwin::register(&n.reg, &[&n.relay]).await;
+    assert_eq!(
+        caller
+            .call(offline.id, "x", vec![], Duration::from_millis(300))
+            .await,
+        Err(CallError::Timeout)
+    );
+    assert_eq!(
+        caller.call(999_999, "x", vec![], WAIT).await,
+        Err(CallError::UnknownTwin(999_999))
+    );
+}
+
+#[tokio::test]
+async fn relay_errors_fail_the_call() {
+    let reg = rmb_testkit::TestRegistrar::start().await.unwrap();
+    let relay = TestRelay::start_with("127.0.0.1", &reg.url(), None, |c| {
+        c.rate_limit.messages = Some(1);
+    })
+    .await
+    .unwrap();
+    let caller = client_on(&reg, &[&relay], KeyType::Ed25519, true).await;
+    let server = client_on(&reg, &[&relay], KeyType::Ed25519, true).await;
+    server.handle("x", |_| async { Ok(vec![]) });
+    // One message per window: within three calls one is refused by the relay.
+    let mut refused = None;
+    for _ in 0..3 {
+        if let Err(e) = caller.call(server.twin_id(), "x", vec![], WAIT).await {
+            refused = Some(e);
+            break;
+        }
+    }
+    match refused {
+        Some(CallError::Relay(message)) => assert!(message.contains("rate"), "{message}"),
+        other => panic!("expected a relay error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn duplicate_delivery_over_two_relays_is_handled_once() {
+    let reg = rmb_testkit::TestRegistrar::start().await.unwrap();
+    let r1 = TestRelay::start("127.0.0.1", &reg.url()).await.unwrap();
+    let r2 = TestRelay::start("127.0.0.2", &reg.url()).await.unwrap();
+    let server = client_on(&reg, &[&r1, &r2], KeyType::Sr25519, true).await;
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    server.handle("count", move |req| {
+        let seen = seen.clone();
+        async move {
+            seen.fetch_add(1, Ordering::SeqCst);
+            Ok(req.payload)
+        }
+    });
+    let raw = RawTwin::register(&reg, &[&r1, &r2]).await;
+    let mut c1 = raw.connect(&r1).await;
+    let mut c2 = raw.connect(&r2).await;
+    let request = |uid: &str, body: &[u8]| {
+        let out = Outgoing::request(
+            uid,
+            Address::twin(raw.id),
+            Address::twin(server.twin_id()),
+            "count",
+            body.to_vec(),
+            60,
+        );
+        seal(out, &raw.signer, None, rmb_core::time::now())
+    };
+    let dup = request("dup-1", b"first");
+    c1.send(&dup).await;
+    c2.send(&dup).await;
+    // A second, distinct request sent after both copies: once its reply is back, both
+    // copies of the first have been processed (or dropped).
+    let marker = request("marker-1", b"marker");
+    c1.send(&marker).await;
+    c2.send(&marker).await;
+    let mut replies = Vec::new();
+    while !replies.contains(&"marker-1".to_string()) {
+        let env = tokio::select! {
+            e = c1.recv() => e,
+            e = c2.recv() => e,
+        };
+        assert!(matches!(env.message, Some(Message::Response(_))));
+        replies.push(env.uid);
+    }
+    assert_eq!(count.load(Ordering::SeqCst), replies.len());
+    assert!(replies.contains(&"dup-1".to_string()));
+    assert_eq!(count.load(Ordering::SeqCst), 2, "each uid handled once");
+}
+
+#[tokio::test]
+async fn bad_signatures_are_refused_with_code_104() {
+    let n = net().await;
+    let server = client_on(&n.reg, &[&n.relay], KeyType::Sr25519, true).await;
+    let called = Arc::new(AtomicUsize::new(0));
+    let seen = called.clone();
+    server.handle("x", move |_| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        async { Ok(vec![]) }
+    });
+    let raw = RawTwin::register(&n.reg, &[&n.relay]).await;
+    let mut conn = raw.connect(&n.relay).await;
+    let out = Outgoing::request(
+        "forged",
+        Address::twin(raw.id),
+        Address::twin(server.twin_id()),
+        "x",
+        b"body".to_vec(),
+        60,
+    );
+    let mut env = seal(out, &raw.signer, None, rmb_core::time::now());
+    env.payload = Some(Payload::Plain(b"tampered".to_vec()));
+    conn.send(&env).await;
+    let reply = conn.recv().await;
+    assert_eq!(reply.uid, "forged");
+    match &reply.message {
+        Some(Message::Error(e)) => assert_eq!(e.code, ErrorCode::BadSignature.code()),
+        other => panic!("expected an error reply, got {other:?}"),
+    }
+    // The error reply itself is signed by the server.
+    let twin = n
+        .reg
+        .client()
+        .get_twin(server.twin_id())
+        .await
+        .unwrap()
+        .unwrap();
+    envelope::verify(&reply, &twin.public_key).unwrap();
+    assert_eq!(called.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_reply_that_does_not_verify_fails_the_call() {
+    let n = net().await;
+    let caller = client_on(&n.reg, &[&n.relay], KeyType::Ed25519, false).await;
+    let raw = RawTwin::register(&n.reg, &[&n.relay]).await;
+    let mut conn = raw.connect(&n.relay).await;
+    let call = tokio::spawn({
+        let caller = caller.clone();
+        async move { caller.call(raw.id, "x", b"q".to_vec(), WAIT).await }
+    });
+    let request = conn.recv().await;
+    let out = Outgoing::response(
+        request.uid.clone(),
+        Address::twin(raw.id),
+        request.source.clone().unwrap(),
+        b"answer".to_vec(),
+        request.schema.clone(),
+        60,
+    );
+    let mut reply = seal(out, &raw.signer, None, rmb_core::time::now());
+    reply.payload = Some(Payload::Plain(b"forged answer".to_vec()));
+    conn.send(&reply).await;
+    match call.await.unwrap() {
+        Err(CallError::Verification(message)) => {
+            assert!(message.contains("signature"), "{message}")
+        }
+        other => panic!("expected a verification failure, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn calls_fail_over_when_one_of_two_relays_dies() {
+    let reg = rmb_testkit::TestRegistrar::start().await.unwrap();
+    let mut r1 = TestRelay::start("127.0.0.1", &reg.url()).await.unwrap();
+    let r2 = TestRelay::start("127.0.0.3", &reg.url()).await.unwrap();
+    let server = client_on(&reg, &[&r1, &r2], KeyType::Sr25519, true).await;
+    let caller = client_on(&reg, &[&r1, &r2], KeyType::Ed25519, true).await;
+    server.handle("echo", |req| async move { Ok(req.payload) });
+    for i in 0..10 {
+        let body = format!("before {i}").into_bytes();
+        let reply = caller
+            .call(server.twin_id(), "echo", body.clone(), WAIT)
+            .await
+            .unwrap();
+        assert_eq!(reply, body);
+    }
+    r1.shutdown().await;
+    // Every call still gets its answer, over the surviving relay.
+    for i in 0..10 {
+        let body = format!("after {i}").into_bytes();
+        let reply = caller
+            .call(server.twin_id(), "echo", body.clone(), WAIT)
+            .await
+            .unwrap();
+        assert_eq!(reply, body);
+    }
+    assert_eq!(caller.connected_relays(), 1);
+}
+
+#[tokio::test]
+async fn sessions_are_separate_destinations() {
+    let n = net().await;
+    let secret = random_secret();
+    let build = |sid: Option<&str>| {
+        rmb_sdk::Client::builder(secret.clone(), KeyType::Sr25519)
+            .registrar_client(rmb_testkit::fresh_client(&n.reg.url()).unwrap())
+            .relays([n.relay.ws_url()])
+            .session(sid.map(str::to_string))
+            .pool_config(fast_pool())
+            .build()
+    };
+    let main = build(None).await.unwrap();
+    let side = build(Some("side")).await.unwrap();
+    assert!(main.wait_connected(1, WAIT).await && side.wait_connected(1, WAIT).await);
+    assert_eq!(main.twin_id(), side.twin_id());
+    main.handle("who", |_| async { Ok(b"main".to_vec()) });
+    side.handle("who", |_| async { Ok(b"side".to_vec()) });
+    let caller = client_on(&n.reg, &[&n.relay], KeyType::Ed25519, true).await;
+    let call = |to: Address| {
+        let out = Outgoing::request(
+            uuid::Uuid::new_v4().to_string(),
+            caller.address().clone(),
+            to,
+            "who",
+            vec![],
+            10,
+        );
+        caller.call_with(out, WAIT)
+    };
+    assert_eq!(call(Address::twin(main.twin_id())).await.unwrap(), b"main");
+    assert_eq!(
+        call(Address::session(main.twin_id(), "side"))
+            .await
+            .unwrap(),
+        b"side"
+    );
+}
