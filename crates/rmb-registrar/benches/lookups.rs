@@ -101,36 +101,10 @@ async fn run() {
     );
     println!("client cache hit, one task: {per_hit:.0} ns per get_twin");
 
-    let tasks: Vec<_> = (0..CLIENTS)
-        .map(|t| {
-            let client = client.clone();
-            tokio::spawn(async move {
-                for i in 0..n / CLIENTS as u32 {
-                    let id = 1 + (i + t as u32) % TWINS;
-                    std::hint::black_box(client.get_twin(id).await.unwrap());
-                }
-            })
-        })
-        .collect();
     // Warm every twin first so the timed run is all hits.
-    for task in tasks {
-        task.await.unwrap();
-    }
+    hit_from_all_clients(&client, n).await;
     let started = Instant::now();
-    let tasks: Vec<_> = (0..CLIENTS)
-        .map(|t| {
-            let client = client.clone();
-            tokio::spawn(async move {
-                for i in 0..n / CLIENTS as u32 {
-                    let id = 1 + (i + t as u32) % TWINS;
-                    std::hint::black_box(client.get_twin(id).await.unwrap());
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.unwrap();
-    }
+    hit_from_all_clients(&client, n).await;
     let elapsed = started.elapsed();
     let total = f64::from(n / CLIENTS as u32 * CLIENTS as u32);
     println!(
@@ -139,6 +113,24 @@ async fn run() {
         total / elapsed.as_secs_f64() / 1e6
     );
     server.shutdown().await.unwrap();
+}
+
+/// `n` lookups spread over `CLIENTS` tasks, each walking through the twins.
+async fn hit_from_all_clients(client: &RegistrarClient, n: u32) {
+    let tasks: Vec<_> = (0..CLIENTS as u32)
+        .map(|t| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                for i in 0..n / CLIENTS as u32 {
+                    let id = 1 + (i + t) % TWINS;
+                    std::hint::black_box(client.get_twin(id).await.unwrap());
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
 }
 
 async fn start(config: Config) -> (rmb_registrar::ServerHandle, String) {
