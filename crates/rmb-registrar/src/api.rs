@@ -262,6 +262,11 @@ async fn create_account(
         rmb_core::time::now(),
         s.config.time_window.as_secs(),
     )?;
+    // Checked first so a repeated registration does not consume an id from the
+    // PostgreSQL sequence; the unique constraint still decides concurrent creates.
+    if s.store.by_public_key(&public_key).await?.is_some() {
+        return Err(StoreError::KeyExists.into());
+    }
     let account = s
         .store
         .create(
