@@ -1,0 +1,403 @@
+//! The §4 JSON messages to and from envelopes. Pure functions: the peer's loops do the
+//! Redis and relay I/O around them.
+
+use rmb_core::peer_api::{
+    self, ErrorCode, IncomingRequest, IncomingResponse, JsonError, OutgoingRequest,
+    OutgoingResponse, SYSTEM_REPLY,
+};
+use rmb_core::proto::Backlog;
+use rmb_core::time::{effective_ttl, DEFAULT_TTL};
+use rmb_core::Address;
+use rmb_sdk::{Incoming, Kind, Outgoing};
+use serde_json::Value;
+
+/// A message from a local list that cannot be acted on, with what is needed to tell
+/// the sender (when it could be read): for a request the app's `ret` list, for a reply
+/// the remote requester's address (`dst`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadInput {
+    pub code: ErrorCode,
+    pub message: String,
+    /// Where to report: `ret` of a request, `dst` of a reply, if readable.
+    pub reply_to: Option<String>,
+    /// The app's `ref`, if readable.
+    pub reference: Option<String>,
+}
+
+/// A request popped from `msgbus.system.local`, ready to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedRequest {
+    /// Stored under `msgbus.backlog.<uid>` for `backlog.ttl` seconds before sending.
+    pub backlog: Backlog,
+    /// One envelope per destination, all with the backlog's uid.
+    pub envelopes: Vec<Outgoing>,
+}
+
+/// What became of an outgoing request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalRequest {
+    Send(PreparedRequest),
+    /// Its `now + exp` is already past: dropped (with a log line).
+    Expired {
+        reference: Option<String>,
+        age: u64,
+    },
+}
+
+/// Reads `<key>` and `ref` from a message that did not parse as a whole.
+fn salvage(json: &str, key: &str) -> (Option<String>, Option<String>) {
+    let Ok(Value::Object(map)) = serde_json::from_str::<Value>(json) else {
+        return (None, None);
+    };
+    let text = |key: &str| map.get(key).and_then(Value::as_str).map(str::to_string);
+    (text(key), text("ref"))
+}
+
+/// Parses an outgoing request and builds its envelopes (uid `uid`, source `me`).
+pub fn local_request(
+    json: &str,
+    uid: &str,
+    me: &Address,
+    now: u64,
+) -> Result<LocalRequest, BadInput> {
+    let request: OutgoingRequest = serde_json::from_str(json).map_err(|e| {
+        let (reply_to, reference) = salvage(json, "ret");
+        BadInput {
+            code: ErrorCode::InvalidMessage,
+            message: format!("invalid request message: {e}"),
+            reply_to,
+            reference,
+        }
+    })?;
+    let bad = |code: ErrorCode, message: String| BadInput {
+        code,
+        message,
+        reply_to: Some(request.reply_to.clone()),
+        reference: request.reference.clone(),
+    };
+    let body = peer_api::decode_data(&request.data).map_err(|e| {
+        bad(
+            ErrorCode::InvalidPayload,
+            format!("dat is not standard base64: {e}"),
+        )
+    })?;
+    if request.destinations.is_empty() || request.destinations.contains(&0) {
+        return Err(bad(
+            ErrorCode::InvalidMessage,
+            "dst must list one or more twin ids (not 0)".into(),
+        ));
+    }
+    if request.command.is_empty() {
+        return Err(bad(ErrorCode::InvalidMessage, "cmd is empty".into()));
+    }
+    let ttl = effective_ttl(request.expiration);
+    // The app's clock stamps the request; a missing or future one means now.
+    let timestamp = match request.timestamp {
+        0 => now,
+        t => t.min(now),
+    };
+    if timestamp + ttl <= now {
+        return Ok(LocalRequest::Expired {
+            reference: request.reference,
+            age: now - timestamp,
+        });
+    }
+    let backlog = Backlog {
+        uid: uid.to_string(),
+        reference: request.reference.clone(),
+        reply_to: request.reply_to.clone(),
+        module: request.command.clone(),
+        ttl: timestamp + ttl - now,
+    };
+    let envelopes = request
+        .destinations
+        .iter()
+        .map(|dst| {
+            let mut out = Outgoing::request(
+                uid,
+                me.clone(),
+                Address::twin(*dst),
+                request.command.clone(),
+                body.clone(),
+                ttl,
+            );
+            out.timestamp = timestamp;
+            out.tags = request.tags.clone();
+            out.schema = request.schema.clone();
+            out
+        })
+        .collect();
+    Ok(LocalRequest::Send(PreparedRequest { backlog, envelopes }))
+}
+
+/// Parses a service's reply into the response envelope to send back. `request_schema`
+/// is the schema of the request it answers, when the peer still knows it: a reply
+/// carries it unless the service set another (PROTOCOL.md §6).
+pub fn local_reply(
+    json: &str,
+    me: &Address,
+    request_schema: impl FnOnce(&str, &str) -> Option<String>,
+) -> Result<Outgoing, BadInput> {
+    let reply: OutgoingResponse = serde_json::from_str(json).map_err(|e| {
+        let (reply_to, reference) = salvage(json, "dst");
+        BadInput {
+            code: ErrorCode::InvalidMessage,
+            message: format!("invalid reply message: {e}"),
+            reply_to,
+            reference,
+        }
+    })?;
+    let bad = |code, message: String| BadInput {
+        code,
+        message,
+        reply_to: None,
+        reference: Some(reply.reference.clone()),
+    };
+    let destination: Address = reply
+        .destination
+        .parse()
+        .map_err(|e| bad(ErrorCode::InvalidMessage, format!("invalid dst: {e}")))?;
+    let schema = reply
+        .schema
+        .clone()
+        .filter(|s| !s.is_empty())
+        .or_else(|| request_schema(&reply.destination, &reply.reference));
+    let mut out = match &reply.error {
+        Some(err) => Outgoing::error(
+            reply.reference.clone(),
+            me.clone(),
+            destination,
+            err.code,
+            err.message.clone(),
+            schema,
+            DEFAULT_TTL,
+        ),
+        None => {
+            let body = peer_api::decode_data(&reply.data).map_err(|e| {
+                bad(
+                    ErrorCode::InvalidPayload,
+                    format!("dat is not standard base64: {e}"),
+                )
+            })?;
+            Outgoing::response(
+                reply.reference.clone(),
+                me.clone(),
+                destination,
+                body,
+                schema,
+                DEFAULT_TTL,
+            )
+        }
+    };
+    out.timestamp = reply.timestamp;
+    Ok(out)
+}
+
+/// The list and JSON for a request from a remote twin.
+pub fn incoming_request(msg: &Incoming) -> Option<(String, String)> {
+    let Kind::Request { command } = &msg.kind else {
+        return None;
+    };
+    let json = IncomingRequest {
+        version: 1,
+        reference: msg.uid.clone(),
+        source: msg.source.to_string(),
+        command: command.clone(),
+        expiration: msg.expiration,
+        data: peer_api::encode_data(&msg.payload),
+        tags: msg.tags.clone(),
+        reply_to: SYSTEM_REPLY.to_string(),
+        schema: msg.schema.clone(),
+        timestamp: msg.timestamp,
+    };
+    Some((
+        peer_api::command_list(command),
+        serde_json::to_string(&json).expect("serializable"),
+    ))
+}
+
+/// The JSON for the app's `ret` list for a reply from a remote twin.
+pub fn incoming_reply(msg: &Incoming, backlog: &Backlog) -> String {
+    let error = match &msg.kind {
+        Kind::Error { code, message } => Some(JsonError {
+            code: *code,
+            message: message.clone(),
+        }),
+        _ => None,
+    };
+    let json = IncomingResponse {
+        version: 1,
+        reference: backlog.reference.clone(),
+        data: peer_api::encode_data(&msg.payload),
+        source: msg.source.to_string(),
+        schema: msg.schema.clone(),
+        timestamp: msg.timestamp,
+        error,
+    };
+    serde_json::to_string(&json).expect("serializable")
+}
+
+/// The JSON for an error the peer reports itself (relay errors: `source` "0", code 0).
+pub fn error_reply(
+    reference: Option<String>,
+    source: String,
+    error: JsonError,
+    now: u64,
+) -> String {
+    let json = IncomingResponse {
+        version: 1,
+        reference,
+        data: String::new(),
+        source,
+        schema: None,
+        timestamp: now,
+        error: Some(error),
+    };
+    serde_json::to_string(&json).expect("serializable")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rmb_core::proto::Message;
+
+    fn me() -> Address {
+        Address::twin(5)
+    }
+
+    #[test]
+    fn a_request_becomes_one_envelope_per_destination() {
+        let json = r#"{"ver":1,"ref":"r1","cmd":"calc.add","exp":0,"dat":"aGk=","tag":"t","dst":[7,8],"ret":"app.ret","shm":"application/json","now":990}"#;
+        let LocalRequest::Send(p) = local_request(json, "u-1", &me(), 1000).unwrap() else {
+            panic!("expected a request to send")
+        };
+        assert_eq!(
+            p.backlog,
+            Backlog {
+                uid: "u-1".into(),
+                reference: Some("r1".into()),
+                reply_to: "app.ret".into(),
+                module: "calc.add".into(),
+                ttl: 290,
+            }
+        );
+        assert_eq!(p.envelopes.len(), 2);
+        for (out, dst) in p.envelopes.iter().zip([7, 8]) {
+            assert_eq!(out.uid, "u-1");
+            assert_eq!(out.destination, Address::twin(dst));
+            assert_eq!(out.payload.as_deref(), Some(&b"hi"[..]));
+            assert_eq!((out.timestamp, out.expiration), (990, 300));
+            assert_eq!(out.tags.as_deref(), Some("t"));
+            assert_eq!(out.schema.as_deref(), Some("application/json"));
+            assert!(matches!(&out.message, Message::Request(r) if r.command == "calc.add"));
+        }
+    }
+
+    #[test]
+    fn ttl_is_capped_and_expired_requests_are_recognised() {
+        let json = r#"{"ver":1,"ref":null,"cmd":"c","exp":99999,"dat":"","tag":null,"dst":[7],"ret":"r","shm":null,"now":0}"#;
+        let LocalRequest::Send(p) = local_request(json, "u", &me(), 1000).unwrap() else {
+            panic!()
+        };
+        assert_eq!(p.backlog.ttl, 1800);
+        let old = r#"{"ver":1,"ref":"old","cmd":"c","exp":60,"dat":"","tag":null,"dst":[7],"ret":"r","shm":null,"now":100}"#;
+        assert_eq!(
+            local_request(old, "u", &me(), 1000).unwrap(),
+            LocalRequest::Expired {
+                reference: Some("old".into()),
+                age: 900
+            }
+        );
+    }
+
+    #[test]
+    fn malformed_requests_report_to_ret_when_readable() {
+        let bad_b64 = r#"{"ver":1,"ref":"r","cmd":"c","exp":5,"dat":"%%%","tag":null,"dst":[7],"ret":"app.ret","shm":null,"now":0}"#;
+        let e = local_request(bad_b64, "u", &me(), 1000).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidPayload);
+        assert_eq!(e.reply_to.as_deref(), Some("app.ret"));
+        assert_eq!(e.reference.as_deref(), Some("r"));
+        let bad_dst = r#"{"ref":"r2","ret":"app.ret","cmd":"c","dst":"seven"}"#;
+        let e = local_request(bad_dst, "u", &me(), 1000).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidMessage);
+        assert_eq!(
+            (e.reply_to.as_deref(), e.reference.as_deref()),
+            (Some("app.ret"), Some("r2"))
+        );
+        let garbage = local_request("{not json", "u", &me(), 1000).unwrap_err();
+        assert_eq!((garbage.reply_to, garbage.reference), (None, None));
+        let no_dst = r#"{"ref":"r","cmd":"c","dst":[],"ret":"x"}"#;
+        assert_eq!(
+            local_request(no_dst, "u", &me(), 1000).unwrap_err().code,
+            ErrorCode::InvalidMessage
+        );
+    }
+
+    #[test]
+    fn replies_keep_the_request_schema_unless_the_service_sets_one() {
+        let json =
+            r#"{"ver":1,"ref":"uid-9","dat":"b2s=","dst":"7:s1","shm":null,"now":0,"err":null}"#;
+        let out = local_reply(json, &me(), |dst, uid| {
+            assert_eq!((dst, uid), ("7:s1", "uid-9"));
+            Some("application/json".into())
+        })
+        .unwrap();
+        assert_eq!(out.uid, "uid-9");
+        assert_eq!(out.destination, Address::session(7, "s1"));
+        assert_eq!(out.schema.as_deref(), Some("application/json"));
+        assert_eq!(out.payload.as_deref(), Some(&b"ok"[..]));
+        let json = r#"{"ver":1,"ref":"u","dat":"","dst":"7","shm":"text/plain","now":0,"err":{"code":7,"message":"no"}}"#;
+        let out = local_reply(json, &me(), |_, _| Some("x".into())).unwrap();
+        assert_eq!(out.schema.as_deref(), Some("text/plain"));
+        assert!(matches!(&out.message, Message::Error(e) if e.code == 7 && e.message == "no"));
+        let bad = r#"{"ver":1,"ref":"u","dat":"","dst":"zero","now":0}"#;
+        let e = local_reply(bad, &me(), |_, _| None).unwrap_err();
+        assert_eq!(e.reference.as_deref(), Some("u"));
+    }
+
+    #[test]
+    fn incoming_messages_become_the_section_4_json() {
+        let msg = Incoming {
+            uid: "u1".into(),
+            source: Address::session(9, "s"),
+            kind: Kind::Request {
+                command: "calc.add".into(),
+            },
+            payload: b"hi".to_vec(),
+            schema: Some("application/json".into()),
+            tags: None,
+            timestamp: 100,
+            expiration: 60,
+        };
+        let (list, json) = incoming_request(&msg).unwrap();
+        assert_eq!(list, "msgbus.calc.add");
+        let value: Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"ver":1,"ref":"u1","src":"9:s","cmd":"calc.add","exp":60,
+                "dat":"aGk=","tag":null,"ret":"msgbus.system.reply",
+                "shm":"application/json","now":100})
+        );
+        let reply = Incoming {
+            kind: Kind::Error {
+                code: 3,
+                message: "bad".into(),
+            },
+            source: Address::twin(9),
+            ..msg
+        };
+        let backlog = Backlog {
+            uid: "u1".into(),
+            reference: Some("app-ref".into()),
+            reply_to: "app.ret".into(),
+            module: "calc.add".into(),
+            ttl: 60,
+        };
+        let value: Value = serde_json::from_str(&incoming_reply(&reply, &backlog)).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"ver":1,"ref":"app-ref","dat":"aGk=","src":"9",
+                "shm":"application/json","now":100,"err":{"code":3,"message":"bad"}})
+        );
+    }
+}
