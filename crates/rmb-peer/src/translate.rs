@@ -150,7 +150,7 @@ pub fn local_reply(
     let bad = |code, message: String| BadInput {
         code,
         message,
-        reply_to: None,
+        reply_to: Some(reply.destination.clone()),
         reference: Some(reply.reference.clone()),
     };
     let destination: Address = reply

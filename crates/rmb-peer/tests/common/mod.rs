@@ -1,0 +1,251 @@
+//! Shared setup for rmb-peer tests: a real registrar, relays that can be restarted on
+//! the same address, a real redis-server per peer, and "apps" that speak to the peer
+//! only through Redis lists with literal §4 JSON.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use rmb_core::KeyType;
+use rmb_peer::redis_conn::Backoff;
+use rmb_peer::{Peer, PeerConfig};
+use rmb_relay::registrar_directory::RegistrarDirectory;
+use rmb_relay::RelayHandle;
+use rmb_sdk::PoolConfig;
+use rmb_testkit::{RedisServer, TestRegistrar};
+use serde_json::Value;
+use tokio::task::JoinHandle;
+
+/// Longest a test waits for any one event.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub fn random_secret() -> String {
+    let bytes: [u8; 32] = rand::random();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("0x{hex}")
+}
+
+/// A relay that can be stopped and started again on the same address.
+pub struct Relay {
+    addr: SocketAddr,
+    registrar: String,
+    handle: Option<RelayHandle>,
+}
+
+impl Relay {
+    pub async fn start(ip: &str, registrar: &str) -> Relay {
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+        let mut relay = Relay {
+            addr: listener.local_addr().unwrap(),
+            registrar: registrar.to_string(),
+            handle: None,
+        };
+        relay.serve(listener).await;
+        relay
+    }
+
+    async fn serve(&mut self, listener: tokio::net::TcpListener) {
+        let mut config = rmb_relay::Config::new(vec![self.domain()]);
+        config.federation_scheme = "http";
+        config.sweep_interval = Duration::from_millis(100);
+        let directory =
+            RegistrarDirectory::from_client(rmb_testkit::fresh_client(&self.registrar).unwrap());
+        self.handle = Some(
+            rmb_relay::start(listener, config, Arc::new(directory))
+                .await
+                .unwrap(),
+        );
+    }
+
+    pub fn domain(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.shutdown().await;
+        }
+    }
+
+    /// Starts again on the same address (retrying the bind while the port is released).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(e) => {
+                    assert!(tokio::time::Instant::now() < deadline, "rebinding: {e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        self.serve(listener).await;
+    }
+}
+
+pub struct PeerOpts {
+    pub key_type: KeyType,
+    pub e2e: bool,
+}
+
+impl Default for PeerOpts {
+    fn default() -> Self {
+        PeerOpts {
+            key_type: KeyType::Sr25519,
+            e2e: true,
+        }
+    }
+}
+
+/// A peer with its own redis-server, connected to `relays`.
+pub async fn peer(reg: &TestRegistrar, relays: &[&Relay], opts: PeerOpts) -> (Peer, RedisServer) {
+    let redis = RedisServer::start().unwrap();
+    let mut config = PeerConfig::new(
+        random_secret(),
+        opts.key_type,
+        relays.iter().map(|r| r.ws_url()).collect(),
+        redis.url(),
+        reg.url(),
+    );
+    config.e2e = opts.e2e;
+    config.pool = PoolConfig {
+        reconnect_min: Duration::from_millis(50),
+        reconnect_max: Duration::from_millis(500),
+        ping_interval: Duration::from_millis(500),
+        dead_after: Duration::from_secs(3),
+        ..PoolConfig::default()
+    };
+    config.redis_backoff = Backoff {
+        min: Duration::from_millis(20),
+        max: Duration::from_millis(300),
+    };
+    let registrar = rmb_testkit::fresh_client(&reg.url()).unwrap();
+    let peer = Peer::start_with_registrar(config, Some(registrar))
+        .await
+        .unwrap();
+    assert!(
+        peer.client().wait_connected(relays.len(), WAIT).await,
+        "peer did not connect to its relays"
+    );
+    (peer, redis)
+}
+
+async fn conn(url: &str) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Duration::from_secs(2))
+        .set_response_timeout(WAIT + Duration::from_secs(5));
+    redis::Client::open(url)?
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+}
+
+/// LPUSH, as an app does.
+pub async fn lpush(url: &str, list: &str, json: &str) {
+    let mut c = conn(url).await.unwrap();
+    let _: () = c.lpush(list, json).await.unwrap();
+}
+
+/// BRPOP with a bounded wait; fails the test on timeout.
+pub async fn brpop(url: &str, list: &str) -> Value {
+    let mut c = conn(url).await.unwrap();
+    let popped: Option<(String, String)> = c.brpop(list, WAIT.as_secs_f64()).await.unwrap();
+    let (_, json) = popped.unwrap_or_else(|| panic!("nothing arrived on {list}"));
+    serde_json::from_str(&json).unwrap()
+}
+
+/// The entries of a list, oldest first.
+pub async fn list(url: &str, list: &str) -> Vec<Value> {
+    let mut c = conn(url).await.unwrap();
+    let items: Vec<String> = c.lrange(list, 0, -1).await.unwrap();
+    items
+        .iter()
+        .rev()
+        .map(|j| serde_json::from_str(j).unwrap())
+        .collect()
+}
+
+/// A request as an app writes it.
+pub fn request(reference: &str, cmd: &str, dat: &str, dst: &[u32], ret: &str) -> String {
+    let dst: Vec<String> = dst.iter().map(u32::to_string).collect();
+    format!(
+        r#"{{"ver":1,"ref":"{reference}","cmd":"{cmd}","exp":60,"dat":"{dat}","tag":null,"dst":[{}],"ret":"{ret}","shm":"application/json","now":{}}}"#,
+        dst.join(","),
+        rmb_core::time::now()
+    )
+}
+
+/// A service on `redis_url` answering `cmd` with what `answer` makes of each incoming
+/// request (a literal reply JSON). Survives Redis restarts; never drops a popped
+/// request (it retries the reply push until Redis takes it).
+pub fn service(
+    redis_url: &str,
+    cmd: &str,
+    answer: impl Fn(&Value) -> String + Send + 'static,
+) -> JoinHandle<()> {
+    let url = redis_url.to_string();
+    let list = format!("msgbus.{cmd}");
+    tokio::spawn(async move {
+        loop {
+            let Ok(mut c) = conn(&url).await else {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            };
+            let popped: Option<(String, String)> = match c.brpop(&list, 1.0).await {
+                Ok(p) => p,
+                Err(_) => continue,
+            };
+            let Some((_, json)) = popped else { continue };
+            let reply = answer(&serde_json::from_str(&json).unwrap());
+            loop {
+                if let Ok(mut c) = conn(&url).await {
+                    if c.lpush::<_, _, ()>("msgbus.system.reply", &reply)
+                        .await
+                        .is_ok()
+                    {
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    })
+}
+
+/// The reply of an echo service: same `dat`, to the request's `src`, with its `ref`.
+pub fn echo(req: &Value) -> String {
+    format!(
+        r#"{{"ver":1,"ref":"{}","dat":"{}","dst":"{}","shm":null,"now":{},"err":null}}"#,
+        req["ref"].as_str().unwrap(),
+        req["dat"].as_str().unwrap(),
+        req["src"].as_str().unwrap(),
+        rmb_core::time::now()
+    )
+}
+
+/// Polls `check` until it holds; fails the test after [`WAIT`].
+pub async fn eventually(what: &str, check: impl FnMut() -> bool) {
+    assert!(
+        rmb_peer::peer::wait_for(WAIT, check).await,
+        "timed out waiting for: {what}"
+    );
+}
+
+pub fn b64(data: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+pub fn unb64(data: &Value) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(data.as_str().unwrap())
+        .unwrap()
+}
