@@ -5,9 +5,12 @@
 //! jitter. All connected tasks take envelopes from one shared queue, so an envelope
 //! goes out over whichever relay is up: when one link dies the others simply keep
 //! taking from the queue (fail-over costs nothing), and when none is up envelopes wait
-//! in the queue until one is (or until their deadline passes). An envelope whose write
-//! failed is put back in the queue for another link; if it had in fact gone out, the
-//! receiver's de-duplication drops the second copy.
+//! in the queue until one is (or until their deadline passes). Delivery to the relay is
+//! confirmed: after writing, a link sends an envelope ping, and the relay's pong (it
+//! reads a connection's frames in order) confirms everything written before it. When a
+//! link breaks, what it wrote but the relay did not confirm goes back in the queue for
+//! another link; if it had in fact arrived, the receiver's de-duplication drops the
+//! second copy.
 //!
 //! Dead links are found by pinging: every `ping_interval` a connection sends a WebSocket
 //! ping and an envelope ping (which the relay answers with a pong); a link on which
@@ -20,6 +23,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
 use rmb_core::prost::Message as _;
+use rmb_core::proto::{EnvelopeHeader, MessageKind};
 use rmb_core::{jwt, Address, Signer};
 use tokio::sync::{mpsc, watch, Mutex};
 use tokio::time::Instant;
@@ -150,6 +154,62 @@ impl Pool {
     }
 }
 
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Envelopes written on a link but not yet confirmed by the relay. After writing, a
+/// link sends an envelope ping; the relay handles a connection's frames in order, so
+/// its pong confirms everything written before the ping. On a broken link the
+/// unconfirmed envelopes are sent again over another one.
+#[derive(Default)]
+struct Acks {
+    /// Written since the ping in flight was sent.
+    unacked: Vec<Outbound>,
+    /// The ping in flight, when it was sent, and what its pong will confirm.
+    awaiting: Option<(String, Instant, Vec<Outbound>)>,
+}
+
+impl Acks {
+    fn written(&mut self, batch: Vec<Outbound>) {
+        self.unacked.extend(batch);
+    }
+
+    fn ping_sent(&mut self, uid: String) {
+        let covered = std::mem::take(&mut self.unacked);
+        self.awaiting = Some((uid, Instant::now(), covered));
+    }
+
+    /// A pong arrived; true if it confirmed the ping in flight.
+    fn confirm(&mut self, uid: &str) -> bool {
+        if self.awaiting.as_ref().is_some_and(|(u, _, _)| u == uid) {
+            self.awaiting = None;
+            return true;
+        }
+        false
+    }
+
+    fn waiting_longer_than(&self, limit: Duration) -> bool {
+        self.awaiting
+            .as_ref()
+            .is_some_and(|(_, sent, _)| sent.elapsed() >= limit)
+    }
+
+    /// Everything unconfirmed that has not expired, oldest first.
+    fn take_all(&mut self) -> Vec<Outbound> {
+        let now = rmb_core::time::now();
+        let mut all = self.awaiting.take().map(|(_, _, v)| v).unwrap_or_default();
+        all.append(&mut self.unacked);
+        all.retain(|o| o.deadline > now);
+        all
+    }
+}
+
+/// The uid of a pong frame (decoding only the header); `None` for anything else.
+fn pong_uid(frame: &Bytes) -> Option<String> {
+    let header = EnvelopeHeader::decode(frame.clone()).ok()?;
+    matches!(header.kind, Some(MessageKind::Pong(_))).then(|| header.uid_text())
+}
+
 /// Why a connected link ended.
 enum Ended {
     Cancelled,
@@ -192,14 +252,7 @@ impl Link {
         }
     }
 
-    async fn connect(
-        &self,
-    ) -> Result<
-        tokio_tungstenite::WebSocketStream<
-            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-        >,
-        String,
-    > {
+    async fn connect(&self) -> Result<Ws, String> {
         let token = jwt::create(
             &self.signer,
             self.twin,
@@ -229,19 +282,36 @@ impl Link {
         }
     }
 
-    async fn serve(
-        &self,
-        mut ws: tokio_tungstenite::WebSocketStream<
-            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-        >,
-    ) -> Ended {
+    async fn serve(&self, mut ws: Ws) -> Ended {
+        let mut acks = Acks::default();
+        let ended = self.serve_inner(&mut ws, &mut acks).await;
+        if let Ended::Broken(_) = ended {
+            // Whatever the relay did not confirm goes out again over another link
+            // (the receiver drops copies that did arrive).
+            let unconfirmed = acks.take_all();
+            if !unconfirmed.is_empty() {
+                tracing::debug!(
+                    relay = %self.url,
+                    count = unconfirmed.len(),
+                    "re-sending unconfirmed envelopes"
+                );
+                let requeue = self.requeue.clone();
+                tokio::spawn(async move {
+                    for out in unconfirmed {
+                        if requeue.send(out).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        }
+        ended
+    }
+
+    async fn serve_inner(&self, ws: &mut Ws, acks: &mut Acks) -> Ended {
         let mut last_rx = Instant::now();
         let mut ticker = tokio::time::interval(self.config.ping_interval);
         ticker.tick().await;
-        let source = Address {
-            twin: self.twin,
-            connection: self.sid.clone(),
-        };
         loop {
             tokio::select! {
                 _ = self.cancel.cancelled() => {
@@ -252,6 +322,14 @@ impl Link {
                     last_rx = Instant::now();
                     match msg {
                         Some(Ok(WsMessage::Binary(frame))) => {
+                            if let Some(uid) = pong_uid(&frame) {
+                                if acks.confirm(&uid) {
+                                    if let Err(e) = self.ack_ping(ws, acks).await {
+                                        return Ended::Broken(format!("ping failed: {e}"));
+                                    }
+                                }
+                                continue;
+                            }
                             if self.incoming.send(frame).await.is_err() {
                                 return Ended::Cancelled;
                             }
@@ -272,13 +350,13 @@ impl Link {
                 }
                 batch = take_batch(&self.queue) => {
                     let Some(batch) = batch else { return Ended::Cancelled };
-                    if let Err(e) = self.write(&mut ws, &batch).await {
-                        // Another link (or this one, reconnected) sends them.
-                        for out in batch {
-                            let requeue = self.requeue.clone();
-                            tokio::spawn(async move { let _ = requeue.send(out).await; });
-                        }
+                    let result = self.write(ws, &batch).await;
+                    acks.written(batch);
+                    if let Err(e) = result {
                         return Ended::Broken(format!("write failed: {e}"));
+                    }
+                    if let Err(e) = self.ack_ping(ws, acks).await {
+                        return Ended::Broken(format!("ping failed: {e}"));
                     }
                 }
                 _ = ticker.tick() => {
@@ -287,11 +365,10 @@ impl Link {
                             "nothing received for {:?}", last_rx.elapsed()
                         ));
                     }
-                    let ping = outgoing::ping(
-                        uuid::Uuid::new_v4().to_string(),
-                        source.clone(),
-                        rmb_core::time::now(),
-                    );
+                    if acks.waiting_longer_than(self.config.dead_after) {
+                        return Ended::Broken("the relay does not answer pings".into());
+                    }
+                    let ping = self.ping();
                     let frames = [
                         WsMessage::Ping(Bytes::new()),
                         WsMessage::Binary(ping.encode_to_vec().into()),
@@ -309,11 +386,37 @@ impl Link {
         }
     }
 
+    fn ping(&self) -> rmb_core::Envelope {
+        let source = Address {
+            twin: self.twin,
+            connection: self.sid.clone(),
+        };
+        outgoing::ping(
+            uuid::Uuid::new_v4().to_string(),
+            source,
+            rmb_core::time::now(),
+        )
+    }
+
+    /// When envelopes were written and no confirming ping is out, sends one: its pong
+    /// proves the relay read everything written before it.
+    async fn ack_ping(
+        &self,
+        ws: &mut Ws,
+        acks: &mut Acks,
+    ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+        if acks.awaiting.is_some() || acks.unacked.is_empty() {
+            return Ok(());
+        }
+        let ping = self.ping();
+        acks.ping_sent(ping.uid.clone());
+        ws.send(WsMessage::Binary(ping.encode_to_vec().into()))
+            .await
+    }
+
     async fn write(
         &self,
-        ws: &mut tokio_tungstenite::WebSocketStream<
-            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-        >,
+        ws: &mut Ws,
         batch: &[Outbound],
     ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
         let now = rmb_core::time::now();
@@ -351,6 +454,58 @@ fn jitter(delay: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn out(n: u8) -> Outbound {
+        Outbound {
+            frame: Bytes::from(vec![n]),
+            deadline: u64::MAX,
+        }
+    }
+
+    #[test]
+    fn a_pong_confirms_what_was_written_before_its_ping() {
+        let mut acks = Acks::default();
+        acks.written(vec![out(1), out(2)]);
+        acks.ping_sent("p1".into());
+        acks.written(vec![out(3)]);
+        assert!(!acks.confirm("other"));
+        assert!(acks.confirm("p1"));
+        // Only the envelope written after the ping is still unconfirmed.
+        let left: Vec<u8> = acks.take_all().iter().map(|o| o.frame[0]).collect();
+        assert_eq!(left, vec![3]);
+    }
+
+    #[test]
+    fn a_broken_link_gives_back_everything_unconfirmed_but_expired() {
+        let mut acks = Acks::default();
+        acks.written(vec![out(1)]);
+        acks.ping_sent("p1".into());
+        acks.written(vec![
+            out(2),
+            Outbound {
+                frame: Bytes::from(vec![9]),
+                deadline: 1,
+            },
+        ]);
+        let left: Vec<u8> = acks.take_all().iter().map(|o| o.frame[0]).collect();
+        assert_eq!(left, vec![1, 2]);
+        assert!(acks.take_all().is_empty());
+    }
+
+    #[test]
+    fn pongs_are_recognised_by_header() {
+        let pong = rmb_core::Envelope {
+            uid: "u-7".into(),
+            message: Some(rmb_core::proto::Message::Pong(rmb_core::proto::Pong {})),
+            ..Default::default()
+        };
+        assert_eq!(
+            pong_uid(&pong.encode_to_vec().into()).as_deref(),
+            Some("u-7")
+        );
+        let ping = outgoing::ping("u-8", Address::twin(1), 5);
+        assert_eq!(pong_uid(&ping.encode_to_vec().into()), None);
+    }
 
     #[test]
     fn jitter_stays_within_half_either_way() {

@@ -289,12 +289,8 @@ async fn a_reply_that_does_not_verify_fails_the_call() {
     }
 }
 
-// Known bug (fails about 1 run in 3): a request or reply written to a relay in the instant
-// that relay shuts down is lost, because nothing re-sends calls in flight on a dead link.
-// Fix: retransmit in-flight calls over another link and let receivers re-answer a
-// repeated uid from a reply cache instead of dropping it. Ignored until then so CI stays
-// deterministic; run with `cargo test -p rmb-sdk -- --ignored`.
-#[ignore = "known message loss on relay shutdown, see comment"]
+// A request or reply written to a relay as it shuts down used to be lost; links now
+// re-send what the relay did not confirm (by pong) over another link.
 #[tokio::test]
 async fn calls_fail_over_when_one_of_two_relays_dies() {
     let reg = rmb_testkit::TestRegistrar::start().await.unwrap();
