@@ -21,6 +21,11 @@ pub async fn serve(listen: &str) -> anyhow::Result<()> {
     let app = Router::new().route("/", get(upgrade)).with_state(peers);
     let listener = tokio::net::TcpListener::bind(listen).await?;
     println!("ready {}", listener.local_addr()?);
+    // Same socket options as the relay.
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app).await?;
     Ok(())
 }

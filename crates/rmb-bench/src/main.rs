@@ -5,13 +5,16 @@
 //! - `relay`: envelopes/s and latency through one relay (in-memory and Redis
 //!   backends) for N sender→receiver pairs, against a bare WebSocket forwarder (no
 //!   auth, no decode, no routing) on the same runtime;
-//! - `idle`: memory per authenticated idle session.
+//! - `idle`: memory per authenticated idle session;
+//! - `peer`: round trips through the SDK and through rmb-peer, against a bare Redis
+//!   LPUSH/BRPOP ping-pong.
 //!
 //! Servers run as child processes (this binary re-executed with a hidden subcommand), so
 //! their CPU time and peak RSS are measured apart from the load generator's.
 
 mod forwarder;
 mod load;
+mod peer_bench;
 mod proc_stats;
 mod relay_bench;
 
@@ -30,6 +33,8 @@ enum Command {
     Relay(relay_bench::RelayArgs),
     /// Memory per authenticated idle session on a relay.
     Idle(relay_bench::IdleArgs),
+    /// Round trips through the SDK and through rmb-peer vs a bare Redis ping-pong.
+    Peer(peer_bench::PeerArgs),
     /// (internal) run the baseline forwarder on a listener address.
     #[command(hide = true)]
     ServeForwarder { listen: String },
@@ -56,6 +61,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Relay(args) => relay_bench::run(args).await,
             Command::Idle(args) => relay_bench::idle(args).await,
+            Command::Peer(args) => peer_bench::run(args).await,
             Command::ServeForwarder { listen } => forwarder::serve(&listen).await,
             Command::ServeRelay {
                 listen,

@@ -135,6 +135,14 @@ pub async fn start(
         .with_state(state.clone());
     let stop = shutdown.clone();
     let server = tokio::spawn(async move {
+        use axum::serve::ListenerExt;
+        // Envelopes are small writes: without TCP_NODELAY a lone one can wait for the
+        // peer's delayed ACK (~40 ms per hop).
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         let serve = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
         if let Err(e) = serve.await {
             tracing::error!(error = %e, "relay server stopped with an error");
