@@ -41,13 +41,7 @@ impl Backend for MemoryBackend {
     }
 
     fn deliver_local(&self, key: &SessionKey, frame: &QueuedFrame) -> bool {
-        match self.sessions.push_if_connected(key, frame) {
-            Some(outcome) => {
-                note_dropped(&self.metrics, key, outcome.dropped);
-                true
-            }
-            None => false,
-        }
+        self.sessions.deliver(key, frame, &self.metrics)
     }
 
     async fn deliver_connected(

@@ -16,6 +16,7 @@ use dashmap::DashMap;
 use tokio_util::sync::CancellationToken;
 
 use crate::mailbox::{Mailbox, MailboxLimits, PushOutcome, QueuedFrame};
+use crate::metrics::Metrics;
 use crate::session_key::SessionKey;
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +109,18 @@ impl LocalSessions {
     pub fn push_if_connected(&self, key: &SessionKey, frame: &QueuedFrame) -> Option<PushOutcome> {
         let mailbox = self.mailboxes.get(key)?;
         mailbox.is_connected().then(|| mailbox.push(frame.clone()))
+    }
+
+    /// [`push_if_connected`](Self::push_if_connected), counting and logging any oldest
+    /// frames dropped to make room: the local fast path of both backends.
+    pub fn deliver(&self, key: &SessionKey, frame: &QueuedFrame, metrics: &Metrics) -> bool {
+        match self.push_if_connected(key, frame) {
+            Some(outcome) => {
+                memory::note_dropped(metrics, key, outcome.dropped);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Pushes to the mailbox of `key`, creating it if needed.

@@ -220,7 +220,7 @@ impl Inner {
         };
         match (kind, frame) {
             (KIND_FRAME, Some(frame)) => {
-                if self.local.push_if_connected(&key, &frame).is_none() {
+                if !self.local.deliver(&key, &frame, &self.metrics) {
                     // The session left meanwhile: keep the frame for its next connection.
                     self.push_queue(&key, &frame).await?;
                 }
@@ -384,13 +384,7 @@ impl Backend for RedisBackend {
     }
 
     fn deliver_local(&self, key: &SessionKey, frame: &QueuedFrame) -> bool {
-        match self.inner.local.push_if_connected(key, frame) {
-            Some(outcome) => {
-                note_dropped(&self.inner.metrics, key, outcome.dropped);
-                true
-            }
-            None => false,
-        }
+        self.inner.local.deliver(key, frame, &self.inner.metrics)
     }
 
     async fn deliver_connected(
