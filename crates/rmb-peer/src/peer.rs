@@ -14,7 +14,6 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use dashmap::DashMap;
 use redis::AsyncCommands;
@@ -554,19 +553,4 @@ async fn find_backlog(shared: &Shared, redis: &mut Redis, uid: &str) -> Option<B
             None
         }
     }
-}
-
-/// How long to wait between polls in [`wait_for`].
-const POLL: Duration = Duration::from_millis(10);
-
-/// Polls `check` until it holds or `timeout` passes (for tests and tools).
-pub async fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !check() {
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(POLL).await;
-    }
-    true
 }

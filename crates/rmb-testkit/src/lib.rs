@@ -64,6 +64,19 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
     move |source| Error::Io { what, source }
 }
 
+/// Polls `check` every 10 ms until it holds; fails the test after `within`.
+/// For conditions without an event to await (a metric, a gauge, a count).
+pub async fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {within:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A loopback TCP port that was free when asked (the OS picks it).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

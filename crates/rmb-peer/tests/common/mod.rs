@@ -232,10 +232,7 @@ pub fn echo(req: &Value) -> String {
 
 /// Polls `check` until it holds; fails the test after [`WAIT`].
 pub async fn eventually(what: &str, check: impl FnMut() -> bool) {
-    assert!(
-        rmb_peer::peer::wait_for(WAIT, check).await,
-        "timed out waiting for: {what}"
-    );
+    rmb_testkit::eventually(what, WAIT, check).await
 }
 
 pub fn b64(data: &[u8]) -> String {

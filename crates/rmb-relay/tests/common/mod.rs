@@ -192,16 +192,9 @@ pub fn relay_error(env: &Envelope) -> &str {
     }
 }
 
-/// Polls `check` until true or [`WAIT`] passes.
-pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// Polls `check` until true; fails the test after [`WAIT`].
+pub async fn eventually(what: &str, check: impl FnMut() -> bool) {
+    rmb_testkit::eventually(what, WAIT, check).await
 }
 
 /// A registrar on a free port with its own SQLite file (from the test kit).
