@@ -11,7 +11,9 @@
 //!   PostgreSQL, dropped afterwards;
 //! - [`TestRegistrar`]: an in-process registrar on a free port, on a temp SQLite file or
 //!   a given database, that can be restarted on the same port and database;
-//! - [`TestRelay`]: an in-process relay on any 127.0.0.x address and a free port.
+//! - [`TestRelay`]: an in-process relay on any 127.0.0.x address and a free port;
+//! - [`Proxy`]: a TCP proxy that can be switched to a black hole (a network partition);
+//! - [`RawConn`]: a raw WebSocket connection to a relay for hand-made envelopes.
 //!
 //! Readiness is polled with a bounded deadline, never waited for with sleeps. Use it as
 //! a dev-dependency only.
@@ -23,11 +25,15 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+mod proxy;
 mod relay;
+pub mod ws;
 
+pub use proxy::Proxy;
 pub use relay::{fresh_client, TestRelay};
 use rmb_registrar::{Config, RegistrarClient, ServerHandle};
 use sqlx::migrate::MigrateDatabase as _;
+pub use ws::RawConn;
 
 /// How long a service may take to become ready before the helper gives up.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(15);

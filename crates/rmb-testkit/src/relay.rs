@@ -43,6 +43,17 @@ impl TestRelay {
         domains: Option<Vec<String>>,
         tweak: impl FnOnce(&mut Config),
     ) -> Result<Self> {
+        Self::start_with_client(ip, fresh_client(registrar_url)?, domains, tweak).await
+    }
+
+    /// Like [`TestRelay::start_with`], looking twins up through `registrar` (e.g. a
+    /// client with long caches, to keep routing while the registrar is down).
+    pub async fn start_with_client(
+        ip: &str,
+        registrar: RegistrarClient,
+        domains: Option<Vec<String>>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Result<Self> {
         let listener = tokio::net::TcpListener::bind((ip, 0))
             .await
             .map_err(io(format!("binding a relay on {ip}")))?;
@@ -54,9 +65,7 @@ impl TestRelay {
         config.federation_scheme = "http";
         config.sweep_interval = Duration::from_millis(100);
         tweak(&mut config);
-        let directory = Arc::new(RegistrarDirectory::from_client(fresh_client(
-            registrar_url,
-        )?));
+        let directory = Arc::new(RegistrarDirectory::from_client(registrar));
         let handle = rmb_relay::start(listener, config, directory).await?;
         Ok(TestRelay {
             handle: Some(handle),
