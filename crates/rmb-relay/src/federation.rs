@@ -88,7 +88,15 @@ async fn deliver(
                 .acquire()
                 .await
                 .map_err(|_| "relay shutting down")?;
-            match post(state, &relay, frame.clone()).await {
+            // An attempt may not outlive the envelope: the sender of a request must
+            // hear of the failure while it still waits for an answer.
+            let left = time_left(fwd.deadline);
+            if left.is_zero() {
+                failures.push(format!("{relay}: not tried, the envelope expired"));
+                break;
+            }
+            let timeout = state.config.federation_timeout.min(left);
+            match post(state, &relay, frame.clone(), timeout).await {
                 Attempt::Accepted => {
                     state.ranker.record(&relay, true, Instant::now());
                     state.metrics.federation(&relay, "ok");
@@ -113,8 +121,7 @@ async fn deliver(
             fwd.destination.twin,
             failures.join("; ")
         );
-        let now = rmb_core::time::now();
-        if fwd.fail_fast || now + backoff.as_secs() >= fwd.deadline {
+        if fwd.fail_fast || backoff >= time_left(fwd.deadline) {
             return Err(summary);
         }
         tokio::select! {
@@ -125,20 +132,33 @@ async fn deliver(
     }
 }
 
+/// Margin kept before an envelope's deadline so that a relay error written when
+/// federation gives up reaches the sender before the request expires.
+const ERROR_MARGIN: Duration = Duration::from_millis(200);
+
+/// Time left before the unix second `deadline`, less [`ERROR_MARGIN`].
+fn time_left(deadline: u64) -> Duration {
+    let deadline = std::time::UNIX_EPOCH + Duration::from_secs(deadline);
+    deadline
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default()
+        .saturating_sub(ERROR_MARGIN)
+}
+
 enum Attempt {
     Accepted,
     Refused(String),
     Failed(String),
 }
 
-async fn post(state: &RelayState, relay: &str, body: Bytes) -> Attempt {
+async fn post(state: &RelayState, relay: &str, body: Bytes, timeout: Duration) -> Attempt {
     let url = format!("{}://{}/", state.config.federation_scheme, relay);
     let response = state
         .http
         .post(&url)
         .header("content-type", "application/x-protobuf")
         .body(body)
-        .timeout(state.config.federation_timeout)
+        .timeout(timeout)
         .send()
         .await;
     match response {

@@ -117,7 +117,8 @@ impl Proxy {
         self.shared.forwarded.load(Ordering::Relaxed)
     }
 
-    /// Connections accepted and held (not forwarded) during partitions so far.
+    /// Connections held by partitions so far: accepted during one (never forwarded),
+    /// or open when one started (frozen).
     pub fn held(&self) -> usize {
         self.shared.held.load(Ordering::Relaxed)
     }
@@ -189,6 +190,7 @@ async fn handle(mut client: TcpStream, shared: Arc<Shared>) {
         closed = changed(&mut mode, now.epoch, 1) => !closed,
     };
     if partitioned {
+        shared.held.fetch_add(1, Ordering::Relaxed);
         // Frozen mid-stream: hold both ends until the partition heals, then drop them.
         changed(&mut mode, now.epoch, 2).await;
     }
@@ -242,7 +244,10 @@ mod tests {
             held.write_all(b"into the void").await.unwrap();
             let read = tokio::time::timeout(Duration::from_millis(300), held.read(&mut buf));
             assert!(read.await.is_err(), "a held connection answered");
-            assert_eq!(proxy.held(), 1);
+            crate::eventually("both connections held", Duration::from_secs(10), || {
+                proxy.held() == 2
+            })
+            .await;
 
             proxy.heal();
             // What the partition held is closed, never delivered late.
