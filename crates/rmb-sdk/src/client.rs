@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,10 +12,11 @@ use futures_util::FutureExt;
 use parking_lot::Mutex;
 use rmb_core::peer_api::ErrorCode;
 use rmb_core::prost::Message as _;
+use rmb_core::proto::{EnvelopeHeader, MessageKind};
 use rmb_core::time::DEFAULT_TTL;
 use rmb_core::{Address, Envelope, KeyType};
 use rmb_registrar::{RegistrarClient, Twin};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{BuildError, CallError, HandlerError, SendError};
@@ -51,7 +53,12 @@ pub struct ClientBuilder {
     e2e: bool,
     pool: PoolConfig,
     unhandled: Option<mpsc::Sender<Event>>,
+    max_concurrent_requests: usize,
 }
+
+/// Default cap on incoming requests handled at once (see
+/// [`ClientBuilder::max_concurrent_requests`]).
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 1024;
 
 impl ClientBuilder {
     /// The registrar's base URL (`http(s)://host[:port]`).
@@ -107,6 +114,17 @@ impl ClientBuilder {
     /// "unknown command" answer and a log line).
     pub fn unhandled(mut self, events: mpsc::Sender<Event>) -> Self {
         self.unhandled = Some(events);
+        self
+    }
+
+    /// How many incoming requests are handled at once (default
+    /// [`DEFAULT_MAX_CONCURRENT_REQUESTS`]). As many more wait in a queue; beyond that a
+    /// request is answered at once with a "busy" error (code 500), so a flood costs
+    /// bounded memory and its senders learn why. Replies are never held back by this
+    /// cap: a handler that itself calls another twin always gets its answer. Zero is
+    /// taken as one.
+    pub fn max_concurrent_requests(mut self, n: usize) -> Self {
+        self.max_concurrent_requests = n.max(1);
         self
     }
 
@@ -167,8 +185,14 @@ impl ClientBuilder {
             unhandled: self.unhandled,
             dedup: Mutex::new(Dedup::new(DEDUP_CAPACITY)),
             cancel: cancel.clone(),
+            request_slots: Arc::new(Semaphore::new(self.max_concurrent_requests)),
+            requests_waiting: AtomicUsize::new(0),
         });
-        tokio::spawn(dispatch(inner.clone(), incoming_rx));
+        tokio::spawn(dispatch(
+            inner.clone(),
+            incoming_rx,
+            self.max_concurrent_requests,
+        ));
         Ok(Client {
             inner,
             _guard: Arc::new(Guard(cancel)),
@@ -214,6 +238,10 @@ struct Inner {
     unhandled: Option<mpsc::Sender<Event>>,
     dedup: Mutex<Dedup>,
     cancel: CancellationToken,
+    /// One permit per incoming request being handled.
+    request_slots: Arc<Semaphore>,
+    /// Requests queued for a slot (see [`Client::requests_waiting`]).
+    requests_waiting: AtomicUsize,
 }
 
 /// A call waiting for its reply.
@@ -257,7 +285,15 @@ impl Client {
             e2e: true,
             pool: PoolConfig::default(),
             unhandled: None,
+            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
         }
+    }
+
+    /// Incoming requests received but waiting for a free slot (see
+    /// [`ClientBuilder::max_concurrent_requests`]): a measure of how far behind the
+    /// handlers are.
+    pub fn requests_waiting(&self) -> usize {
+        self.inner.requests_waiting.load(Ordering::Relaxed)
     }
 
     /// This client's twin id.
@@ -423,8 +459,14 @@ impl Inner {
 }
 
 /// Reads incoming frames and handles each in its own task (verification may need a
-/// registrar lookup; handlers may take long).
-async fn dispatch(inner: Arc<Inner>, mut frames: mpsc::Receiver<Bytes>) {
+/// registrar lookup; handlers may take long). Replies, pongs and relay errors are handled
+/// at once. Requests go through a bounded queue to [`run_requests`], which runs at most
+/// `max_concurrent_requests` of them at a time; when that queue is full too, the request
+/// is answered with a "busy" error. This loop itself never waits for a handler: a
+/// handler that calls another twin must get its reply through here.
+async fn dispatch(inner: Arc<Inner>, mut frames: mpsc::Receiver<Bytes>, max_requests: usize) {
+    let (requests_tx, requests_rx) = mpsc::channel(max_requests);
+    tokio::spawn(run_requests(inner.clone(), requests_rx));
     loop {
         let frame = tokio::select! {
             f = frames.recv() => f,
@@ -435,9 +477,78 @@ async fn dispatch(inner: Arc<Inner>, mut frames: mpsc::Receiver<Bytes>) {
             inner.pending.clear();
             return;
         };
+        let frame = if is_request(&frame) {
+            match requests_tx.try_send(frame) {
+                Ok(()) => {
+                    inner.requests_waiting.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                Err(mpsc::error::TrySendError::Full(frame)) => {
+                    let inner = inner.clone();
+                    tokio::spawn(async move { refuse_busy(&inner, frame).await });
+                    continue;
+                }
+                Err(mpsc::error::TrySendError::Closed(frame)) => frame,
+            }
+        } else {
+            frame
+        };
         let inner = inner.clone();
         tokio::spawn(async move { handle_frame(&inner, frame).await });
     }
+}
+
+/// Runs queued requests, each in its own task, no more than the slots allow at once.
+async fn run_requests(inner: Arc<Inner>, mut requests: mpsc::Receiver<Bytes>) {
+    loop {
+        let frame = tokio::select! {
+            f = requests.recv() => f,
+            _ = inner.cancel.cancelled() => None,
+        };
+        let Some(frame) = frame else { return };
+        let slot = tokio::select! {
+            slot = inner.request_slots.clone().acquire_owned() => {
+                slot.expect("the semaphore is never closed")
+            }
+            _ = inner.cancel.cancelled() => return,
+        };
+        inner.requests_waiting.fetch_sub(1, Ordering::Relaxed);
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            handle_frame(&inner, frame).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Answers a request that found every slot and the queue full. The relay has already
+/// checked that the source is who it claims, so the error goes back unverified.
+async fn refuse_busy(inner: &Inner, frame: Bytes) {
+    let Ok(env) = Envelope::decode(frame) else {
+        return;
+    };
+    let Some(source) = env.source else { return };
+    tracing::warn!(uid = env.uid, %source, "too many requests in progress: refusing one");
+    inner
+        .reply_error(
+            source,
+            env.uid,
+            ErrorCode::Other.code(),
+            "busy: too many requests in progress, try again later".into(),
+        )
+        .await;
+}
+
+/// Whether a frame carries a request (a cheap header-only decode; anything that does not
+/// decode is left to `handle_frame` to report).
+fn is_request(frame: &Bytes) -> bool {
+    matches!(
+        EnvelopeHeader::decode(frame.clone()),
+        Ok(EnvelopeHeader {
+            kind: Some(MessageKind::Request(_)),
+            ..
+        })
+    )
 }
 
 async fn handle_frame(inner: &Arc<Inner>, frame: Bytes) {

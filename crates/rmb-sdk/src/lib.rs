@@ -53,7 +53,7 @@ pub mod outgoing;
 pub mod pool;
 pub mod serve;
 
-pub use client::{relay_host, Client, ClientBuilder, Event};
+pub use client::{relay_host, Client, ClientBuilder, Event, DEFAULT_MAX_CONCURRENT_REQUESTS};
 pub use error::{BuildError, CallError, HandlerError, SendError};
 pub use incoming::{Incoming, Kind};
 pub use outgoing::{Outgoing, DEFAULT_SCHEMA};

@@ -11,7 +11,7 @@ use rmb_core::peer_api::ErrorCode;
 use rmb_core::proto::{Message, Payload};
 use rmb_core::{envelope, Address, KeyType};
 use rmb_sdk::outgoing::{seal, Outgoing};
-use rmb_sdk::{CallError, HandlerError};
+use rmb_sdk::{CallError, Client, HandlerError};
 use rmb_testkit::TestRelay;
 
 #[tokio::test]
@@ -357,4 +357,136 @@ async fn sessions_are_separate_destinations() {
             .unwrap(),
         b"side"
     );
+}
+
+/// A server whose "hold" handlers first call the helper's echo (that reply must get
+/// through even while every request slot is taken), report it, then wait for the test to
+/// release them.
+struct HoldServer {
+    server: Client,
+    caller: Client,
+    started: tokio::sync::mpsc::UnboundedReceiver<bool>,
+    release: Arc<tokio::sync::Semaphore>,
+    most_running: Arc<AtomicUsize>,
+    _helper: Client,
+}
+
+impl HoldServer {
+    async fn start(n: &Net, max_requests: usize) -> Self {
+        let server = Client::builder(random_secret(), KeyType::Ed25519)
+            .registrar_client(rmb_testkit::fresh_client(&n.reg.url()).unwrap())
+            .relays([n.relay.ws_url()])
+            .pool_config(fast_pool())
+            .max_concurrent_requests(max_requests)
+            .build()
+            .await
+            .unwrap();
+        assert!(server.wait_connected(1, WAIT).await);
+        let helper = client_on(&n.reg, &[&n.relay], KeyType::Ed25519, true).await;
+        let caller = client_on(&n.reg, &[&n.relay], KeyType::Ed25519, true).await;
+        helper.handle("echo", |req| async move { Ok(req.payload) });
+        let running = Arc::new(AtomicUsize::new(0));
+        let most_running = Arc::new(AtomicUsize::new(0));
+        let (started_tx, started) = tokio::sync::mpsc::unbounded_channel();
+        let release = Arc::new(tokio::sync::Semaphore::new(0));
+        let (me, helper_id) = (server.clone(), helper.twin_id());
+        let (most, gate) = (most_running.clone(), release.clone());
+        server.handle("hold", move |req| {
+            let (running, most, gate) = (running.clone(), most.clone(), gate.clone());
+            let (me, started_tx) = (me.clone(), started_tx.clone());
+            async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                let echoed = me.call(helper_id, "echo", req.payload, WAIT).await;
+                started_tx.send(echoed.is_ok()).unwrap();
+                gate.acquire().await.unwrap().forget();
+                running.fetch_sub(1, Ordering::SeqCst);
+                Ok(b"done".to_vec())
+            }
+        });
+        HoldServer {
+            server,
+            caller,
+            started,
+            release,
+            most_running,
+            _helper: helper,
+        }
+    }
+
+    fn call(&self) -> tokio::task::JoinHandle<Result<Vec<u8>, CallError>> {
+        let (caller, to) = (self.caller.clone(), self.server.twin_id());
+        tokio::spawn(async move { caller.call(to, "hold", b"x".to_vec(), WAIT * 2).await })
+    }
+
+    /// Waits for `count` handlers to start, each having got its nested reply.
+    async fn started(&mut self, count: usize) {
+        for _ in 0..count {
+            let echoed = tokio::time::timeout(WAIT, self.started.recv())
+                .await
+                .unwrap();
+            assert_eq!(
+                echoed,
+                Some(true),
+                "a nested call failed while slots were full"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn incoming_requests_are_capped_and_replies_still_flow() {
+    let n = net().await;
+    let mut hold = HoldServer::start(&n, 2).await;
+    let mut calls = vec![hold.call(), hold.call()];
+    hold.started(2).await;
+    // Both slots are busy: two more wait in the queue instead of running.
+    calls.push(hold.call());
+    calls.push(hold.call());
+    let server = hold.server.clone();
+    rmb_testkit::eventually("two requests waiting", WAIT, || {
+        server.requests_waiting() == 2
+    })
+    .await;
+    assert!(hold.started.try_recv().is_err(), "a third handler ran");
+    hold.release.add_permits(4);
+    for call in calls {
+        assert_eq!(call.await.unwrap().unwrap(), b"done");
+    }
+    assert_eq!(hold.most_running.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn requests_beyond_the_queue_get_a_busy_error() {
+    use futures_util::stream::{FuturesUnordered, StreamExt as _};
+
+    let n = net().await;
+    let mut hold = HoldServer::start(&n, 1).await;
+    let first = hold.call();
+    hold.started(1).await;
+    // The one slot is taken. Of four more requests, one waits for the slot, at most one
+    // more fits the queue (of one), and the rest are refused at once.
+    let mut more: FuturesUnordered<_> = (0..4).map(|_| hold.call()).collect();
+    let is_busy = |outcome: &Result<Vec<u8>, CallError>| {
+        matches!(outcome, Err(CallError::Remote { code, message })
+            if *code == ErrorCode::Other.code() && message.contains("busy"))
+    };
+    // Nothing can finish normally before the release, so the first two are refusals.
+    for _ in 0..2 {
+        let outcome = tokio::time::timeout(WAIT, more.next()).await.unwrap();
+        let outcome = outcome.unwrap().unwrap();
+        assert!(is_busy(&outcome), "expected a busy error, got {outcome:?}");
+    }
+    hold.release.add_permits(5);
+    assert_eq!(first.await.unwrap().unwrap(), b"done");
+    let (mut done, mut busy) = (0, 2);
+    while let Some(outcome) = more.next().await {
+        match outcome.unwrap() {
+            Ok(reply) if reply == b"done" => done += 1,
+            outcome if is_busy(&outcome) => busy += 1,
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    assert!(done >= 1, "the request waiting for the slot was not served");
+    assert_eq!(done + busy, 4);
 }
