@@ -34,6 +34,8 @@ pub mod auth_failure {
     pub const EXPIRED: &str = "expired";
     pub const BAD_SIGNATURE: &str = "bad_signature";
     pub const INVALID_TIME: &str = "invalid_time";
+    /// The twin could not be looked up (registrar down or slow): refused with 503.
+    pub const REGISTRAR_UNAVAILABLE: &str = "registrar_unavailable";
 }
 
 impl Metrics {

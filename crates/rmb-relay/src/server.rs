@@ -228,8 +228,16 @@ async fn websocket(
             )
         }
         Err(e) => {
-            tracing::warn!(error = %e, "registrar lookup failed during authentication");
-            return (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response();
+            // The details (the registrar's URL, the transport error) go to the log only.
+            tracing::warn!(twin_id, error = %e, "registrar lookup failed during authentication");
+            return refuse(
+                &state,
+                StatusCode::SERVICE_UNAVAILABLE,
+                auth_failure::REGISTRAR_UNAVAILABLE,
+                format!(
+                    "cannot check twin {twin_id} now: the registrar is unavailable, retry later"
+                ),
+            );
         }
     };
     let claims = match parsed.verify(&twin.public_key, rmb_core::time::now(), &state.config.jwt) {
