@@ -2,6 +2,51 @@
 //! binary, so each binary's tests can check them against its real `--help`: a renamed
 //! flag must not leave a unit that fails only when an operator starts it.
 
+use std::path::{Path, PathBuf};
+
+/// Checks every systemd unit (`*.service`) and Dockerfile (`*Dockerfile*`) under `dir`
+/// (recursively): each `--flag` passed to `binary` must appear in `help`, that
+/// binary's `--help` output. Returns how many flags were checked, or one line per
+/// unknown flag.
+pub fn check_dir(dir: &Path, binary: &str, help: &str) -> Result<usize, String> {
+    let mut checked = 0;
+    let mut unknown = Vec::new();
+    for file in deploy_files(dir).map_err(|e| format!("reading {}: {e}", dir.display()))? {
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| format!("reading {}: {e}", file.display()))?;
+        for flag in flags_passed_to(&text, binary) {
+            checked += 1;
+            // Help lists `--flag <VALUE>`, `--flag` alone or `--flag,`: match whole words.
+            let known = help
+                .split(|c: char| c.is_whitespace() || c == ',' || c == '=')
+                .any(|w| w == flag);
+            if !known {
+                unknown.push(format!("{}: {binary} has no flag {flag}", file.display()));
+            }
+        }
+    }
+    if unknown.is_empty() {
+        Ok(checked)
+    } else {
+        Err(unknown.join("\n"))
+    }
+}
+
+fn deploy_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if path.is_dir() {
+            files.extend(deploy_files(&path)?);
+        } else if name.ends_with(".service") || name.contains("Dockerfile") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
 /// Every `--flag` (without any `=value`) that `text` passes to `binary`: on systemd
 /// `Exec*=` lines and Dockerfile `ENTRYPOINT` lines after a word naming the binary
 /// (by path or name), and on Dockerfile `CMD` lines when the `ENTRYPOINT` before them
@@ -77,6 +122,24 @@ mod tests {
                     Environment=RMB_X=--nope\n";
         assert_eq!(flags_passed_to(unit, "rmb-relay"), ["--config", "--listen"]);
         assert!(flags_passed_to(unit, "rmb-peer").is_empty());
+    }
+
+    #[test]
+    fn check_dir_reports_flags_missing_from_help() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("systemd");
+        std::fs::create_dir(&sub).unwrap();
+        std::fs::write(
+            sub.join("x.service"),
+            "ExecStart=/bin/x --listen a --gone b\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("x.toml"), "ExecStart=/bin/x --ignored\n").unwrap();
+        let help = "Options:\n      --listen <LISTEN>  where\n      --gone-too\n";
+        let err = super::check_dir(dir.path(), "x", help).unwrap_err();
+        assert!(err.ends_with("x.service: x has no flag --gone"), "{err}");
+        let help = format!("{help}  -g, --gone <G>\n");
+        assert_eq!(super::check_dir(dir.path(), "x", &help), Ok(2));
     }
 
     #[test]

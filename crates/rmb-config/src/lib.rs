@@ -305,6 +305,9 @@ fn bare(arg: &Arg) -> Arg {
     if let Some(range) = arg.get_num_args() {
         bare = bare.num_args(range);
     }
+    if let Some(names) = arg.get_value_names() {
+        bare = bare.value_names(names.iter().cloned());
+    }
     bare
 }
 

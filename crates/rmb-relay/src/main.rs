@@ -1,6 +1,7 @@
 //! `rmb-relay`: run an RMB relay.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,9 +16,17 @@ use rmb_relay::Config;
 ///
 /// Twins connect with `wss://<domain>/?<jwt>`; other relays POST envelopes to `/`.
 /// Prometheus metrics are served at `/metrics`, liveness at `/health`.
+///
+/// Every flag can also be set in a TOML file given with --config: the key is the long
+/// flag name in snake_case (`max_envelope_size = 1048576`). Flags and environment
+/// variables override the file.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
 struct Args {
+    /// TOML file of defaults for the flags below (see docs/deploy.md).
+    #[arg(long, env = "RMB_RELAY_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
     /// A hostname (`host` or `host:port`) this relay serves, exactly as twins list it in
     /// the registrar. Repeat for several. Twins listing one of them "live here": their
     /// messages are queued here while they are offline; others are federated.
@@ -93,8 +102,12 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let loaded = rmb_config::parse::<Args>()?;
+    let args = loaded.args;
     init_logs(args.debug);
+    if let Some(file) = &args.config {
+        tracing::info!(config = %file.display(), "read config file");
+    }
 
     let mut config = Config::new(args.domains.clone());
     config.redis_url = args.redis.clone();
@@ -159,4 +172,45 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Args;
+
+    const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/relay.toml");
+
+    #[test]
+    fn deploy_example_config_parses() {
+        let loaded = rmb_config::try_parse_from::<Args, _, _>(["rmb-relay", "--config", EXAMPLE])
+            .expect("deploy/relay.toml is a valid relay config");
+        let args = loaded.args;
+        assert_eq!(args.domains, ["relay.example.org"]);
+        assert_eq!(args.listen.to_string(), "127.0.0.1:8081");
+        assert_eq!(args.redis.as_deref(), Some("redis://127.0.0.1:6379/0"));
+        assert_eq!(args.limit, Some(vec![1000, 64 << 20]));
+        assert_eq!(
+            args.max_envelope_size,
+            rmb_relay::config::DEFAULT_MAX_ENVELOPE
+        );
+        assert!(!args.federation_http);
+    }
+
+    #[test]
+    fn flags_override_the_example_config() {
+        let argv = [
+            "rmb-relay",
+            "--config",
+            EXAMPLE,
+            "--domain",
+            "a.test,b.test",
+        ];
+        let loaded = rmb_config::try_parse_from::<Args, _, _>(argv).unwrap();
+        assert_eq!(loaded.args.domains, ["a.test", "b.test"]);
+        assert_eq!(loaded.source("domains"), rmb_config::Source::CommandLine);
+        assert_eq!(loaded.source("listen"), rmb_config::Source::ConfigFile);
+        let argv = ["rmb-relay", "--config", EXAMPLE, "--limit", "5", "0"];
+        let loaded = rmb_config::try_parse_from::<Args, _, _>(argv).unwrap();
+        assert_eq!(loaded.args.limit, Some(vec![5, 0]));
+    }
 }
