@@ -27,12 +27,26 @@ const WRITE_BATCH: usize = 64;
 /// Why the writer closes the socket; read by the writer when it stops.
 type CloseSlot = Arc<Mutex<Option<CloseFrame>>>;
 
+/// Longest close reason, in bytes: a close frame is a control frame (at most 125 bytes
+/// of payload, 2 of them the code). A longer one breaks the client's connection with a
+/// protocol error instead of telling it why.
+const MAX_CLOSE_REASON: usize = 123;
+
 fn close_with(slot: &CloseSlot, code: u16, reason: impl Into<String>) {
     let mut slot = slot.lock();
     if slot.is_none() {
+        let mut reason = reason.into();
+        if reason.len() > MAX_CLOSE_REASON {
+            let mut end = MAX_CLOSE_REASON - '…'.len_utf8();
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            reason.truncate(end);
+            reason.push('…');
+        }
         *slot = Some(CloseFrame {
             code,
-            reason: reason.into().into(),
+            reason: reason.into(),
         });
     }
 }
