@@ -14,6 +14,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use dashmap::DashMap;
 use redis::AsyncCommands;
@@ -59,6 +60,9 @@ pub struct PeerConfig {
     pub redis_backoff: Backoff,
     /// Concurrent poppers of each of the two system lists.
     pub workers: usize,
+    /// Send a request again when its reply has not come after this long (doubling
+    /// each time); `None` never re-sends. See [`rmb_sdk::ClientBuilder::resend_after`].
+    pub resend_after: Option<Duration>,
 }
 
 impl PeerConfig {
@@ -80,6 +84,7 @@ impl PeerConfig {
             pool: PoolConfig::default(),
             redis_backoff: Backoff::default(),
             workers: 2,
+            resend_after: Some(rmb_sdk::DEFAULT_RESEND_AFTER),
         }
     }
 }
@@ -208,6 +213,7 @@ impl Peer {
             .no_update(config.no_update)
             .e2e(config.e2e)
             .pool_config(config.pool.clone())
+            .resend_after(config.resend_after)
             .unhandled(events_tx)
             .build()
             .await?;

@@ -137,3 +137,42 @@ async fn two_relays_where_one_dies() {
     collect(&url_a, &refs).await;
     assert_eq!(a.client().connected_relays(), 1);
 }
+
+#[tokio::test]
+async fn a_request_lost_with_a_crashed_relay_is_sent_again_and_answered() {
+    let reg = TestRegistrar::start().await.unwrap();
+    let mut relay = Relay::start("127.0.0.1", &reg.url()).await;
+    let resend = PeerOpts {
+        resend_after: Some(std::time::Duration::from_millis(300)),
+        ..Default::default()
+    };
+    let (a, redis_a) = peer(&reg, &[&relay], resend).await;
+    let b_secret = random_secret();
+    let b_opts = || PeerOpts {
+        secret: Some(b_secret.clone()),
+        ..Default::default()
+    };
+    let (b, redis_b) = peer(&reg, &[&relay], b_opts()).await;
+    let b_twin = b.twin_id();
+    let url_a = redis_a.url();
+    // B goes offline: the relay accepts A's requests and keeps them for B, in memory.
+    b.shutdown().await;
+    eventually("the relay saw B go", || relay.open_connections() == 1).await;
+    let refs = send_batch(&url_a, "lost", 3, b_twin).await;
+    eventually("the relay holds the requests for B", || {
+        relay.queued_frames() == 3
+    })
+    .await;
+    // The relay crashes with them: only A still has them, and sends them again.
+    relay.restart().await;
+    assert_eq!(relay.queued_frames(), 0);
+    drop(redis_b);
+    let (b, redis_b) = peer(&reg, &[&relay], b_opts()).await;
+    assert_eq!(b.twin_id(), b_twin);
+    let _svc = service(&redis_b.url(), "echo", echo);
+    collect(&url_a, &refs).await;
+    assert!(
+        Stats::get(&a.stats().envelopes_sent) == 3,
+        "the copies are the SDK's, not new requests"
+    );
+}

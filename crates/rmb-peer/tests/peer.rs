@@ -77,6 +77,7 @@ async fn multi_destination_request_with_and_without_e2e() {
     let plain = PeerOpts {
         key_type: KeyType::Ed25519,
         e2e: false,
+        ..Default::default()
     };
     let (c, redis_c) = peer(&reg, &[&relay], plain).await;
     let c_twin = reg.client().get_twin(c.twin_id()).await.unwrap().unwrap();

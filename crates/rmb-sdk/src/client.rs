@@ -4,7 +4,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dashmap::DashMap;
@@ -12,7 +12,7 @@ use futures_util::FutureExt;
 use parking_lot::Mutex;
 use rmb_core::peer_api::ErrorCode;
 use rmb_core::prost::Message as _;
-use rmb_core::proto::{EnvelopeHeader, MessageKind};
+use rmb_core::proto::{EnvelopeHeader, Message, MessageKind};
 use rmb_core::time::DEFAULT_TTL;
 use rmb_core::{Address, Envelope, KeyType};
 use rmb_registrar::{RegistrarClient, Twin};
@@ -24,6 +24,7 @@ use crate::identity::Identity;
 use crate::incoming::{self, Classified, Dedup, Incoming, Kind, Rejection};
 use crate::outgoing::{self, Outgoing};
 use crate::pool::{Outbound, Pool, PoolConfig};
+use crate::resend::{Outstanding, ReplyCache};
 use crate::serve::{HandlerResult, Registry, Request};
 
 /// Envelope uids remembered for de-duplication.
@@ -54,7 +55,17 @@ pub struct ClientBuilder {
     pool: PoolConfig,
     unhandled: Option<mpsc::Sender<Event>>,
     max_concurrent_requests: usize,
+    resend_after: Option<Duration>,
 }
+
+/// Default wait before a request with no reply is sent again (see
+/// [`ClientBuilder::resend_after`]).
+pub const DEFAULT_RESEND_AFTER: Duration = Duration::from_secs(5);
+
+/// Replies kept for answering copies of requests: at most this many...
+const REPLY_CACHE_ENTRIES: usize = 16_384;
+/// ...and this many bytes.
+const REPLY_CACHE_BYTES: usize = 64 << 20;
 
 /// Default cap on incoming requests handled at once (see
 /// [`ClientBuilder::max_concurrent_requests`]).
@@ -128,6 +139,17 @@ impl ClientBuilder {
         self
     }
 
+    /// How long to wait for the reply to a request before sending the same envelope
+    /// again (then twice as long, and so on, until it expires). Default
+    /// [`DEFAULT_RESEND_AFTER`]; `None` never re-sends. This is what recovers an envelope
+    /// a relay accepted and then lost (e.g. it stopped before passing it on); the
+    /// receiver drops the copies of a request it has seen and answers them with the
+    /// reply it already sent, so a handler is not run twice.
+    pub fn resend_after(mut self, after: Option<Duration>) -> Self {
+        self.resend_after = after;
+        self
+    }
+
     /// Makes sure the account exists and lists these relays and the e2e key (unless
     /// `no_update`), then starts connecting to every relay. Does not wait for the
     /// connections: see [`Client::wait_connected`].
@@ -187,7 +209,15 @@ impl ClientBuilder {
             cancel: cancel.clone(),
             request_slots: Arc::new(Semaphore::new(self.max_concurrent_requests)),
             requests_waiting: AtomicUsize::new(0),
+            outstanding: self
+                .resend_after
+                .map(|after| Mutex::new(Outstanding::new(after))),
+            replies: Mutex::new(ReplyCache::new(REPLY_CACHE_ENTRIES, REPLY_CACHE_BYTES)),
+            started: Instant::now(),
         });
+        if let Some(after) = self.resend_after {
+            tokio::spawn(resend_loop(inner.clone(), after));
+        }
         tokio::spawn(dispatch(
             inner.clone(),
             incoming_rx,
@@ -242,6 +272,12 @@ struct Inner {
     request_slots: Arc<Semaphore>,
     /// Requests queued for a slot (see [`Client::requests_waiting`]).
     requests_waiting: AtomicUsize,
+    /// Requests sent and not yet answered; `None` when re-sending is off.
+    outstanding: Option<Mutex<Outstanding>>,
+    /// Replies sent, for answering copies of requests already handled.
+    replies: Mutex<ReplyCache>,
+    /// The origin of the monotonic milliseconds `outstanding` is scheduled in.
+    started: Instant,
 }
 
 /// A call waiting for its reply.
@@ -251,14 +287,19 @@ struct Pending {
 }
 
 /// Removes a pending call when the caller stops waiting.
+/// Removes a pending call when the caller stops waiting, and stops re-sending it.
 struct PendingGuard<'a> {
-    pending: &'a DashMap<String, Pending>,
+    inner: &'a Inner,
     uid: String,
+    twin: u32,
 }
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
-        self.pending.remove(&self.uid);
+        self.inner.pending.remove(&self.uid);
+        if let Some(outstanding) = &self.inner.outstanding {
+            outstanding.lock().answered(&self.uid, self.twin);
+        }
     }
 }
 
@@ -286,6 +327,7 @@ impl Client {
             pool: PoolConfig::default(),
             unhandled: None,
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
+            resend_after: Some(DEFAULT_RESEND_AFTER),
         }
     }
 
@@ -365,17 +407,15 @@ impl Client {
         timeout: Duration,
     ) -> Result<Vec<u8>, CallError> {
         let uid = request.uid.clone();
+        let twin = request.destination.twin;
         let (tx, rx) = oneshot::channel();
-        self.inner.pending.insert(
-            uid.clone(),
-            Pending {
-                twin: request.destination.twin,
-                reply: tx,
-            },
-        );
+        self.inner
+            .pending
+            .insert(uid.clone(), Pending { twin, reply: tx });
         let _guard = PendingGuard {
-            pending: &self.inner.pending,
+            inner: &self.inner,
             uid,
+            twin,
         };
         let work = async {
             self.send(request).await?;
@@ -422,7 +462,58 @@ impl Inner {
             frame: env.encode_to_vec().into(),
             deadline: env.timestamp.saturating_add(env.expiration),
         };
+        let destination = env.destination.as_ref();
+        match (&env.message, destination) {
+            (Some(Message::Request(_)), Some(to)) => {
+                if let Some(outstanding) = &self.outstanding {
+                    outstanding.lock().track(
+                        env.uid.clone(),
+                        to.twin,
+                        frame.frame.clone(),
+                        frame.deadline,
+                        self.now_ms(),
+                    );
+                }
+            }
+            (Some(Message::Response(_) | Message::Error(_)), Some(to)) => {
+                self.replies.lock().insert(
+                    ReplyCache::key(to, &env.uid),
+                    frame.frame.clone(),
+                    frame.deadline,
+                    rmb_core::time::now(),
+                );
+            }
+            _ => {}
+        }
         self.pool.send(frame).await.map_err(|_| SendError::Closed)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// The reply already sent for request `uid` from `requester`, sent once more: the
+    /// requester is re-sending because it did not get it.
+    async fn resend_reply(&self, requester: &Address, uid: &str) {
+        let cached = self
+            .replies
+            .lock()
+            .get(&ReplyCache::key(requester, uid), rmb_core::time::now());
+        if let Some((frame, deadline)) = cached {
+            tracing::debug!(uid, %requester, "answering a copy of a request with the reply already sent");
+            let _ = self.pool.send(Outbound { frame, deadline }).await;
+        }
+    }
+
+    /// A reply (or relay error) for request `uid` arrived: stop re-sending it.
+    fn settled(&self, uid: &str, twin: Option<u32>) {
+        if let Some(outstanding) = &self.outstanding {
+            let mut outstanding = outstanding.lock();
+            match twin {
+                Some(twin) => outstanding.answered(uid, twin),
+                None => outstanding.refused(uid),
+            }
+        }
     }
 
     async fn lookup(&self, twin: u32) -> Result<Arc<Twin>, SendError> {
@@ -539,6 +630,37 @@ async fn refuse_busy(inner: &Inner, frame: Bytes) {
         .await;
 }
 
+/// Sends again the requests that have waited too long for their replies.
+async fn resend_loop(inner: Arc<Inner>, after: Duration) {
+    let Some(outstanding) = &inner.outstanding else {
+        return;
+    };
+    // Checking four times per interval keeps the extra wait under a quarter of it.
+    let mut tick =
+        tokio::time::interval((after / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = inner.cancel.cancelled() => return,
+        }
+        let due = outstanding
+            .lock()
+            .due(inner.now_ms(), rmb_core::time::now());
+        if !due.is_empty() {
+            tracing::debug!(
+                count = due.len(),
+                "re-sending requests still without a reply"
+            );
+        }
+        for (frame, deadline) in due {
+            if inner.pool.send(Outbound { frame, deadline }).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
 /// Whether a frame carries a request (a cheap header-only decode; anything that does not
 /// decode is left to `handle_frame` to report).
 fn is_request(frame: &Bytes) -> bool {
@@ -562,6 +684,7 @@ async fn handle_frame(inner: &Arc<Inner>, frame: Bytes) {
     let (source, is_request) = match incoming::classify(&env) {
         Ok(Classified::Pong | Classified::Ping) => return,
         Ok(Classified::RelayError { uid, message }) => {
+            inner.settled(&uid, None);
             if let Some((_, call)) = inner.pending.remove(&uid) {
                 let _ = call.reply.send(Err(CallError::Relay(message)));
             } else if !inner
@@ -636,6 +759,9 @@ async fn verify(inner: &Inner, env: Envelope, source: u32) -> Result<Option<Inco
     );
     if !fresh {
         tracing::debug!(uid = env.uid, source, "dropping a duplicate envelope");
+        if let (Some(Message::Request(_)), Some(requester)) = (&env.message, &env.source) {
+            inner.resend_reply(requester, &env.uid).await;
+        }
         return Ok(None);
     }
     let shared = inner
@@ -667,6 +793,7 @@ async fn deliver(inner: &Arc<Inner>, msg: Incoming) {
         }
         Kind::Response | Kind::Error { .. } => {
             let source = msg.source.twin;
+            inner.settled(&msg.uid, Some(source));
             if let Some((_, call)) = inner.pending.remove_if(&msg.uid, |_, p| p.twin == source) {
                 let result = match msg.kind {
                     Kind::Error { code, message } => Err(CallError::Remote { code, message }),

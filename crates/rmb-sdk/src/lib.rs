@@ -14,6 +14,9 @@
 //! - [`Client`]: registration, [`Client::call`] with replies correlated by uid (many in
 //!   flight at once), handlers ([`Client::handle`]) with unknown commands and panics
 //!   turned into error replies, and incoming failures answered with the §4 error codes;
+//! - [`resend`]: end-to-end retransmission: requests are sent again until answered,
+//!   and replies are kept to answer a copy of a request already handled, so an envelope
+//!   a relay lost in a crash still gets through and a handler still runs once;
 //! - [`error`]: one error type per operation ([`CallError`], [`BuildError`], ...).
 //!
 //! ```no_run
@@ -51,9 +54,12 @@ pub mod identity;
 pub mod incoming;
 pub mod outgoing;
 pub mod pool;
+pub mod resend;
 pub mod serve;
 
-pub use client::{relay_host, Client, ClientBuilder, Event, DEFAULT_MAX_CONCURRENT_REQUESTS};
+pub use client::{
+    relay_host, Client, ClientBuilder, Event, DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_RESEND_AFTER,
+};
 pub use error::{BuildError, CallError, HandlerError, SendError};
 pub use incoming::{Incoming, Kind};
 pub use outgoing::{Outgoing, DEFAULT_SCHEMA};

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use rmb_core::peer_api::ErrorCode;
 use rmb_core::proto::{Message, Payload};
-use rmb_core::{envelope, Address, KeyType};
+use rmb_core::{envelope, Address, Envelope, KeyType};
 use rmb_sdk::outgoing::{seal, Outgoing};
 use rmb_sdk::{CallError, Client, HandlerError};
 use rmb_testkit::TestRelay;
@@ -204,17 +204,26 @@ async fn duplicate_delivery_over_two_relays_is_handled_once() {
     let marker = request("marker-1", b"marker");
     c1.send(&marker).await;
     c2.send(&marker).await;
-    let mut replies = Vec::new();
-    while !replies.contains(&"marker-1".to_string()) {
+    // A copy that arrives after the first was answered gets the reply kept from it
+    // (one arriving while the handler runs is dropped: its sender re-sends later). So
+    // there are one or two replies per uid, all the same, and one handler run per uid.
+    let mut replies: Vec<Envelope> = Vec::new();
+    while !["dup-1", "marker-1"]
+        .iter()
+        .all(|uid| replies.iter().any(|r| r.uid == *uid))
+    {
         let env = tokio::select! {
             e = c1.recv() => e,
             e = c2.recv() => e,
         };
         assert!(matches!(env.message, Some(Message::Response(_))));
-        replies.push(env.uid);
+        replies.push(env);
     }
-    assert_eq!(count.load(Ordering::SeqCst), replies.len());
-    assert!(replies.contains(&"dup-1".to_string()));
+    let dup_replies: Vec<_> = replies.iter().filter(|r| r.uid == "dup-1").collect();
+    assert!(
+        dup_replies.iter().all(|r| *r == dup_replies[0]),
+        "copies get the same reply, not a second run"
+    );
     assert_eq!(count.load(Ordering::SeqCst), 2, "each uid handled once");
 }
 
@@ -489,4 +498,74 @@ async fn requests_beyond_the_queue_get_a_busy_error() {
     }
     assert!(done >= 1, "the request waiting for the slot was not served");
     assert_eq!(done + busy, 4);
+}
+
+#[tokio::test]
+async fn a_request_the_network_lost_is_sent_again_until_answered() {
+    let n = net().await;
+    let caller = Client::builder(random_secret(), KeyType::Ed25519)
+        .registrar_client(rmb_testkit::fresh_client(&n.reg.url()).unwrap())
+        .relays([n.relay.ws_url()])
+        .pool_config(fast_pool())
+        .resend_after(Some(Duration::from_millis(100)))
+        .build()
+        .await
+        .unwrap();
+    assert!(caller.wait_connected(1, WAIT).await);
+    let raw = RawTwin::register(&n.reg, &[&n.relay]).await;
+    let mut conn = raw.connect(&n.relay).await;
+    let call = {
+        let (caller, to) = (caller.clone(), raw.id);
+        tokio::spawn(async move { caller.call(to, "x", b"hi".to_vec(), WAIT).await })
+    };
+    // The raw twin plays a relay that lost the first copy: it ignores it.
+    let first = conn.recv().await;
+    let second = conn.recv().await;
+    assert!(matches!(first.message, Some(Message::Request(_))));
+    assert_eq!(first, second, "the very same envelope is sent again");
+    let reply = Outgoing::response(
+        first.uid.clone(),
+        Address::twin(raw.id),
+        Address::twin(caller.twin_id()),
+        b"answer".to_vec(),
+        None,
+        60,
+    );
+    conn.send(&seal(reply, &raw.signer, None, rmb_core::time::now()))
+        .await;
+    assert_eq!(call.await.unwrap().unwrap(), b"answer");
+}
+
+#[tokio::test]
+async fn a_copy_of_an_answered_request_gets_the_same_reply_without_a_second_run() {
+    let n = net().await;
+    let server = client_on(&n.reg, &[&n.relay], KeyType::Ed25519, true).await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let seen = runs.clone();
+    server.handle("count", move |_| {
+        let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
+        async move { Ok(n.to_string().into_bytes()) }
+    });
+    let raw = RawTwin::register(&n.reg, &[&n.relay]).await;
+    let mut conn = raw.connect(&n.relay).await;
+    let out = Outgoing::request(
+        "replayed-1",
+        Address::twin(raw.id),
+        Address::twin(server.twin_id()),
+        "count",
+        vec![],
+        60,
+    );
+    let request = seal(out, &raw.signer, None, rmb_core::time::now());
+    conn.send(&request).await;
+    let first = conn.recv().await;
+    // The reply was "lost"; the requester sends the same bytes again.
+    conn.send(&request).await;
+    let second = conn.recv().await;
+    assert_eq!(first, second);
+    match first.message {
+        Some(Message::Response(_)) => {}
+        other => panic!("expected a response, got {other:?}"),
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the handler ran once");
 }

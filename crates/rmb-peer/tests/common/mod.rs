@@ -68,6 +68,20 @@ impl Relay {
         format!("ws://{}", self.addr)
     }
 
+    /// Live WebSocket sessions on this relay.
+    pub fn open_connections(&self) -> usize {
+        self.handle.as_ref().map_or(0, |h| h.open_connections())
+    }
+
+    /// Envelopes waiting in this relay's queues (refreshed by its sweep).
+    pub fn queued_frames(&self) -> i64 {
+        self.handle.as_ref().map_or(0, |h| {
+            h.metrics()
+                .queued_frames
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
+    }
+
     pub async fn stop(&mut self) {
         if let Some(handle) = self.handle.take() {
             handle.shutdown().await;
@@ -94,6 +108,9 @@ impl Relay {
 pub struct PeerOpts {
     pub key_type: KeyType,
     pub e2e: bool,
+    /// `None`: a fresh random identity.
+    pub secret: Option<String>,
+    pub resend_after: Option<Duration>,
 }
 
 impl Default for PeerOpts {
@@ -101,6 +118,8 @@ impl Default for PeerOpts {
         PeerOpts {
             key_type: KeyType::Sr25519,
             e2e: true,
+            secret: None,
+            resend_after: Some(rmb_sdk::DEFAULT_RESEND_AFTER),
         }
     }
 }
@@ -109,13 +128,14 @@ impl Default for PeerOpts {
 pub async fn peer(reg: &TestRegistrar, relays: &[&Relay], opts: PeerOpts) -> (Peer, RedisServer) {
     let redis = RedisServer::start().unwrap();
     let mut config = PeerConfig::new(
-        random_secret(),
+        opts.secret.unwrap_or_else(random_secret),
         opts.key_type,
         relays.iter().map(|r| r.ws_url()).collect(),
         redis.url(),
         reg.url(),
     );
     config.e2e = opts.e2e;
+    config.resend_after = opts.resend_after;
     config.pool = PoolConfig {
         reconnect_min: Duration::from_millis(50),
         reconnect_max: Duration::from_millis(500),
