@@ -4,6 +4,20 @@
 
 use std::path::{Path, PathBuf};
 
+/// [`check_dir`] for the binary at `binary_path`, with the help it prints for `--help`.
+/// Returns how many flags were checked, or why the check failed.
+pub fn check_binary(binary_path: &Path, dir: &Path) -> Result<usize, String> {
+    let name = binary_path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| format!("no binary name in {}", binary_path.display()))?;
+    let out = std::process::Command::new(binary_path)
+        .arg("--help")
+        .output()
+        .map_err(|e| format!("running {} --help: {e}", binary_path.display()))?;
+    check_dir(dir, name, &String::from_utf8_lossy(&out.stdout))
+}
+
 /// Checks every systemd unit (`*.service`) and Dockerfile (`*Dockerfile*`) under `dir`
 /// (recursively): each `--flag` passed to `binary` must appear in `help`, that
 /// binary's `--help` output. Returns how many flags were checked, or one line per

@@ -1,4 +1,5 @@
-//! TOML config files for the RMB binaries, layered under clap's flags and environment.
+//! Process plumbing the RMB binaries share: TOML config files layered under clap's
+//! flags and environment, and the shutdown signal.
 //!
 //! A binary that parses its arguments with [`parse`] accepts `--config FILE` (and the
 //! environment variable its `config` argument names). The file's keys are the binary's
@@ -12,6 +13,9 @@
 //! never silently falls back to a default.
 
 pub mod deploy_files;
+mod signal;
+
+pub use signal::shutdown_signal;
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -110,6 +114,12 @@ impl<T> Loaded<T> {
             Some(_) if self.from_file.contains(id) => Source::ConfigFile,
             Some(_) => Source::Default,
         }
+    }
+
+    /// Whether the config file sets the argument with this id, even if a flag or
+    /// variable overrides it.
+    pub fn in_config_file(&self, id: &str) -> bool {
+        self.from_file.contains(id)
     }
 
     /// The config file that was read, if any.
@@ -424,6 +434,7 @@ mod tests {
         assert!(a.federation_http);
         assert_eq!(loaded.source("listen"), Source::ConfigFile);
         assert_eq!(loaded.source("mnemonic"), Source::Absent);
+        assert!(loaded.in_config_file("listen") && !loaded.in_config_file("mnemonic"));
         assert_eq!(loaded.config_file(), Some(f.path()));
     }
 

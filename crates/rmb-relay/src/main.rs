@@ -145,7 +145,7 @@ async fn main() -> anyhow::Result<()> {
     let relay = rmb_relay::start(listener, config, directory)
         .await
         .context("relay failed to start")?;
-    shutdown_signal().await;
+    rmb_config::shutdown_signal().await;
     tracing::info!("shutting down: closing sessions");
     relay.shutdown().await;
     tracing::info!("stopped");
@@ -157,21 +157,6 @@ fn init_logs(debug: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt().with_env_filter(filter).init();
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("install SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 #[cfg(test)]

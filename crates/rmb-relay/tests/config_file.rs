@@ -1,60 +1,17 @@
 //! The real `rmb-relay` binary started from a TOML config file, and the deploy files'
 //! flags checked against its `--help`.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::ffi::OsStr;
+use std::path::Path;
 
-use rmb_testkit::RedisServer;
+use rmb_testkit::{refused_config, Process, RedisServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rmb-relay");
 
-fn deploy_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy")
-}
-
-/// A relay process, killed when dropped.
-struct RelayProcess(Child);
-
-impl Drop for RelayProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn relay_command() -> Command {
-    let mut cmd = Command::new(BIN);
-    // The test controls every input: no inherited relay settings, no colour codes.
-    for var in [
-        "RMB_RELAY_DOMAINS",
-        "RMB_RELAY_LISTEN",
-        "RMB_RELAY_CONFIG",
-        "RUST_LOG",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.env("NO_COLOR", "1");
-    cmd
-}
-
-/// Starts the relay and reads its log until the "relay listening" line, whose fields
+/// Starts the relay and waits for its "relay listening" log line, whose fields
 /// (address, backend) it returns.
-fn start(cmd: &mut Command) -> (RelayProcess, String) {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawning rmb-relay");
-    let stdout = child.stdout.take().unwrap();
-    let process = RelayProcess(child);
-    for line in BufReader::new(stdout).lines() {
-        let line = line.expect("reading the relay's log");
-        if line.contains("relay listening") {
-            return (process, line);
-        }
-    }
-    panic!("rmb-relay exited before listening");
+fn start(args: &[&OsStr], env: &[(&str, &OsStr)]) -> (Process, String) {
+    Process::start_until(BIN, args, env, |l| l.contains("relay listening")).unwrap()
 }
 
 fn field<'a>(line: &'a str, name: &str) -> &'a str {
@@ -83,12 +40,13 @@ async fn binary_starts_from_a_config_file_and_flags_override_it() {
         ),
     )
     .unwrap();
-    let (_relay, line) = start(
-        relay_command()
-            .arg("--config")
-            .arg(&config)
-            .args(["--listen", "127.0.0.1:0"]),
-    );
+    let args = [
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+    ];
+    let (_relay, line) = start(&args, &[]);
     assert_eq!(
         field(&line, "backend"),
         "redis",
@@ -112,40 +70,23 @@ async fn config_file_from_the_environment() {
         "domain = \"relay.test\"\nlisten = \"127.0.0.1:0\"\n",
     )
     .unwrap();
-    let (_relay, line) = start(relay_command().env("RMB_RELAY_CONFIG", &config));
+    let (_relay, line) = start(&[], &[("RMB_RELAY_CONFIG", config.as_os_str())]);
     assert_eq!(field(&line, "backend"), "memory");
     let addr = field(&line, "addr");
     let health = reqwest::get(format!("http://{addr}/health")).await.unwrap();
     assert_eq!(health.text().await.unwrap(), "ok");
 }
 
-/// Runs the relay on a config file it must refuse; returns the file's path and stderr.
-fn failure(config_text: &str) -> (PathBuf, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("relay.toml");
-    std::fs::write(&config, config_text).unwrap();
-    let out = relay_command()
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        !out.status.success(),
-        "the relay must refuse {config_text:?}"
-    );
-    (config, String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
 #[test]
 fn unknown_key_stops_the_binary_naming_key_and_file() {
-    let (config, stderr) = failure("domain = \"relay.test\"\nlisten_port = 8081\n");
+    let (config, stderr) = refused_config(BIN, "domain = \"relay.test\"\nlisten_port = 8081\n");
     assert!(stderr.contains("unknown key `listen_port`"), "{stderr}");
     assert!(stderr.contains(&config.display().to_string()), "{stderr}");
 }
 
 #[test]
 fn missing_domain_says_where_to_give_it() {
-    let (_, stderr) = failure("listen = \"127.0.0.1:0\"\n");
+    let (_, stderr) = refused_config(BIN, "listen = \"127.0.0.1:0\"\n");
     assert!(
         stderr.contains(
             "missing --domain: give it on the command line, as RMB_RELAY_DOMAINS in the \
@@ -157,9 +98,8 @@ fn missing_domain_says_where_to_give_it() {
 
 #[test]
 fn deploy_files_pass_only_real_flags() {
-    let help = Command::new(BIN).arg("--help").output().unwrap();
-    let help = String::from_utf8(help.stdout).unwrap();
-    let checked = rmb_config::deploy_files::check_dir(&deploy_dir(), "rmb-relay", &help)
-        .unwrap_or_else(|unknown| panic!("{unknown}"));
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+    let checked = rmb_config::deploy_files::check_binary(Path::new(BIN), &deploy)
+        .unwrap_or_else(|problem| panic!("{problem}"));
     assert!(checked > 0, "deploy/ runs rmb-relay somewhere");
 }

@@ -25,10 +25,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+mod process;
 mod proxy;
 mod relay;
 pub mod ws;
 
+pub use process::{refused_config, Process};
 pub use proxy::Proxy;
 pub use relay::{fresh_client, TestRelay};
 use rmb_registrar::{Config, RegistrarClient, ServerHandle};
