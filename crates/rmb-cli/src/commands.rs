@@ -194,15 +194,21 @@ pub struct CallArgs {
 
 /// Builds a client for the CLI. Callers keep the registrar record as it is; servers
 /// (`serve-echo`, `listen`) make sure it lists the relays they connect to.
+///
+/// A caller connects as its own session (`rmb-call-<random>`): a twin's default session
+/// is usually held by its long-running rmb-peer or service, and a second connection to
+/// the same session would replace it at the relay.
 async fn client(
     secret: &SecretArgs,
     network: &NetworkArgs,
     update: bool,
 ) -> anyhow::Result<Client> {
     let text = secret.secret()?;
+    let session = (!update).then(|| format!("rmb-call-{:08x}", rand::random::<u32>()));
     let client = Client::builder(text.as_str(), secret.key_type)
         .registrar(network.registrar.clone())
         .relays(network.relays.clone())
+        .session(session)
         .no_update(!update)
         .build()
         .await

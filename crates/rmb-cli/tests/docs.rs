@@ -653,8 +653,7 @@ fn architecture_problems(text: &str, crates: &BTreeSet<String>, sources: &[Strin
             "docs/architecture.md lists crates {listed:?}, crates/ has {crates:?}"
         ));
     }
-    let words =
-        text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '/' || c == '.'));
+    let words = text.split(|c: char| !(c.is_ascii_alphanumeric() || "_-/.".contains(c)));
     for word in words.filter(|w| w.ends_with(".rs")) {
         if !sources.iter().any(|s| s.ends_with(&format!("/{word}"))) {
             problems.push(format!(
