@@ -387,7 +387,10 @@ impl Client {
         payload: Vec<u8>,
         timeout: Duration,
     ) -> Result<Vec<u8>, CallError> {
-        let expiration = timeout.as_secs_f64().ceil().max(1.0) as u64;
+        // The request lives as long as the caller waits, but never longer than receivers
+        // remember uids (MAX_TTL): past that, a relay could replay it as new.
+        let expiration =
+            (timeout.as_secs_f64().ceil().max(1.0) as u64).min(rmb_core::time::MAX_TTL);
         let request = Outgoing::request(
             uuid::Uuid::new_v4().to_string(),
             self.inner.address.clone(),

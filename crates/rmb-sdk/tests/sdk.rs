@@ -569,3 +569,19 @@ async fn a_copy_of_an_answered_request_gets_the_same_reply_without_a_second_run(
     }
     assert_eq!(runs.load(Ordering::SeqCst), 1, "the handler ran once");
 }
+
+#[tokio::test]
+async fn a_long_call_still_expires_within_the_replay_window() {
+    let n = net().await;
+    let caller = client_on(&n.reg, &[&n.relay], KeyType::Ed25519, true).await;
+    let raw = RawTwin::register(&n.reg, &[&n.relay]).await;
+    let mut conn = raw.connect(&n.relay).await;
+    let call = {
+        let (caller, to) = (caller.clone(), raw.id);
+        let two_hours = Duration::from_secs(7200);
+        tokio::spawn(async move { caller.call(to, "slow", vec![], two_hours).await })
+    };
+    let request = conn.recv().await;
+    assert_eq!(request.expiration, rmb_core::time::MAX_TTL);
+    call.abort();
+}
