@@ -7,6 +7,12 @@
 //! does not become a flood of requests either. Concurrent misses for the same twin share
 //! one request. [`RegistrarClient::invalidate`] drops an entry, and updates made through
 //! this client drop theirs, so a peer that moves relays is seen at once.
+//!
+//! Twins found are also kept, for [`ClientConfig::stale_ttl`], as a fallback: when the
+//! registrar cannot be reached (timeout, connection refused, 5xx), a lookup answers
+//! with the last known record instead of failing, so relays and peers keep routing and
+//! verifying between twins they know through a registrar outage. Twins never seen
+//! still fail, and a registrar that answers is always believed.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -43,6 +49,9 @@ pub struct ClientConfig {
     pub cache_capacity: u64,
     /// How long "no such twin" is served from the cache.
     pub negative_ttl: Duration,
+    /// How long a found twin may still be served when the registrar cannot be reached
+    /// (zero: never).
+    pub stale_ttl: Duration,
 }
 
 impl Default for ClientConfig {
@@ -52,6 +61,7 @@ impl Default for ClientConfig {
             cache_ttl: Duration::from_secs(60),
             cache_capacity: 100_000,
             negative_ttl: Duration::from_secs(5),
+            stale_ttl: Duration::from_secs(3600),
         }
     }
 }
@@ -72,6 +82,18 @@ pub enum ClientError {
     BadResponse(String),
 }
 
+impl ClientError {
+    /// The registrar could not be asked (as opposed to answering "no"): worth falling
+    /// back to what is already known, and worth retrying later.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            ClientError::Timeout | ClientError::Unreachable(_) => true,
+            ClientError::Rejected { status, .. } => *status >= 500,
+            ClientError::InvalidUrl(_) | ClientError::BadResponse(_) => false,
+        }
+    }
+}
+
 /// A handle to one registrar. Cheap to clone; clones share the cache and connections.
 #[derive(Clone)]
 pub struct RegistrarClient {
@@ -83,6 +105,8 @@ struct Inner {
     /// `<base>/v1/accounts/`
     accounts_url: String,
     by_id: Cache<u32, Option<Arc<Twin>>>,
+    /// Last known record of each twin found, for lookups while the registrar is down.
+    last_known: Cache<u32, Arc<Twin>>,
     /// Lookups by id in flight: concurrent misses wait on the same cell. An entry is
     /// removed (under this lock) when its answer is cached, or by `invalidate`, in which
     /// case the answer of the fetch already running is not cached.
@@ -161,11 +185,16 @@ impl RegistrarClient {
                 negative_ttl: config.negative_ttl,
             })
             .build();
+        let last_known = Cache::builder()
+            .max_capacity(config.cache_capacity)
+            .time_to_live(config.stale_ttl)
+            .build();
         Ok(RegistrarClient {
             inner: Arc::new(Inner {
                 http,
                 accounts_url: format!("{base}/v1/accounts/"),
                 by_id,
+                last_known,
                 inflight: Mutex::new(HashMap::new()),
                 last_auth: Mutex::new(HashMap::new()),
             }),
@@ -202,7 +231,26 @@ impl RegistrarClient {
                 self.inner.by_id.insert(twin_id, answer.clone());
             }
         }
-        result
+        drop(inflight);
+        match result {
+            Ok(answer) => {
+                if let Some(twin) = &answer {
+                    self.inner.last_known.insert(twin_id, twin.clone());
+                }
+                Ok(answer)
+            }
+            Err(e) if e.is_outage() => match self.inner.last_known.get(&twin_id) {
+                Some(twin) => {
+                    tracing::warn!(
+                        twin_id,
+                        "registrar unavailable ({e}): using the last known record"
+                    );
+                    Ok(Some(twin))
+                }
+                None => Err(e),
+            },
+            Err(e) => Err(e),
+        }
     }
 
     /// The twin registered with `public_key`; always asks the registrar (a found twin is
@@ -216,6 +264,7 @@ impl RegistrarClient {
             .await?;
         if let Some(twin) = &twin {
             self.inner.by_id.insert(twin.twin_id, Some(twin.clone()));
+            self.inner.last_known.insert(twin.twin_id, twin.clone());
         }
         Ok(twin)
     }

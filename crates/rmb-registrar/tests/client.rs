@@ -287,3 +287,44 @@ async fn transport_failures_are_typed() {
     ));
     server.abort();
 }
+
+#[tokio::test]
+async fn known_twins_are_served_from_the_last_record_while_the_registrar_is_down() {
+    let mut registrar = TestRegistrar::start().await.unwrap();
+    let known = registrar
+        .client()
+        .create_account(&signer(KeyType::Ed25519), &relays(&["r.example"]), None)
+        .await
+        .unwrap();
+    let never_looked_up = registrar
+        .client()
+        .create_account(&signer(KeyType::Ed25519), &[], None)
+        .await
+        .unwrap();
+    // No fresh cache at all: every lookup asks the registrar.
+    let config = |stale_ttl| ClientConfig {
+        cache_ttl: Duration::ZERO,
+        negative_ttl: Duration::ZERO,
+        stale_ttl,
+        ..ClientConfig::default()
+    };
+    let client =
+        RegistrarClient::with_config(&registrar.url(), config(Duration::from_secs(3600))).unwrap();
+    let no_fallback =
+        RegistrarClient::with_config(&registrar.url(), config(Duration::ZERO)).unwrap();
+    for c in [&client, &no_fallback] {
+        let found = c.get_twin(known.twin_id).await.unwrap().unwrap();
+        assert_eq!(*found, *known);
+    }
+    registrar.shutdown().await.unwrap();
+
+    let stale = client.get_twin(known.twin_id).await.unwrap().unwrap();
+    assert_eq!(
+        *stale, *known,
+        "the last record stands in for the registrar"
+    );
+    let unknown = client.get_twin(never_looked_up.twin_id).await.unwrap_err();
+    assert!(unknown.is_outage(), "{unknown}");
+    let without = no_fallback.get_twin(known.twin_id).await.unwrap_err();
+    assert!(without.is_outage(), "{without}");
+}
