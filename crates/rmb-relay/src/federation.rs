@@ -237,6 +237,19 @@ async fn accept(state: &RelayState, body: Bytes) -> Result<(), (StatusCode, Stri
             ),
         )
     })?;
+    // The same per-twin budget as on WebSockets: another relay (or anyone posting here)
+    // must not be a way around it.
+    if !state.limiter.allow(source.twin, body.len(), now) {
+        Metrics::inc(&state.metrics.rate_limited);
+        return Err(bad(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "rate limit exceeded for twin {}: at most {}",
+                source.twin,
+                state.limiter.describe()
+            ),
+        ));
+    }
     let fwd = Forward {
         destination: SessionKey::of(destination),
         deadline: env.timestamp.saturating_add(env.expiration),

@@ -144,3 +144,43 @@ async fn federation_endpoint_accepts_only_verified_envelopes() {
         "only the genuine envelope reaches B"
     );
 }
+
+#[tokio::test]
+async fn federation_posts_count_against_the_sources_rate_limit() {
+    let reg = registrar().await;
+    let url = reg.url();
+    let r2 = start_relay("127.0.0.2", &url, |c| {
+        c.rate_limit = rmb_relay::ratelimit::RateLimit {
+            messages: Some(2),
+            bytes: None,
+            window_secs: 3600,
+        }
+    })
+    .await;
+    let a = twin(&url, KeyType::Ed25519, &["elsewhere.example".to_string()]).await;
+    let other = twin(&url, KeyType::Ed25519, &["elsewhere.example".to_string()]).await;
+    let b = twin(&url, KeyType::Ed25519, &[domain(&r2)]).await;
+    let mut cb = connect(r2.addr(), &b, None).await;
+    let http = reqwest::Client::new();
+    let endpoint = format!("http://{}/", r2.addr());
+    let post = |env: rmb_core::Envelope| {
+        let (http, endpoint) = (http.clone(), endpoint.clone());
+        async move {
+            let r = http.post(endpoint).body(env.encode_to_vec()).send().await;
+            let r = r.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    for i in 0..2 {
+        let env = request(&a, Address::twin(b.id), "x", format!("{i}").as_bytes());
+        assert_eq!(post(env.clone()).await.0, 202);
+        assert_eq!(cb.recv().await, env);
+    }
+    let (status, text) = post(request(&a, Address::twin(b.id), "x", b"one too many")).await;
+    assert_eq!(status, 429, "{text}");
+    assert!(text.contains("rate limit"), "{text}");
+    // The budget is A's alone.
+    let env = request(&other, Address::twin(b.id), "x", b"from another twin");
+    assert_eq!(post(env.clone()).await.0, 202);
+    assert_eq!(cb.recv().await, env);
+}
