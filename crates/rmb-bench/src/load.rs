@@ -2,6 +2,7 @@
 //! sender keeping at most `window` envelopes in flight, the receiver measuring latency
 //! from a send timestamp written into the payload.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,11 +50,25 @@ struct Shared {
 /// Latencies of one receiver (uncontended lock; collected after the run).
 type Samples = Arc<parking_lot::Mutex<Vec<u32>>>;
 
+/// How senders send: as fast as `window` envelopes in flight allow, or also at most
+/// `rate` envelopes per second each (a steady stream).
+#[derive(Clone, Copy, Debug)]
+pub struct Shape {
+    pub window: usize,
+    pub rate: Option<f64>,
+}
+
+impl Shape {
+    pub fn window(window: usize) -> Shape {
+        Shape { window, rate: None }
+    }
+}
+
 pub async fn run(
     pairs: Vec<Pair>,
     warmup: Duration,
     duration: Duration,
-    window: usize,
+    shape: Shape,
 ) -> anyhow::Result<LoadResult> {
     let shared = Arc::new(Shared {
         t0: Instant::now(),
@@ -65,7 +80,7 @@ pub async fn run(
     for pair in pairs {
         let (receiver, _) = tokio_tungstenite::connect_async(&pair.receiver_url).await?;
         let (sender, _) = tokio_tungstenite::connect_async(&pair.sender_url).await?;
-        let credit = Arc::new(Semaphore::new(window));
+        let credit = Arc::new(Semaphore::new(shape.window));
         let mine = Samples::default();
         samples.push(mine.clone());
         let tail = pair.frame.len() - pair.ts_offset;
@@ -82,6 +97,7 @@ pub async fn run(
             pair.ts_offset,
             credit,
             shared.clone(),
+            shape.rate,
         )));
     }
     tokio::time::sleep(warmup).await;
@@ -116,7 +132,11 @@ async fn send(
     ts_offset: usize,
     credit: Arc<Semaphore>,
     shared: Arc<Shared>,
+    rate: Option<f64>,
 ) {
+    if let Some(rate) = rate {
+        return send_steady(ws, frame, ts_offset, credit, shared, rate).await;
+    }
     loop {
         let Ok(permit) = credit.acquire().await else {
             return;
@@ -151,6 +171,36 @@ async fn send(
     }
 }
 
+/// One envelope every `1 / rate` seconds (late ticks are caught up, so the offered rate
+/// holds even when a send was delayed).
+async fn send_steady(
+    mut ws: Ws,
+    mut frame: Vec<u8>,
+    ts_offset: usize,
+    credit: Arc<Semaphore>,
+    shared: Arc<Shared>,
+    rate: f64,
+) {
+    let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(0.001)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    loop {
+        ticks.tick().await;
+        let Ok(permit) = credit.acquire().await else {
+            return;
+        };
+        permit.forget();
+        let now = shared.t0.elapsed().as_nanos() as u64;
+        frame[ts_offset..ts_offset + 8].copy_from_slice(&now.to_le_bytes());
+        if ws
+            .send(Message::Binary(frame.clone().into()))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
 async fn receive(
     mut ws: Ws,
     credit: Arc<Semaphore>,
@@ -172,4 +222,55 @@ async fn receive(
         let micros = (now.saturating_sub(sent) / 1000).min(u32::MAX as u64) as u32;
         samples.lock().push(micros);
     }
+}
+
+/// Runs `op(i)` in `concurrency` loops (i = 0..concurrency); counts and times the calls
+/// that complete inside the measured window.
+pub async fn closed_loop<F, Fut>(
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+    op: F,
+) -> anyhow::Result<LoadResult>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send,
+{
+    let op = Arc::new(op);
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for i in 0..concurrency {
+        let (op, measuring, stop) = (op.clone(), measuring.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut samples = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                op(i).await?;
+                // An op that never waits (a cache hit) must still let timers run.
+                tokio::task::coop::consume_budget().await;
+                if measuring.load(Ordering::Relaxed) {
+                    samples.push(started.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                }
+            }
+            anyhow::Ok(samples)
+        }));
+    }
+    tokio::time::sleep(warmup).await;
+    measuring.store(true, Ordering::SeqCst);
+    let start = Instant::now();
+    tokio::time::sleep(duration).await;
+    measuring.store(false, Ordering::SeqCst);
+    let elapsed = start.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    let mut latencies_us = Vec::new();
+    for t in tasks {
+        latencies_us.extend(t.await??);
+    }
+    latencies_us.sort_unstable();
+    Ok(LoadResult {
+        messages: latencies_us.len() as u64,
+        elapsed,
+        latencies_us,
+    })
 }

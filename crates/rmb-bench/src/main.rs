@@ -4,21 +4,37 @@
 //! in the same run, so results from different machines compare as ratios:
 //! - `relay`: envelopes/s and latency through one relay (in-memory and Redis
 //!   backends) for N sender→receiver pairs, against a bare WebSocket forwarder (no
-//!   auth, no decode, no routing) on the same runtime;
-//! - `idle`: memory per authenticated idle session;
+//!   auth, no decode, no routing);
+//! - `federation`: senders on relay A, receivers on relay B, against the forwarder and
+//!   one relay;
+//! - `redis-cross`: two relay instances sharing one Redis, against the forwarder and
+//!   one in-memory relay;
 //! - `peer`: round trips through the SDK and through rmb-peer, against a bare Redis
-//!   LPUSH/BRPOP ping-pong.
+//!   LPUSH/BRPOP ping-pong;
+//! - `registrar`: lookups through `RegistrarClient`, uncached and cached, against the
+//!   same client asking a trivial HTTP handler;
+//! - `load` (alias `idle`): memory per authenticated idle session, and the latency of a
+//!   steady stream with and without them;
+//! - `soak`: minutes of fixed-rate round trips through rmb-peer: no reply may be lost;
+//! - `all`: all but `soak`, written into docs/benchmarks.md.
 //!
 //! Servers run as child processes (this binary re-executed with a hidden subcommand), so
 //! their CPU time and peak RSS are measured apart from the load generator's.
 
+mod all;
 mod forwarder;
 mod load;
 mod peer_bench;
 mod proc_stats;
+mod registrar_bench;
 mod relay_bench;
+mod report;
+mod scale;
+mod servers;
 
 use clap::{Parser, Subcommand};
+
+use crate::report::Table;
 
 #[derive(Parser)]
 #[command(version, about = "RMB benchmarks, each with a same-run baseline")]
@@ -31,43 +47,108 @@ struct Cli {
 enum Command {
     /// Relay forwarding throughput and latency vs a bare WebSocket forwarder.
     Relay(relay_bench::RelayArgs),
-    /// Memory per authenticated idle session on a relay.
-    Idle(relay_bench::IdleArgs),
+    /// Federation between two relays vs one relay and the bare forwarder.
+    Federation(relay_bench::CrossArgs),
+    /// Two relay instances sharing Redis vs one in-memory relay and the bare forwarder.
+    RedisCross(relay_bench::CrossArgs),
     /// Round trips through the SDK and through rmb-peer vs a bare Redis ping-pong.
     Peer(peer_bench::PeerArgs),
+    /// Registrar lookups (uncached, cached) vs the same client on a trivial handler.
+    Registrar(registrar_bench::RegistrarArgs),
+    /// Idle authenticated sessions: memory per session, and stream latency with them.
+    #[command(alias = "idle")]
+    Load(scale::LoadArgs),
+    /// Fixed-rate round trips through relay and rmb-peer for minutes; fails on a lost reply.
+    Soak(peer_bench::SoakArgs),
+    /// Everything but soak, written into docs/benchmarks.md (~5 minutes).
+    All(all::AllArgs),
     /// (internal) run the baseline forwarder on a listener address.
     #[command(hide = true)]
     ServeForwarder { listen: String },
-    /// (internal) run a relay: listen address, registrar URL, optional Redis URL.
+    /// (internal) run a relay.
     #[command(hide = true)]
-    ServeRelay {
-        listen: String,
-        registrar: String,
-        redis: Option<String>,
+    ServeRelay(servers::ServeRelayArgs),
+    /// (internal) run an rmb-peer gateway.
+    #[command(hide = true)]
+    ServePeer(servers::ServePeerArgs),
+    /// (internal) run a registrar on a SQLite file.
+    #[command(hide = true)]
+    ServeRegistrar {
+        #[arg(long)]
+        db: String,
+    },
+    /// (internal) run the trivial HTTP handler answering `body`.
+    #[command(hide = true)]
+    ServeHttp {
+        #[arg(long)]
+        body: String,
     },
 }
 
 fn main() -> anyhow::Result<()> {
     // Thousands of sockets: lift the descriptor limit as far as we are allowed.
     let _ = rlimit::increase_nofile_limit(200_000);
-    if let Ok((soft, hard)) = rlimit::Resource::NOFILE.get() {
-        if hard < 200_000 {
-            let _ = rlimit::Resource::NOFILE.set(200_000.max(soft), 200_000);
-        }
-    }
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async move {
-        match cli.command {
-            Command::Relay(args) => relay_bench::run(args).await,
-            Command::Idle(args) => relay_bench::idle(args).await,
-            Command::Peer(args) => peer_bench::run(args).await,
-            Command::ServeForwarder { listen } => forwarder::serve(&listen).await,
-            Command::ServeRelay {
-                listen,
-                registrar,
-                redis,
-            } => relay_bench::serve_relay(&listen, &registrar, redis).await,
+    runtime.block_on(run(cli.command))
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::All(args) => run_all(args).await,
+        Command::ServeForwarder { listen } => forwarder::serve(&listen).await,
+        Command::ServeRelay(args) => servers::serve_relay(args).await,
+        Command::ServePeer(args) => servers::serve_peer(args).await,
+        Command::ServeRegistrar { db } => servers::serve_registrar(&db).await,
+        Command::ServeHttp { body } => servers::serve_http(body).await,
+        bench => {
+            let json = match &bench {
+                Command::Relay(a) => a.common.json.clone(),
+                Command::Federation(a) | Command::RedisCross(a) => a.common.json.clone(),
+                Command::Peer(a) => a.common.json.clone(),
+                Command::Registrar(a) => a.common.json.clone(),
+                Command::Load(a) => a.common.json.clone(),
+                Command::Soak(a) => a.json.clone(),
+                _ => None,
+            };
+            let tables = measure(bench).await?;
+            report::emit(&tables, json.as_deref())
         }
-    })
+    }
+}
+
+/// Runs one benchmark subcommand.
+async fn measure(command: Command) -> anyhow::Result<Vec<Table>> {
+    match command {
+        Command::Relay(args) => relay_bench::run(args).await,
+        Command::Federation(args) => relay_bench::federation(args).await,
+        Command::RedisCross(args) => relay_bench::redis_cross(args).await,
+        Command::Peer(args) => peer_bench::run(args).await,
+        Command::Registrar(args) => registrar_bench::run(args).await,
+        Command::Load(args) => scale::run(args).await,
+        Command::Soak(args) => peer_bench::soak(args).await,
+        _ => anyhow::bail!("not a benchmark"),
+    }
+}
+
+async fn run_all(args: all::AllArgs) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let mut tables = Vec::new();
+    for bench in args.benches() {
+        let line = args.command_line(&bench);
+        eprintln!("== {}", line.join(" "));
+        let command = Cli::try_parse_from(&line)?.command;
+        if matches!(command, Command::All(_)) {
+            anyhow::bail!("`all` cannot run itself");
+        }
+        let result = measure(command).await?;
+        for t in &result {
+            println!("{}", t.markdown());
+        }
+        tables.extend(result);
+    }
+    if let Some(path) = &args.common.json {
+        report::write_json(&tables, path)?;
+    }
+    all::write(&args, &tables, started)
 }

@@ -1,0 +1,246 @@
+//! What every subcommand produces: tables of rows, each row with throughput, latency
+//! percentiles, the CPU and peak RSS of the server processes, and the ratio to the
+//! table's baseline; printed as Markdown and optionally written as JSON.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use rmb_core::KeyType;
+use serde::{Deserialize, Serialize};
+
+use crate::load::LoadResult;
+use crate::proc_stats::{self, TICKS_PER_SEC};
+
+/// Options shared by the throughput subcommands.
+#[derive(Args, Debug, Clone)]
+pub struct Common {
+    /// Payload bytes per message.
+    #[arg(long, alias = "size", default_value_t = 1024)]
+    pub payload: usize,
+    /// Seconds measured per row (after the warm-up).
+    #[arg(long, default_value_t = 5)]
+    pub duration: u64,
+    /// Seconds of warm-up per row (not measured).
+    #[arg(long, default_value_t = 1)]
+    pub warmup: u64,
+    /// Key type of the benchmark twins: ed25519 or sr25519.
+    #[arg(long, default_value = "ed25519")]
+    pub key_type: KeyType,
+    /// Also write the results as JSON to this file (`-` for stdout).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+impl Common {
+    pub fn warmup(&self) -> Duration {
+        Duration::from_secs(self.warmup)
+    }
+
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs(self.duration)
+    }
+}
+
+/// CPU and peak memory of one server process over a row's run.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct Usage {
+    pub process: String,
+    /// (utime + stime) / wall time, in percent of one core.
+    pub cpu_percent: f64,
+    pub peak_rss_mib: f64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct Row {
+    pub target: String,
+    /// Pairs, requests in flight or clients, as the table says.
+    pub concurrency: usize,
+    /// Messages, round trips or lookups per second (the table's unit).
+    pub throughput: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub servers: Vec<Usage>,
+    /// throughput / the baseline row's throughput (1 for the baseline itself).
+    pub ratio_to_baseline: f64,
+}
+
+impl Row {
+    pub fn new(target: &str, concurrency: usize, result: &LoadResult, servers: Vec<Usage>) -> Row {
+        Row {
+            target: target.to_string(),
+            concurrency,
+            throughput: result.rate(),
+            p50_ms: result.percentile(0.5),
+            p90_ms: result.percentile(0.9),
+            p99_ms: result.percentile(0.99),
+            max_ms: result.percentile(1.0),
+            servers,
+            ratio_to_baseline: 1.0,
+        }
+    }
+
+    /// Sets the ratio against `baseline` (a row measured in the same run).
+    pub fn against(mut self, baseline: &Row) -> Row {
+        self.ratio_to_baseline = self.throughput / baseline.throughput;
+        self
+    }
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+pub struct Table {
+    /// The subcommand that produced it (`relay`, `federation`, ...).
+    pub bench: String,
+    pub title: String,
+    /// How it was measured, one line.
+    pub setup: String,
+    /// What `concurrency` means here: pairs, in flight, clients.
+    pub concurrency_label: String,
+    /// msgs/s, round trips/s, lookups/s.
+    pub unit: String,
+    /// Which row the ratios are against.
+    pub baseline: String,
+    pub rows: Vec<Row>,
+    /// Findings printed under the table (memory per session, lost replies, ...).
+    pub notes: Vec<String>,
+    /// The same findings as numbers, for the JSON.
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+impl Table {
+    pub fn markdown(&self) -> String {
+        let mut out = String::new();
+        out.push_str(&format!("### {}\n\n{}\n\n", self.title, self.setup));
+        if !self.rows.is_empty() {
+            out.push_str(&format!(
+                "| target | {} | {} | p50 ms | p90 ms | p99 ms | max ms | server CPU % | server peak RSS MiB | vs {} |\n",
+                self.concurrency_label, self.unit, self.baseline
+            ));
+            out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+            for r in &self.rows {
+                let cpu: Vec<String> = r
+                    .servers
+                    .iter()
+                    .map(|u| format!("{:.0}", u.cpu_percent))
+                    .collect();
+                let rss: Vec<String> = r
+                    .servers
+                    .iter()
+                    .map(|u| format!("{:.1}", u.peak_rss_mib))
+                    .collect();
+                out.push_str(&format!(
+                    "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {:.0}% |\n",
+                    r.target,
+                    r.concurrency,
+                    r.throughput,
+                    r.p50_ms,
+                    r.p90_ms,
+                    r.p99_ms,
+                    r.max_ms,
+                    or_dash(cpu.join(" + ")),
+                    or_dash(rss.join(" + ")),
+                    r.ratio_to_baseline * 100.0
+                ));
+            }
+            if self.rows.iter().any(|r| r.servers.len() > 1) {
+                let names: Vec<&str> = self
+                    .rows
+                    .iter()
+                    .max_by_key(|r| r.servers.len())
+                    .map(|r| r.servers.iter().map(|u| u.process.as_str()).collect())
+                    .unwrap_or_default();
+                out.push_str(&format!(
+                    "\nServer columns with several processes list them in this order: {}.\n",
+                    names.join(", ")
+                ));
+            }
+        }
+        for note in &self.notes {
+            out.push_str(&format!("\n- {note}"));
+        }
+        if !self.notes.is_empty() {
+            out.push('\n');
+        }
+        out
+    }
+}
+
+fn or_dash(s: String) -> String {
+    if s.is_empty() {
+        "-".into()
+    } else {
+        s
+    }
+}
+
+/// Prints the tables and writes the JSON the options ask for.
+pub fn emit(tables: &[Table], json: Option<&Path>) -> anyhow::Result<()> {
+    for t in tables {
+        println!("{}", t.markdown());
+    }
+    match json {
+        Some(path) => write_json(tables, path),
+        None => Ok(()),
+    }
+}
+
+/// Writes the tables as JSON to `path` (`-`: stdout).
+pub fn write_json(tables: &[Table], path: &Path) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(tables)?;
+    if path == Path::new("-") {
+        println!("{text}");
+    } else {
+        std::fs::write(path, text)?;
+    }
+    Ok(())
+}
+
+/// Samples the CPU time of some processes now; [`Meter::finish`] turns the difference
+/// into [`Usage`].
+pub struct Meter {
+    start: std::time::Instant,
+    before: Vec<(String, u32, Option<u64>)>,
+}
+
+impl Meter {
+    pub fn start(processes: &[(&str, u32)]) -> Meter {
+        Meter {
+            start: std::time::Instant::now(),
+            before: processes
+                .iter()
+                .map(|(name, pid)| {
+                    (
+                        name.to_string(),
+                        *pid,
+                        proc_stats::sample(*pid).map(|s| s.cpu_ticks),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    pub fn finish(self) -> Vec<Usage> {
+        let wall = self.start.elapsed().as_secs_f64();
+        self.before
+            .into_iter()
+            .map(|(process, pid, before)| {
+                let after = proc_stats::sample(pid);
+                let (cpu_percent, peak_rss_mib) = match (before, after) {
+                    (Some(b), Some(a)) => (
+                        (a.cpu_ticks.saturating_sub(b)) as f64 / TICKS_PER_SEC / wall * 100.0,
+                        a.peak_rss_kib as f64 / 1024.0,
+                    ),
+                    _ => (f64::NAN, f64::NAN),
+                };
+                Usage {
+                    process,
+                    cpu_percent,
+                    peak_rss_mib,
+                }
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,266 @@
+//! The processes a benchmark measures: this binary re-executed with a hidden `serve-*`
+//! subcommand, so each server's CPU time and RSS are its own; plus the twins and the
+//! envelopes the load generators send.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use rmb_core::prost::Message as _;
+use rmb_core::proto::{Message, Payload, Request};
+use rmb_core::{envelope, jwt, Address, Envelope, KeyType, Signer};
+use rmb_registrar::RegistrarClient;
+use rmb_relay::registrar_directory::RegistrarDirectory;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The relay domain benchmark twins live on when only one relay domain is involved.
+pub const DOMAIN: &str = "bench.relay";
+
+/// A server child process that printed `ready <what>` (its address, or a twin id).
+pub struct Server {
+    child: Child,
+    pub addr: String,
+}
+
+impl Server {
+    /// Runs this binary with `args` (a hidden `serve-*` subcommand).
+    pub async fn spawn(args: &[&str]) -> anyhow::Result<Server> {
+        let exe = std::env::current_exe()?;
+        let mut child = Command::new(exe)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = child.stdout.take().expect("piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .with_context(|| format!("{} did not start in time", args[0]))??
+            .with_context(|| format!("{} exited before it was ready", args[0]))?;
+        let addr = line
+            .strip_prefix("ready ")
+            .with_context(|| format!("unexpected output from {}: {line}", args[0]))?
+            .to_string();
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Server { child, addr })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+
+    /// A relay on `listen` (see [`listen_addr`]), in-memory backend unless `redis` is
+    /// given, serving `domains` (default: [`DOMAIN`]).
+    pub async fn relay(
+        listen: &str,
+        registrar: &str,
+        redis: Option<&str>,
+        domains: &[&str],
+    ) -> anyhow::Result<Server> {
+        let mut args = vec!["serve-relay", "--listen", listen, "--registrar", registrar];
+        if let Some(redis) = redis {
+            args.extend(["--redis", redis]);
+        }
+        for d in domains {
+            args.extend(["--domain", d]);
+        }
+        Server::spawn(&args).await
+    }
+
+    pub async fn forwarder() -> anyhow::Result<Server> {
+        Server::spawn(&["serve-forwarder", "127.0.0.1:0"]).await
+    }
+}
+
+/// A free loopback address to listen on (known before the server starts, so it can be
+/// a relay's domain).
+pub fn listen_addr() -> String {
+    format!("127.0.0.1:{}", rmb_testkit::free_port())
+}
+
+#[derive(Args, Debug)]
+pub struct ServeRelayArgs {
+    #[arg(long)]
+    listen: String,
+    #[arg(long)]
+    registrar: String,
+    /// Redis URL: the Redis backend; without it, in-memory.
+    #[arg(long)]
+    redis: Option<String>,
+    /// Domains served (default: bench.relay).
+    #[arg(long = "domain")]
+    domains: Vec<String>,
+}
+
+/// Runs a relay for the benchmark (child process). Federation is plain http: every
+/// relay here is on loopback.
+pub async fn serve_relay(args: ServeRelayArgs) -> anyhow::Result<()> {
+    let domains = if args.domains.is_empty() {
+        vec![DOMAIN.to_string()]
+    } else {
+        args.domains
+    };
+    let mut config = rmb_relay::Config::new(domains);
+    config.redis_url = args.redis;
+    config.max_connections = 1_000_000;
+    config.federation_scheme = "http";
+    let listener = tokio::net::TcpListener::bind(&args.listen).await?;
+    let directory = Arc::new(RegistrarDirectory::new(&args.registrar)?);
+    let relay = rmb_relay::start(listener, config, directory).await?;
+    println!("ready {}", relay.local_addr());
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct ServePeerArgs {
+    /// `0x` + 64 hex digits.
+    #[arg(long)]
+    secret: String,
+    #[arg(long)]
+    key_type: KeyType,
+    #[arg(long)]
+    relay: String,
+    #[arg(long)]
+    redis: String,
+    #[arg(long)]
+    registrar: String,
+    #[arg(long, action = clap::ArgAction::Set, default_value_t = true)]
+    e2e: bool,
+}
+
+/// Runs an rmb-peer gateway (child process); prints `ready <twin id>` once connected.
+pub async fn serve_peer(args: ServePeerArgs) -> anyhow::Result<()> {
+    let mut config = rmb_peer::PeerConfig::new(
+        args.secret,
+        args.key_type,
+        vec![args.relay],
+        args.redis,
+        args.registrar,
+    );
+    config.e2e = args.e2e;
+    let peer = rmb_peer::Peer::start(config).await?;
+    if !peer
+        .client()
+        .wait_connected(1, Duration::from_secs(20))
+        .await
+    {
+        anyhow::bail!("rmb-peer did not connect to its relay");
+    }
+    println!("ready {}", peer.twin_id());
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+/// Runs a registrar on a SQLite file (child process).
+pub async fn serve_registrar(db: &str) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let server = rmb_registrar::serve(listener, rmb_registrar::Config::new(db)).await?;
+    println!("ready {}", server.local_addr());
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+/// The HTTP baseline (child process): `GET /v1/accounts/` answers `body` as JSON, the
+/// least an HTTP lookup service can do.
+pub async fn serve_http(body: String) -> anyhow::Result<()> {
+    use axum::routing::get;
+    let body: &'static str = body.leak();
+    let app = axum::Router::new().route(
+        "/v1/accounts/",
+        get(move || async move { ([("content-type", "application/json")], body) }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("ready {}", listener.local_addr()?);
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+pub struct BenchTwin {
+    pub id: u32,
+    pub signer: Signer,
+}
+
+impl BenchTwin {
+    /// A JWT for connecting to a relay (`sid`: session id, if any).
+    pub fn token(&self, sid: Option<&str>) -> String {
+        jwt::create(&self.signer, self.id, sid, rmb_core::time::now(), 3600)
+    }
+
+    /// `ws://<relay>/?<jwt>`.
+    pub fn url(&self, relay: &str) -> String {
+        format!("ws://{relay}/?{}", self.token(None))
+    }
+}
+
+/// Registers a new twin reachable on `relays`.
+pub async fn register(
+    client: &RegistrarClient,
+    key_type: KeyType,
+    relays: &[String],
+) -> anyhow::Result<BenchTwin> {
+    let signer = Signer::from_seed(&rand::random(), key_type)?;
+    let account = client.create_account(&signer, relays, None).await?;
+    Ok(BenchTwin {
+        id: account.twin_id,
+        signer,
+    })
+}
+
+/// `n` (sender, receiver) twin pairs, senders on `from`, receivers on `to`.
+pub async fn register_pairs(
+    client: &RegistrarClient,
+    key_type: KeyType,
+    n: usize,
+    from: &[String],
+    to: &[String],
+) -> anyhow::Result<Vec<(BenchTwin, BenchTwin)>> {
+    let mut pairs = Vec::with_capacity(n);
+    for _ in 0..n {
+        pairs.push((
+            register(client, key_type, from).await?,
+            register(client, key_type, to).await?,
+        ));
+    }
+    Ok(pairs)
+}
+
+/// Field number of the unknown protobuf field that carries the send time.
+const CLOCK_FIELD: u32 = 100;
+
+/// A signed request envelope with `size` payload bytes, and where its send-time slot
+/// is. The time travels in an extra fixed64 field the envelope schema does not know:
+/// protobuf decoders skip it and signatures do not cover it, so one signature stays
+/// valid while the time changes (relays verify signatures on federation; re-signing
+/// every envelope would make the load generator, not the relay, the bottleneck). Relays
+/// forward the bytes they received, so the field reaches the receiver.
+pub fn frame(from: &BenchTwin, to: &BenchTwin, size: usize) -> (Vec<u8>, usize) {
+    let mut env = Envelope {
+        uid: format!("{:032x}", rand::random::<u128>()),
+        timestamp: rmb_core::time::now(),
+        expiration: 3600,
+        source: Some(Address::twin(from.id)),
+        destination: Some(Address::twin(to.id)),
+        message: Some(Message::Request(Request {
+            command: "bench".into(),
+        })),
+        payload: Some(Payload::Plain(vec![0; size])),
+        ..Default::default()
+    };
+    envelope::sign(&mut env, &from.signer);
+    let mut bytes = env.encode_to_vec();
+    // Key: field number, wire type 1 (fixed64), as a varint.
+    rmb_core::prost::encoding::encode_key(
+        CLOCK_FIELD,
+        rmb_core::prost::encoding::WireType::SixtyFourBit,
+        &mut bytes,
+    );
+    let offset = bytes.len();
+    bytes.extend_from_slice(&[0; 8]);
+    (bytes, offset)
+}
