@@ -81,7 +81,7 @@ pub fn write(args: &AllArgs, tables: &[Table], started: Instant) -> anyhow::Resu
 /// `existing` with the text between the markers replaced by `section` (appended at the
 /// end when the markers are missing).
 pub fn splice(existing: &str, section: &str) -> String {
-    let block = format!("{START}\n{section}\n{END}");
+    let block = format!("{START}\n{}\n{END}", section.trim_end());
     match (existing.find(START), existing.find(END)) {
         (Some(s), Some(e)) if s < e => {
             format!("{}{block}{}", &existing[..s], &existing[e + END.len()..])

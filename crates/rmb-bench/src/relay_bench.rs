@@ -215,7 +215,7 @@ where
         let row = measure(x.label, &servers, plan, c, args.window).await?;
         let row = row.against(&base);
         t.notes.push(format!(
-            "{pairs} pairs: {} runs at {:.0}% of {}",
+            "with {pairs} pair(s), {} runs at {:.0}% of {}",
             x.label,
             100.0 * row.throughput / one.throughput,
             x.compared

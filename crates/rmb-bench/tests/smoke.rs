@@ -1,0 +1,98 @@
+//! Runs the rmb-bench binary with tiny durations and checks its JSON: every table has
+//! rows, every row moved something. It checks that each benchmark works end to end,
+//! not how fast anything is.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+/// Runs `rmb-bench <args> --json <file>` and returns the parsed tables.
+fn bench(args: &[&str]) -> Vec<Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("out.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_rmb-bench"))
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "rmb-bench {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = std::fs::read_to_string(&json).unwrap();
+    let tables: Vec<Value> = serde_json::from_str(&text).unwrap();
+    assert!(!tables.is_empty(), "{text}");
+    for table in &tables {
+        let rows = table["rows"].as_array().expect("rows");
+        assert!(!rows.is_empty(), "{text}");
+        for row in rows {
+            let rate = row["throughput"].as_f64().expect("throughput");
+            assert!(rate > 0.0, "no throughput in {row}");
+            assert!(row["p50_ms"].as_f64().is_some(), "{row}");
+            assert!(row["ratio_to_baseline"].as_f64().unwrap() > 0.0, "{row}");
+        }
+    }
+    tables
+}
+
+const SHORT: [&str; 4] = ["--duration", "1", "--warmup", "0"];
+
+fn with_short<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    args.iter().copied().chain(SHORT).collect()
+}
+
+#[test]
+fn relay() {
+    let tables = bench(&with_short(&["relay", "--pairs", "1"]));
+    let rows = tables[0]["rows"].as_array().unwrap();
+    // Forwarder, in-memory relay, Redis relay; the relays report their process.
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[1]["servers"][0]["process"], "relay");
+    assert!(rows[1]["servers"][0]["peak_rss_mib"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn federation() {
+    let tables = bench(&with_short(&["federation", "--pairs", "1"]));
+    let rows = tables[0]["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(
+        rows[2]["servers"].as_array().unwrap().len(),
+        2,
+        "both relays"
+    );
+}
+
+#[test]
+fn redis_cross() {
+    let tables = bench(&with_short(&["redis-cross", "--pairs", "1"]));
+    assert_eq!(tables[0]["rows"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn registrar() {
+    let tables = bench(&with_short(&[
+        "registrar",
+        "--twins",
+        "10",
+        "--concurrency",
+        "4",
+    ]));
+    assert_eq!(tables[0]["rows"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn load_with_idle_sessions() {
+    let tables = bench(&with_short(&["load", "--idle", "50", "--rate", "200"]));
+    assert_eq!(tables[0]["extra"]["sessions"], 50);
+}
+
+#[test]
+fn soak_loses_nothing() {
+    let tables = bench(&["soak", "--duration", "2", "--rate", "50"]);
+    assert_eq!(tables[0]["extra"]["lost"], 0);
+    assert!(tables[0]["extra"]["sent"].as_u64().unwrap() > 0);
+}
