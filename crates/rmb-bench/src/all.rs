@@ -104,7 +104,7 @@ fn section(tables: &[Table], started: Instant) -> String {
     );
     out.push_str(&format!("- Command: `{command}`\n"));
     out.push_str(&format!(
-        "- Date: {} (took {:.0} s)\n",
+        "- Finished: {} (took {:.0} s)\n",
         utc_now(),
         started.elapsed().as_secs_f64()
     ));

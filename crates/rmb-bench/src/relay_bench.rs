@@ -310,7 +310,7 @@ pub async fn redis_cross(args: CrossArgs) -> anyhow::Result<Vec<Table>> {
     .await
 }
 
-/// Registers twins for the registrar-less helpers of other modules.
+/// `n` sender→receiver twin pairs living on [`DOMAIN`] (for other benchmarks' streams).
 pub async fn twins_on(
     client: &RegistrarClient,
     common: &Common,
