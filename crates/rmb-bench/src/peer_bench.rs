@@ -221,6 +221,13 @@ impl PeerNet {
             ("peer B", self.peer_b.pid()),
         ]
     }
+
+    /// Both redis-servers, when they can be found.
+    fn redis_processes(&self) -> Vec<(&'static str, u32)> {
+        let a = proc_stats::redis_pid(self.redis_a.port()).map(|pid| ("redis A", pid));
+        let b = proc_stats::redis_pid(self.redis_b.port()).map(|pid| ("redis B", pid));
+        a.into_iter().chain(b).collect()
+    }
 }
 
 impl Drop for PeerNet {
@@ -275,6 +282,8 @@ pub async fn run(args: PeerArgs) -> anyhow::Result<Vec<Table>> {
         }
         let conns = Arc::new(conns);
         let body = payload.clone();
+        let redis_b: Vec<_> = net.redis_processes().into_iter().skip(1).collect();
+        let meter = Meter::start(&redis_b);
         let base = closed_loop(n, warmup, duration, move |i| {
             let mut c = conns[i].clone();
             let mut msg = format!("bench.pong.{i}|").into_bytes();
@@ -291,7 +300,7 @@ pub async fn run(args: PeerArgs) -> anyhow::Result<Vec<Table>> {
             "baseline: bare redis LPUSH/BRPOP ping-pong",
             n,
             &base,
-            vec![],
+            meter.finish(),
         );
         t.rows.push(base.clone());
 
@@ -319,7 +328,12 @@ pub async fn run(args: PeerArgs) -> anyhow::Result<Vec<Table>> {
         }
         let conns = Arc::new(conns);
         let data = peer_api::encode_data(&payload);
-        let meter = Meter::start(&net.processes());
+        let processes: Vec<_> = net
+            .processes()
+            .into_iter()
+            .chain(net.redis_processes())
+            .collect();
+        let meter = Meter::start(&processes);
         let net2 = net.clone();
         let r = closed_loop(n, warmup, duration, move |i| {
             let mut c = conns[i].clone();

@@ -33,3 +33,20 @@ pub fn sample(pid: u32) -> Option<ProcSample> {
 
 /// Clock ticks per second (USER_HZ), 100 on Linux.
 pub const TICKS_PER_SEC: f64 = 100.0;
+
+/// The pid of the redis-server listening on `port` (started by rmb-testkit, which does
+/// not say), found by its command line in /proc.
+pub fn redis_pid(port: u16) -> Option<u32> {
+    let port = port.to_string();
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            let words: Vec<&str> = cmdline.split(['\0', ' ', ':']).collect();
+            (words.first()?.ends_with("redis-server") && words.contains(&port.as_str()))
+                .then_some(pid)
+        })
+}

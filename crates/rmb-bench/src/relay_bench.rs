@@ -7,6 +7,7 @@ use clap::Args;
 use rmb_registrar::RegistrarClient;
 
 use crate::load::{self, Pair, Shape};
+use crate::proc_stats;
 use crate::report::{Common, Meter, Row, Table};
 use crate::servers::{self, listen_addr, BenchTwin, Server, DOMAIN};
 
@@ -68,15 +69,14 @@ fn table(bench: &str, title: &str, common: &Common, window: usize, what: &str) -
 /// Measures one target: the pairs of `plan` under load, and the servers' CPU and RSS.
 async fn measure(
     target: &str,
-    servers: &[(&str, &Server)],
+    servers: &[(&str, u32)],
     plan: Vec<Pair>,
     common: &Common,
     window: usize,
 ) -> anyhow::Result<Row> {
     let pairs = plan.len();
     eprintln!("measuring {target} with {pairs} pairs ...");
-    let pids: Vec<(&str, u32)> = servers.iter().map(|(n, s)| (*n, s.pid())).collect();
-    let meter = Meter::start(&pids);
+    let meter = Meter::start(servers);
     let result = load::run(
         plan,
         common.warmup(),
@@ -114,7 +114,7 @@ async fn forwarder_row(frames: &Frames, common: &Common, window: usize) -> anyho
         .collect();
     measure(
         "baseline: bare ws forwarder",
-        &[("forwarder", &fwd)],
+        &[("forwarder", fwd.pid())],
         plan,
         common,
         window,
@@ -169,7 +169,7 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<Vec<Table>> {
             let relay = Server::relay(&listen_addr(), &url, redis_url.as_deref(), &[]).await?;
             let plan = relay_plan(twins, &frames, &relay.addr, &relay.addr);
             let name = format!("relay ({backend})");
-            let row = measure(&name, &[("relay", &relay)], plan, c, args.window).await?;
+            let row = measure(&name, &[("relay", relay.pid())], plan, c, args.window).await?;
             t.rows.push(row.against(&base));
         }
     }
@@ -184,6 +184,8 @@ struct Crossing {
     to: (&'static str, Server),
     label: &'static str,
     compared: &'static str,
+    /// The redis-server between them, if any (measured too).
+    redis: Option<u32>,
 }
 
 /// For each pair count: the forwarder, one relay, then the path from one process to the
@@ -206,12 +208,13 @@ where
         t.rows.push(base.clone());
         let x = start().await?;
         let plan = relay_plan(twins, &frames, &x.one.1.addr, &x.one.1.addr);
-        let servers = [("relay", &x.one.1)];
+        let servers = [("relay", x.one.1.pid())];
         let one = measure(x.one.0, &servers, plan, c, args.window).await?;
         let one = one.against(&base);
         t.rows.push(one.clone());
         let plan = relay_plan(twins, &frames, &x.from.1.addr, &x.to.1.addr);
-        let servers = [(x.from.0, &x.from.1), (x.to.0, &x.to.1)];
+        let mut servers = vec![(x.from.0, x.from.1.pid()), (x.to.0, x.to.1.pid())];
+        servers.extend(x.redis.map(|pid| ("redis-server", pid)));
         let row = measure(x.label, &servers, plan, c, args.window).await?;
         let row = row.against(&base);
         t.notes.push(format!(
@@ -263,6 +266,7 @@ pub async fn federation(args: CrossArgs) -> anyhow::Result<Vec<Table>> {
             ),
             label: "relay A → federation → relay B",
             compared: "one relay",
+            redis: None,
         })
     })
     .await
@@ -277,6 +281,7 @@ pub async fn redis_cross(args: CrossArgs) -> anyhow::Result<Vec<Table>> {
     let url = registrar.url();
     let redis = rmb_testkit::RedisServer::start()?;
     let redis_url = redis.url();
+    let redis_pid = proc_stats::redis_pid(redis.port());
     let max_pairs = args.pairs.iter().copied().max().unwrap_or(1);
     let here = [DOMAIN.to_string()];
     let twins =
@@ -305,6 +310,7 @@ pub async fn redis_cross(args: CrossArgs) -> anyhow::Result<Vec<Table>> {
             ),
             label: "instance 1 → redis → instance 2",
             compared: "one in-memory relay",
+            redis: redis_pid,
         })
     })
     .await

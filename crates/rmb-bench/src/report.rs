@@ -120,17 +120,23 @@ impl Table {
                 self.concurrency_label, self.unit, self.baseline
             ));
             out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+            // Name the processes when some row measures more than one.
+            let named = self.rows.iter().any(|r| r.servers.len() > 1);
+            let cell = |r: &Row, value: &dyn Fn(&Usage) -> String| {
+                let parts: Vec<String> = r
+                    .servers
+                    .iter()
+                    .map(|u| {
+                        if named {
+                            format!("{} {}", u.process, value(u))
+                        } else {
+                            value(u)
+                        }
+                    })
+                    .collect();
+                or_dash(parts.join(", "))
+            };
             for r in &self.rows {
-                let cpu: Vec<String> = r
-                    .servers
-                    .iter()
-                    .map(|u| format!("{:.0}", u.cpu_percent))
-                    .collect();
-                let rss: Vec<String> = r
-                    .servers
-                    .iter()
-                    .map(|u| format!("{:.1}", u.peak_rss_mib))
-                    .collect();
                 out.push_str(&format!(
                     "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {:.0}% |\n",
                     r.target,
@@ -140,21 +146,9 @@ impl Table {
                     r.p90_ms,
                     r.p99_ms,
                     r.max_ms,
-                    or_dash(cpu.join(" + ")),
-                    or_dash(rss.join(" + ")),
+                    cell(r, &|u| format!("{:.0}", u.cpu_percent)),
+                    cell(r, &|u| format!("{:.1}", u.peak_rss_mib)),
                     r.ratio_to_baseline * 100.0
-                ));
-            }
-            if self.rows.iter().any(|r| r.servers.len() > 1) {
-                let names: Vec<&str> = self
-                    .rows
-                    .iter()
-                    .max_by_key(|r| r.servers.len())
-                    .map(|r| r.servers.iter().map(|u| u.process.as_str()).collect())
-                    .unwrap_or_default();
-                out.push_str(&format!(
-                    "\nServer columns with several processes list them in this order: {}.\n",
-                    names.join(", ")
                 ));
             }
         }
