@@ -105,3 +105,39 @@ async fn delivery_resumes_after_redis_restarts() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_sender_with_an_outdated_owner_still_reaches_a_session_that_moved() {
+    let redis = RedisServer::start().unwrap();
+    let reg = registrar().await;
+    let one = instance(&reg.url(), &redis.url()).await;
+    let two = instance(&reg.url(), &redis.url()).await;
+    let three = instance(&reg.url(), &redis.url()).await;
+    let a = twin(&reg.url(), KeyType::Ed25519, &[DOMAIN.into()]).await;
+    let b = twin(&reg.url(), KeyType::Ed25519, &[DOMAIN.into()]).await;
+    let mut ca = connect(one.addr(), &a, None).await;
+    let mut cb = connect(two.addr(), &b, None).await;
+    // Instance one learns (and remembers for a moment) that B is on instance two.
+    ca.send(&request(&a, Address::twin(b.id), "x", b"to two"))
+        .await;
+    assert_eq!(plain(&cb.recv().await), b"to two");
+
+    // B moves to instance three; one's memory of the owner is now wrong.
+    let mut cb_three = connect(three.addr(), &b, None).await;
+    assert!(cb.recv_close().await.is_some(), "the old session is closed");
+    ca.send(&request(&a, Address::twin(b.id), "x", b"to three"))
+        .await;
+    assert_eq!(plain(&cb_three.recv().await), b"to three");
+
+    // B goes offline: what one still hands to instance two is queued, not lost.
+    drop(cb_three);
+    eventually("B's session on three is gone", || {
+        three.open_connections() == 0
+    })
+    .await;
+    ca.send(&request(&a, Address::twin(b.id), "x", b"while away"))
+        .await;
+    barrier(&mut ca, &a).await;
+    let mut cb_back = connect(one.addr(), &b, None).await;
+    assert_eq!(plain(&cb_back.recv().await), b"while away");
+}

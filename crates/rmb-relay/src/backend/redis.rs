@@ -12,15 +12,23 @@
 //!
 //! Delivery between two sessions on the same instance never touches Redis.
 //!
+//! Cross-instance delivery costs one Redis round trip on each side in the common case:
+//! the sender remembers a session's owner for [`OWNER_CACHE`] (a stale answer is
+//! harmless: an instance handed a frame for a session it no longer holds queues it and
+//! pokes the real owner, as below), and the receiver takes whatever else is waiting in
+//! its inbox with one LPOP after each BLPOP.
+//!
 //! Races are closed by ordering: a connecting instance sets `owner` *before* draining
 //! the queue, and a queueing instance reads `owner` *after* pushing (in one MULTI) and
 //! pokes the owner to drain again; so a frame is either drained or poked for.
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use dashmap::DashMap;
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +43,10 @@ use crate::session_key::SessionKey;
 /// envelope may live).
 const LIST_TTL_SECS: i64 = 3600;
 const DRAIN_BATCH: usize = 256;
+/// Inbox entries taken per round trip after a blocking pop returned one.
+const INBOX_BATCH: usize = 256;
+/// How long a session's owner (another instance) is remembered by a sender.
+const OWNER_CACHE: Duration = Duration::from_secs(1);
 
 const KIND_FRAME: u8 = b'F';
 const KIND_KICK: u8 = b'K';
@@ -104,6 +116,8 @@ struct Inner {
     limits: MailboxLimits,
     metrics: Arc<Metrics>,
     owner_ttl_secs: u64,
+    /// Owners (other instances) of remote sessions, with when they were looked up.
+    owners: DashMap<SessionKey, (Arc<str>, Instant)>,
 }
 
 impl RedisBackend {
@@ -126,6 +140,7 @@ impl RedisBackend {
             metrics,
             // Three missed heartbeats and the mark is gone.
             owner_ttl_secs: (heartbeat.as_secs() * 3).max(3),
+            owners: DashMap::new(),
         });
         tracing::info!(instance = %inner.id, "redis backend connected");
         tokio::spawn(inbox_loop(inner.clone(), shutdown.clone()));
@@ -213,6 +228,14 @@ impl Inner {
         Ok(())
     }
 
+    async fn handle_inbox_entries(&self, entries: impl IntoIterator<Item = Vec<u8>>) {
+        for raw in entries {
+            if let Err(e) = self.handle_inbox_entry(&raw).await {
+                tracing::warn!(error = %e, "could not handle a relay inbox entry");
+            }
+        }
+    }
+
     async fn handle_inbox_entry(&self, raw: &[u8]) -> Result<(), BackendError> {
         let Some((kind, key, frame)) = decode_inbox(raw) else {
             tracing::warn!("ignoring a malformed relay inbox entry");
@@ -271,8 +294,27 @@ async fn inbox_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
             };
             match popped {
                 Ok(Some((_, raw))) => {
-                    if let Err(e) = inner.handle_inbox_entry(&raw).await {
-                        tracing::warn!(error = %e, "could not handle a relay inbox entry");
+                    inner.handle_inbox_entries(std::iter::once(raw)).await;
+                    // BLPOP hands over one entry; take what else is waiting in batches.
+                    loop {
+                        let batch = NonZeroUsize::new(INBOX_BATCH);
+                        let more: Result<Vec<Vec<u8>>, _> = tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            r = conn.lpop(&inbox, batch) => r,
+                        };
+                        match more {
+                            Ok(more) => {
+                                let full = more.len() == INBOX_BATCH;
+                                inner.handle_inbox_entries(more).await;
+                                if !full {
+                                    break;
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "redis inbox read failed, reconnecting");
+                                continue 'reconnect;
+                            }
+                        }
                     }
                 }
                 Ok(None) => {}
@@ -396,16 +438,39 @@ impl Backend for RedisBackend {
         if self.deliver_local(key, frame) {
             return Ok(true);
         }
-        let mut redis = inner.redis.clone();
-        let owner: Option<String> = redis.get(owner_key(key)).await?;
+        let cached = inner
+            .owners
+            .get(key)
+            .filter(|entry| entry.1.elapsed() < OWNER_CACHE)
+            .map(|entry| entry.0.clone());
+        let owner = match cached {
+            Some(owner) => Some(owner),
+            None => {
+                let mut redis = inner.redis.clone();
+                let owner: Option<String> = redis.get(owner_key(key)).await?;
+                match owner {
+                    Some(owner) if owner != inner.id => {
+                        let owner: Arc<str> = owner.into();
+                        inner
+                            .owners
+                            .insert(key.clone(), (owner.clone(), Instant::now()));
+                        Some(owner)
+                    }
+                    _ => {
+                        inner.owners.remove(key);
+                        None
+                    }
+                }
+            }
+        };
         match owner {
-            Some(owner) if owner != inner.id => {
+            Some(owner) => {
                 inner
                     .send_inbox(&owner, encode_inbox(KIND_FRAME, key, Some(frame)))
                     .await?;
                 Ok(true)
             }
-            _ => Ok(false),
+            None => Ok(false),
         }
     }
 
@@ -415,6 +480,9 @@ impl Backend for RedisBackend {
 
     async fn sweep(&self, now: u64) -> usize {
         // Redis lists expire on their own; expired frames in them are skipped on drain.
+        self.inner
+            .owners
+            .retain(|_, (_, looked_up)| looked_up.elapsed() < OWNER_CACHE);
         self.inner.local.sweep(now)
     }
 
