@@ -33,7 +33,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::redis_conn::{retry, Backoff, Redis};
-use crate::translate::{self, LocalRequest};
+use crate::translate::{self, LocalRequest, RequestInfo};
 
 /// Entries kept in each in-memory map (backlogs, request schemas).
 const MEMORY_CAP: usize = 100_000;
@@ -180,8 +180,8 @@ struct Shared {
     client: Client,
     stats: Arc<Stats>,
     backlogs: TtlMap<Backlog>,
-    /// Schema of each incoming request, by `"<src>|<uid>"`, for its reply.
-    schemas: TtlMap<Option<String>>,
+    /// Schema and deadline of each incoming request, by `"<src>|<uid>"`, for its reply.
+    requests: TtlMap<RequestInfo>,
     writer: mpsc::Sender<Write>,
     redis_url: String,
     backoff: Backoff,
@@ -227,7 +227,7 @@ impl Peer {
             client: client.clone(),
             stats: stats.clone(),
             backlogs: TtlMap::new(),
-            schemas: TtlMap::new(),
+            requests: TtlMap::new(),
             writer,
             redis_url: config.redis_url.clone(),
             backoff: config.redis_backoff,
@@ -374,7 +374,7 @@ async fn local_request(shared: &Shared, redis: &mut Redis, json: &str) {
 async fn local_reply(shared: &Shared, json: &str) {
     let me = shared.client.address().clone();
     let reply = translate::local_reply(json, &me, |dst, uid| {
-        shared.schemas.get(&format!("{dst}|{uid}")).flatten()
+        shared.requests.get(&format!("{dst}|{uid}"))
     });
     let out = match reply {
         Ok(out) => out,
@@ -422,11 +422,14 @@ async fn event_loop(shared: Arc<Shared>, mut events: mpsc::Receiver<Event>) {
         let write = match event {
             Event::Request(msg) => {
                 Stats::inc(&shared.stats.incoming_requests);
-                shared.schemas.insert(
-                    format!("{}|{}", msg.source, msg.uid),
-                    msg.schema.clone(),
-                    msg.timestamp.saturating_add(msg.expiration),
-                );
+                let deadline = msg.timestamp.saturating_add(msg.expiration);
+                let info = RequestInfo {
+                    schema: msg.schema.clone(),
+                    deadline,
+                };
+                shared
+                    .requests
+                    .insert(format!("{}|{}", msg.source, msg.uid), info, deadline);
                 let Some((list, json)) = translate::incoming_request(&msg) else {
                     continue;
                 };

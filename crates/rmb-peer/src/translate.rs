@@ -133,10 +133,21 @@ pub fn local_request(
 /// Parses a service's reply into the response envelope to send back. `request_schema`
 /// is the schema of the request it answers, when the peer still knows it: a reply
 /// carries it unless the service set another (PROTOCOL.md §6).
+/// What the peer remembers of a request it handed to a service, for the reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestInfo {
+    pub schema: Option<String>,
+    /// Unix seconds at which the request expires.
+    pub deadline: u64,
+}
+
+/// The envelope for a service's reply. `request` finds what the peer remembers of the
+/// request by the reply's `dst` and `ref`: its schema (the reply's default) and its
+/// deadline (the reply lives until then; [`DEFAULT_TTL`] for a request it does not know).
 pub fn local_reply(
     json: &str,
     me: &Address,
-    request_schema: impl FnOnce(&str, &str) -> Option<String>,
+    request: impl FnOnce(&str, &str) -> Option<RequestInfo>,
 ) -> Result<Outgoing, BadInput> {
     let reply: OutgoingResponse = serde_json::from_str(json).map_err(|e| {
         let (reply_to, reference) = salvage(json, "dst");
@@ -157,11 +168,15 @@ pub fn local_reply(
         .destination
         .parse()
         .map_err(|e| bad(ErrorCode::InvalidMessage, format!("invalid dst: {e}")))?;
+    let known = request(&reply.destination, &reply.reference);
     let schema = reply
         .schema
         .clone()
         .filter(|s| !s.is_empty())
-        .or_else(|| request_schema(&reply.destination, &reply.reference));
+        .or_else(|| known.as_ref().and_then(|r| r.schema.clone()));
+    let ttl = known.map_or(DEFAULT_TTL, |r| {
+        rmb_sdk::client::reply_ttl(r.deadline, reply.timestamp)
+    });
     let mut out = match &reply.error {
         Some(err) => Outgoing::error(
             reply.reference.clone(),
@@ -170,7 +185,7 @@ pub fn local_reply(
             err.code,
             err.message.clone(),
             schema,
-            DEFAULT_TTL,
+            ttl,
         ),
         None => {
             let body = peer_api::decode_data(&reply.data).map_err(|e| {
@@ -185,7 +200,7 @@ pub fn local_reply(
                 destination,
                 body,
                 schema,
-                DEFAULT_TTL,
+                ttl,
             )
         }
     };
@@ -339,16 +354,24 @@ mod tests {
             r#"{"ver":1,"ref":"uid-9","dat":"b2s=","dst":"7:s1","shm":null,"now":0,"err":null}"#;
         let out = local_reply(json, &me(), |dst, uid| {
             assert_eq!((dst, uid), ("7:s1", "uid-9"));
-            Some("application/json".into())
+            Some(RequestInfo {
+                schema: Some("application/json".into()),
+                deadline: 60,
+            })
         })
         .unwrap();
+        assert_eq!(out.expiration, 60, "the reply lives as long as its request");
         assert_eq!(out.uid, "uid-9");
         assert_eq!(out.destination, Address::session(7, "s1"));
         assert_eq!(out.schema.as_deref(), Some("application/json"));
         assert_eq!(out.payload.as_deref(), Some(&b"ok"[..]));
         let json = r#"{"ver":1,"ref":"u","dat":"","dst":"7","shm":"text/plain","now":0,"err":{"code":7,"message":"no"}}"#;
-        let out = local_reply(json, &me(), |_, _| Some("x".into())).unwrap();
+        let out = local_reply(json, &me(), |_, _| None).unwrap();
         assert_eq!(out.schema.as_deref(), Some("text/plain"));
+        assert_eq!(
+            out.expiration, DEFAULT_TTL,
+            "an unknown request: the default"
+        );
         assert!(matches!(&out.message, Message::Error(e) if e.code == 7 && e.message == "no"));
         let bad = r#"{"ver":1,"ref":"u","dat":"","dst":"zero","now":0}"#;
         let e = local_reply(bad, &me(), |_, _| None).unwrap_err();

@@ -65,7 +65,7 @@ pub const DEFAULT_RESEND_AFTER: Duration = Duration::from_secs(5);
 /// Replies kept for answering copies of requests: at most this many...
 const REPLY_CACHE_ENTRIES: usize = 16_384;
 /// ...and this many bytes.
-const REPLY_CACHE_BYTES: usize = 64 << 20;
+const REPLY_CACHE_BYTES: usize = 32 << 20;
 
 /// Default cap on incoming requests handled at once (see
 /// [`ClientBuilder::max_concurrent_requests`]).
@@ -821,6 +821,7 @@ async fn serve(inner: &Arc<Inner>, handler: crate::serve::Handler, request: Requ
         request.schema.clone(),
         request.command.clone(),
     );
+    let deadline = request.timestamp.saturating_add(request.expiration);
     let result = match AssertUnwindSafe(handler(request)).catch_unwind().await {
         Ok(result) => result,
         Err(panic) => {
@@ -835,8 +836,9 @@ async fn serve(inner: &Arc<Inner>, handler: crate::serve::Handler, request: Requ
             )))
         }
     };
+    let ttl = reply_ttl(deadline, rmb_core::time::now());
     let reply = match result {
-        Ok(body) => Outgoing::response(uid, inner.address.clone(), to, body, schema, DEFAULT_TTL),
+        Ok(body) => Outgoing::response(uid, inner.address.clone(), to, body, schema, ttl),
         Err(e) => Outgoing::error(
             uid,
             inner.address.clone(),
@@ -844,7 +846,7 @@ async fn serve(inner: &Arc<Inner>, handler: crate::serve::Handler, request: Requ
             e.code,
             e.message,
             schema,
-            DEFAULT_TTL,
+            ttl,
         ),
     };
     if let Err(e) = inner.send(reply).await {
@@ -852,9 +854,24 @@ async fn serve(inner: &Arc<Inner>, handler: crate::serve::Handler, request: Requ
     }
 }
 
+/// A reply's lifetime: what is left of its request's (after that the caller has stopped
+/// waiting), at least a second, and never more than [`DEFAULT_TTL`]. Short-lived replies
+/// keep the caller's de-duplication memory and our reply cache small.
+pub fn reply_ttl(request_deadline: u64, now: u64) -> u64 {
+    request_deadline.saturating_sub(now).clamp(1, DEFAULT_TTL)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::relay_host;
+    use super::{relay_host, reply_ttl, DEFAULT_TTL};
+
+    #[test]
+    fn replies_live_as_long_as_their_request_still_does() {
+        assert_eq!(reply_ttl(1060, 1000), 60);
+        assert_eq!(reply_ttl(1000, 1000), 1, "a late reply still gets a second");
+        assert_eq!(reply_ttl(900, 1000), 1);
+        assert_eq!(reply_ttl(9000, 1000), DEFAULT_TTL);
+    }
 
     #[test]
     fn relay_hosts_are_the_url_authority() {

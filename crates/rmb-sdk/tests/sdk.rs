@@ -567,6 +567,11 @@ async fn a_copy_of_an_answered_request_gets_the_same_reply_without_a_second_run(
         Some(Message::Response(_)) => {}
         other => panic!("expected a response, got {other:?}"),
     }
+    // The reply lives only as long as its 60 s request still does.
+    let reply_deadline = first.timestamp + first.expiration;
+    let request_deadline = request.timestamp + request.expiration;
+    assert!(reply_deadline <= request_deadline.max(first.timestamp + 1));
+    assert!(first.expiration >= 1);
     assert_eq!(runs.load(Ordering::SeqCst), 1, "the handler ran once");
 }
 
