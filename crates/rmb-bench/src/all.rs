@@ -20,7 +20,7 @@ pub struct AllArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "relay,federation,redis-cross,peer,registrar,load"
+        default_value = "relay,federation,redis-cross,peer,registrar,load,flood"
     )]
     pub only: Vec<String>,
     #[command(flatten)]

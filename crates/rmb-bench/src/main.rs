@@ -15,6 +15,8 @@
 //!   same client asking a trivial HTTP handler;
 //! - `load` (alias `idle`): memory per authenticated idle session, and the latency of a
 //!   steady stream with and without them;
+//! - `flood`: one twin flooding a rate-limited relay: what gets through, and the latency
+//!   of a steady stream between other twins without and with it;
 //! - `soak`: minutes of fixed-rate round trips through rmb-peer: no reply may be lost;
 //! - `all`: all but `soak`, written into docs/benchmarks.md.
 //!
@@ -22,6 +24,7 @@
 //! their CPU time and peak RSS are measured apart from the load generator's.
 
 mod all;
+mod flood;
 mod forwarder;
 mod load;
 mod peer_bench;
@@ -58,6 +61,8 @@ enum Command {
     /// Idle authenticated sessions: memory per session, and stream latency with them.
     #[command(alias = "idle")]
     Load(scale::LoadArgs),
+    /// One twin flooding a rate-limited relay: what gets through, and other twins' latency.
+    Flood(flood::FloodArgs),
     /// Fixed-rate round trips through relay and rmb-peer for minutes; fails on a lost reply.
     Soak(peer_bench::SoakArgs),
     /// Everything but soak, written into docs/benchmarks.md (~5 minutes).
@@ -108,6 +113,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 Command::Peer(a) => a.common.json.clone(),
                 Command::Registrar(a) => a.common.json.clone(),
                 Command::Load(a) => a.common.json.clone(),
+                Command::Flood(a) => a.common.json.clone(),
                 Command::Soak(a) => a.json.clone(),
                 _ => None,
             };
@@ -126,6 +132,7 @@ async fn measure(command: Command) -> anyhow::Result<Vec<Table>> {
         Command::Peer(args) => peer_bench::run(args).await,
         Command::Registrar(args) => registrar_bench::run(args).await,
         Command::Load(args) => scale::run(args).await,
+        Command::Flood(args) => flood::run(args).await,
         Command::Soak(args) => peer_bench::soak(args).await,
         _ => anyhow::bail!("not a benchmark"),
     }

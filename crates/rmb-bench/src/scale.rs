@@ -59,36 +59,8 @@ pub async fn run(mut args: LoadArgs) -> anyhow::Result<Vec<Table>> {
     let idle_twin = servers::register(&client, c.key_type, &[DOMAIN.to_string()]).await?;
     let twins = relay_bench::twins_on(&client, &c, args.pairs).await?;
     let relay = Server::relay(&listen_addr(), &registrar.url(), None, &[]).await?;
-    let shape = Shape {
-        window: 64,
-        rate: Some(args.rate / args.pairs.max(1) as f64),
-    };
-    let plan = || -> Vec<Pair> {
-        twins
-            .iter()
-            .map(|(s, r)| {
-                let (frame, ts_offset) = servers::frame(s, r, c.payload);
-                Pair {
-                    receiver_url: r.url(&relay.addr),
-                    sender_url: s.url(&relay.addr),
-                    frame,
-                    ts_offset,
-                }
-            })
-            .collect()
-    };
-    let stream = |label: String, plan: Vec<Pair>| {
-        let relay = &relay;
-        let c = &c;
-        async move {
-            eprintln!("measuring {label} ...");
-            let meter = Meter::start(&[("relay", relay.pid())]);
-            let result = load::run(plan, c.warmup(), c.duration(), shape).await?;
-            anyhow::ensure!(result.messages > 0, "{label}: nothing was delivered");
-            anyhow::Ok(Row::new(&label, args.pairs, &result, meter.finish()))
-        }
-    };
-    let quiet = stream("steady stream, no idle sessions".into(), plan()).await?;
+    let stream = |label: String| steady_row(label, &relay, &twins, &c, args.rate);
+    let quiet = stream("steady stream, no idle sessions".into()).await?;
 
     // Warm the relay's registrar cache and runtime with one session first.
     let _first = connect_from("127.0.0.1", &relay.addr, &idle_twin, "warm").await?;
@@ -114,7 +86,7 @@ pub async fn run(mut args: LoadArgs) -> anyhow::Result<Vec<Table>> {
     // Let the relay finish setting up the last sessions.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = proc_stats::sample(relay.pid()).context("reading relay memory")?;
-    let loaded = stream(format!("steady stream + {opened} idle sessions"), plan())
+    let loaded = stream(format!("steady stream + {opened} idle sessions"))
         .await?
         .against(&quiet);
     drop(sockets);
@@ -130,13 +102,7 @@ pub async fn run(mut args: LoadArgs) -> anyhow::Result<Vec<Table>> {
             mib(after.rss_kib)
         ),
     );
-    notes.insert(
-        1,
-        format!(
-            "stream latency with the idle sessions: p50 {:.2} → {:.2} ms, p99 {:.2} → {:.2} ms",
-            quiet.p50_ms, loaded.p50_ms, quiet.p99_ms, loaded.p99_ms
-        ),
-    );
+    notes.insert(1, latency_note("with the idle sessions", &quiet, &loaded));
     let mut t = Table {
         bench: "load".into(),
         title: "Connection scale: idle sessions plus a steady stream".into(),
@@ -158,6 +124,46 @@ pub async fn run(mut args: LoadArgs) -> anyhow::Result<Vec<Table>> {
         .insert("rss_after_mib".into(), mib(after.rss_kib).into());
     t.extra.insert("kib_per_session".into(), per_session.into());
     Ok(vec![t])
+}
+
+/// "stream latency <what>: p50 a → b ms, p99 c → d ms".
+pub fn latency_note(what: &str, quiet: &Row, loaded: &Row) -> String {
+    format!(
+        "stream latency {what}: p50 {:.2} → {:.2} ms, p99 {:.2} → {:.2} ms",
+        quiet.p50_ms, loaded.p50_ms, quiet.p99_ms, loaded.p99_ms
+    )
+}
+
+/// A steady stream of `rate` envelopes/s in all between `twins` (sender, receiver)
+/// through `relay`, measured as one row.
+pub async fn steady_row(
+    label: String,
+    relay: &Server,
+    twins: &[(BenchTwin, BenchTwin)],
+    c: &Common,
+    rate: f64,
+) -> anyhow::Result<Row> {
+    let plan = twins
+        .iter()
+        .map(|(s, r)| {
+            let (frame, ts_offset) = servers::frame(s, r, c.payload);
+            Pair {
+                receiver_url: r.url(&relay.addr),
+                sender_url: s.url(&relay.addr),
+                frame,
+                ts_offset,
+            }
+        })
+        .collect();
+    let shape = Shape {
+        window: 64,
+        rate: Some(rate / twins.len().max(1) as f64),
+    };
+    eprintln!("measuring {label} ...");
+    let meter = Meter::start(&[("relay", relay.pid())]);
+    let result = load::run(plan, c.warmup(), c.duration(), shape).await?;
+    anyhow::ensure!(result.messages > 0, "{label}: nothing was delivered");
+    Ok(Row::new(&label, twins.len(), &result, meter.finish()))
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;

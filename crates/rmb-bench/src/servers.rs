@@ -95,6 +95,9 @@ pub struct ServeRelayArgs {
     /// Domains served (default: bench.relay).
     #[arg(long = "domain")]
     domains: Vec<String>,
+    /// Rate limit: envelopes per second per twin (default: unlimited).
+    #[arg(long)]
+    limit_per_second: Option<u64>,
 }
 
 /// Runs a relay for the benchmark (child process). Federation is plain http: every
@@ -109,6 +112,13 @@ pub async fn serve_relay(args: ServeRelayArgs) -> anyhow::Result<()> {
     config.redis_url = args.redis;
     config.max_connections = 1_000_000;
     config.federation_scheme = "http";
+    if let Some(n) = args.limit_per_second {
+        config.rate_limit = rmb_relay::ratelimit::RateLimit {
+            messages: Some(n),
+            bytes: None,
+            window_secs: 1,
+        };
+    }
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     let directory = Arc::new(RegistrarDirectory::new(&args.registrar)?);
     let relay = rmb_relay::start(listener, config, directory).await?;

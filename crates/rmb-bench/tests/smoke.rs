@@ -96,3 +96,16 @@ fn soak_loses_nothing() {
     assert_eq!(tables[0]["extra"]["lost"], 0);
     assert!(tables[0]["extra"]["sent"].as_u64().unwrap() > 0);
 }
+
+#[test]
+fn flood_is_held_to_the_limit() {
+    let tables = bench(&with_short(&["flood", "--limit", "200", "--rate", "100"]));
+    let extra = &tables[0]["extra"];
+    let delivered = extra["flood_delivered_per_s"].as_f64().unwrap();
+    assert!(
+        extra["flood_refused_per_s"].as_f64().unwrap() > 0.0,
+        "{extra}"
+    );
+    // Fixed one-second windows: a measured second can overlap two of them.
+    assert!(delivered <= 2.0 * 200.0, "the limit did not hold: {extra}");
+}
