@@ -37,6 +37,8 @@ use crate::translate::{self, LocalRequest, RequestInfo};
 
 /// Entries kept in each in-memory map (backlogs, request schemas).
 const MEMORY_CAP: usize = 100_000;
+/// How often those maps drop their expired entries.
+const SWEEP_EVERY_SECS: u64 = 5;
 /// Seconds a blocking pop waits before looping (to notice shutdown).
 const POP_TIMEOUT: f64 = 1.0;
 /// Most messages written to Redis in one round trip.
@@ -150,18 +152,30 @@ enum Reply {
 /// A bounded map whose entries expire (unix seconds).
 struct TtlMap<V> {
     map: DashMap<String, (V, u64)>,
+    /// Unix second of the last sweep of expired entries.
+    swept: AtomicU64,
 }
 
 impl<V: Clone> TtlMap<V> {
     fn new() -> Self {
         TtlMap {
             map: DashMap::new(),
+            swept: AtomicU64::new(now()),
         }
     }
 
     fn insert(&self, key: String, value: V, deadline: u64) {
-        if self.map.len() >= MEMORY_CAP {
-            let now = now();
+        let now = now();
+        // Expired entries go every few seconds, so the map holds about (rate × life)
+        // entries rather than growing to the cap before anything is freed.
+        let swept = self.swept.load(Ordering::Relaxed);
+        if self.map.len() >= MEMORY_CAP
+            || (now >= swept + SWEEP_EVERY_SECS
+                && self
+                    .swept
+                    .compare_exchange(swept, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok())
+        {
             self.map.retain(|_, (_, d)| *d > now);
             if self.map.len() >= MEMORY_CAP {
                 return;
@@ -561,5 +575,27 @@ async fn find_backlog(shared: &Shared, redis: &mut Redis, uid: &str) -> Option<B
             tracing::warn!(uid, "undecodable backlog: {e}");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_maps_drop_expired_entries_without_waiting_to_be_full() {
+        let map = TtlMap::new();
+        let t = now();
+        for i in 0..10 {
+            map.insert(format!("old-{i}"), i, t - 1);
+        }
+        map.insert("live".into(), 99, t + 60);
+        assert_eq!(map.get("old-3"), None, "expired entries are never served");
+        assert_eq!(map.map.len(), 11, "no sweep before its time");
+        // The next sweep is due: the next insert drops everything expired.
+        map.swept.store(t - SWEEP_EVERY_SECS, Ordering::Relaxed);
+        map.insert("new".into(), 100, t + 60);
+        assert_eq!(map.map.len(), 2);
+        assert_eq!(map.get("live"), Some(99));
     }
 }
