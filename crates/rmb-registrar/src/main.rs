@@ -70,26 +70,11 @@ async fn main() -> anyhow::Result<()> {
     let server = rmb_registrar::serve(listener, config)
         .await
         .context("cannot start the registrar")?;
-    shutdown_signal().await;
+    rmb_config::shutdown_signal().await;
     tracing::info!("shutting down");
     server
         .shutdown()
         .await
         .context("registrar stopped with an error")?;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
