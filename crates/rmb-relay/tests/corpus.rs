@@ -41,12 +41,12 @@ async fn every_malformed_frame_is_refused_and_the_relay_keeps_serving() {
             // frame, or it handled the frame and answers the ping.
             let ping = ping(&mallory);
             let _ = futures_util::SinkExt::send(
-                &mut cm.ws,
+                &mut cm.raw.ws,
                 WsMessage::Binary(rmb_core::prost::Message::encode_to_vec(&ping).into()),
             )
             .await;
             loop {
-                match futures_util::StreamExt::next(&mut cm.ws).await {
+                match futures_util::StreamExt::next(&mut cm.raw.ws).await {
                     Some(Ok(WsMessage::Close(frame))) => {
                         let frame = frame.expect("a close frame with a reason");
                         assert_eq!(frame.code, CloseCode::Invalid, "{name}: {frame:?}");

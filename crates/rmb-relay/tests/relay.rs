@@ -297,8 +297,11 @@ async fn text_frames_garbage_and_oversized_frames_close_the_connection() {
 
     let mut conn = connect(relay.addr(), &a, None).await;
     // The relay may close before the client finishes writing: ignore the send result.
-    let _ = futures_util::SinkExt::send(&mut conn.ws, WsMessage::Binary(vec![1u8; 10_000].into()))
-        .await;
+    let _ = futures_util::SinkExt::send(
+        &mut conn.raw.ws,
+        WsMessage::Binary(vec![1u8; 10_000].into()),
+    )
+    .await;
     // Depending on timing the client sees the close frame or a reset; the metric below
     // proves the relay refused the frame either way.
     if let Some(close) = conn.recv_close().await {
@@ -468,7 +471,9 @@ async fn many_connect_disconnect_cycles_leave_no_sessions_behind() {
     for i in 0..300 {
         let mut conn = connect(relay.addr(), &a, Some(&format!("cycle-{}", i % 7))).await;
         if i % 2 == 0 {
-            futures_util::SinkExt::close(&mut conn.ws).await.unwrap();
+            futures_util::SinkExt::close(&mut conn.raw.ws)
+                .await
+                .unwrap();
         }
         // Odd cycles just drop the socket without a close handshake.
     }

@@ -12,11 +12,9 @@ use rmb_core::proto::{Message, Payload, Request, Response};
 use rmb_core::{envelope, jwt, Address, Envelope, KeyType, Signer};
 use rmb_registrar::RegistrarClient;
 use rmb_relay::Config;
-use rmb_testkit::TestRelay;
-use tokio::net::TcpStream;
+use rmb_testkit::{RawConn, TestRelay};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// Longest a test waits for an event before failing.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -74,8 +72,10 @@ pub fn token(twin: &Twin, sid: Option<&str>) -> String {
     jwt::create(&twin.signer, twin.id, sid, rmb_core::time::now(), 60)
 }
 
+/// A raw connection to the relay (the test kit's), whose [`Conn::recv`] also returns
+/// pongs: these tests check the relay's answers to pings.
 pub struct Conn {
-    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub raw: RawConn,
 }
 
 /// Connects with a valid token.
@@ -84,34 +84,29 @@ pub async fn connect(relay: SocketAddr, twin: &Twin, sid: Option<&str>) -> Conn 
 }
 
 pub async fn connect_with(relay: SocketAddr, query: &str) -> Result<Conn, tungstenite::Error> {
-    let url = format!("ws://{relay}/?{query}");
-    let (ws, _) = tokio_tungstenite::connect_async(url).await?;
-    Ok(Conn { ws })
+    Ok(Conn {
+        raw: RawConn::connect(relay, query).await?,
+    })
 }
 
 /// The HTTP status a refused connection attempt got.
 pub async fn refused_status(relay: SocketAddr, query: &str) -> u16 {
-    match connect_with(relay, query).await {
-        Err(tungstenite::Error::Http(response)) => response.status().as_u16(),
-        Err(e) => panic!("expected an HTTP refusal, got {e}"),
-        Ok(_) => panic!("connection was accepted"),
-    }
+    RawConn::refused(relay, query).await.status
 }
 
 impl Conn {
     pub async fn send(&mut self, env: &Envelope) {
-        self.send_raw(WsMessage::Binary(env.encode_to_vec().into()))
-            .await;
+        self.raw.send(env).await;
     }
 
     pub async fn send_raw(&mut self, msg: WsMessage) {
-        self.ws.send(msg).await.unwrap();
+        self.raw.ws.send(msg).await.unwrap();
     }
 
-    /// The next envelope; fails the test if none arrives within [`WAIT`].
+    /// The next envelope, pongs included; fails the test if none arrives within [`WAIT`].
     pub async fn recv(&mut self) -> Envelope {
         loop {
-            let msg = tokio::time::timeout(WAIT, self.ws.next())
+            let msg = tokio::time::timeout(WAIT, self.raw.ws.next())
                 .await
                 .expect("timed out waiting for an envelope")
                 .expect("connection ended")
@@ -126,16 +121,7 @@ impl Conn {
 
     /// Waits for the relay to close the connection; returns its close frame.
     pub async fn recv_close(&mut self) -> Option<CloseFrame> {
-        loop {
-            let msg = tokio::time::timeout(WAIT, self.ws.next())
-                .await
-                .expect("timed out waiting for close");
-            match msg {
-                Some(Ok(WsMessage::Close(frame))) => return frame,
-                Some(Ok(_)) => continue,
-                Some(Err(_)) | None => return None,
-            }
-        }
+        self.raw.recv_close().await
     }
 }
 

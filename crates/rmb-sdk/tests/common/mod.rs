@@ -6,12 +6,9 @@
 
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
-use rmb_core::prost::Message as _;
-use rmb_core::{jwt, Envelope, KeyType, Signer};
+use rmb_core::{jwt, KeyType, Signer};
 use rmb_sdk::{Client, PoolConfig};
-use rmb_testkit::{TestRegistrar, TestRelay};
-use tokio_tungstenite::tungstenite::Message as WsMessage;
+use rmb_testkit::{RawConn, TestRegistrar, TestRelay};
 
 /// Longest a test waits for any one event.
 pub const WAIT: Duration = Duration::from_secs(15);
@@ -89,41 +86,6 @@ impl RawTwin {
 
     pub async fn connect(&self, relay: &TestRelay) -> RawConn {
         let token = jwt::create(&self.signer, self.id, None, rmb_core::time::now(), 60);
-        let (ws, _) = tokio_tungstenite::connect_async(format!("{}/?{token}", relay.ws_url()))
-            .await
-            .unwrap();
-        RawConn { ws }
-    }
-}
-
-pub struct RawConn {
-    ws: tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
-}
-
-impl RawConn {
-    pub async fn send(&mut self, env: &Envelope) {
-        self.ws
-            .send(WsMessage::Binary(env.encode_to_vec().into()))
-            .await
-            .unwrap();
-    }
-
-    /// The next envelope that is not a pong; fails after [`WAIT`].
-    pub async fn recv(&mut self) -> Envelope {
-        loop {
-            let msg = tokio::time::timeout(WAIT, self.ws.next())
-                .await
-                .expect("timed out waiting for an envelope")
-                .expect("connection ended")
-                .expect("websocket error");
-            if let WsMessage::Binary(data) = msg {
-                let env = Envelope::decode(&data[..]).unwrap();
-                if !matches!(env.message, Some(rmb_core::proto::Message::Pong(_))) {
-                    return env;
-                }
-            }
-        }
+        RawConn::connect(relay.addr(), &token).await.unwrap()
     }
 }
