@@ -13,9 +13,8 @@ use std::time::Duration;
 
 use common::*;
 use rmb_core::proto::Message;
-use rmb_core::{jwt, Address, KeyType};
+use rmb_core::{jwt, KeyType};
 use rmb_registrar::{ClientConfig, RegistrarClient};
-use rmb_sdk::outgoing::{seal, Outgoing};
 use rmb_sdk::Client;
 use rmb_testkit::{Proxy, RawConn, TestRegistrar, TestRelay};
 
@@ -123,16 +122,8 @@ async fn cached_twins_keep_talking_and_new_twins_are_refused_until_the_registrar
         let mut conn = RawConn::connect(relay.addr(), &token(&newcomer))
             .await
             .unwrap();
-        let out = Outgoing::request(
-            "newcomer-1",
-            Address::twin(newcomer.id),
-            Address::twin(server.twin_id()),
-            "echo",
-            b"hello again".to_vec(),
-            60,
-        );
-        conn.send(&seal(out, &newcomer.signer, None, rmb_core::time::now()))
-            .await;
+        let request = newcomer.request("newcomer-1", server.twin_id(), "echo", b"hello again");
+        conn.send(&request).await;
         let reply = conn.recv().await;
         assert_eq!(reply.uid, "newcomer-1");
         assert!(

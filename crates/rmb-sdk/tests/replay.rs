@@ -10,8 +10,7 @@ use std::time::Duration;
 use common::*;
 use rmb_core::prost::Message as _;
 use rmb_core::proto::Message;
-use rmb_core::{Address, KeyType};
-use rmb_sdk::outgoing::{seal, Outgoing};
+use rmb_core::KeyType;
 use rmb_testkit::RawConn;
 
 #[tokio::test]
@@ -29,15 +28,8 @@ async fn a_request_replayed_byte_for_byte_through_one_relay_is_handled_once() {
         let token = rmb_core::jwt::create(&raw.signer, raw.id, None, rmb_core::time::now(), 60);
         let mut conn = RawConn::connect(n.relay.addr(), &token).await.unwrap();
         let request = |uid: &str| {
-            let out = Outgoing::request(
-                uid,
-                Address::twin(raw.id),
-                Address::twin(server.twin_id()),
-                "count",
-                uid.as_bytes().to_vec(),
-                60,
-            );
-            seal(out, &raw.signer, None, rmb_core::time::now()).encode_to_vec()
+            raw.request(uid, server.twin_id(), "count", uid.as_bytes())
+                .encode_to_vec()
         };
         let captured = request("replayed");
         for _ in 0..3 {

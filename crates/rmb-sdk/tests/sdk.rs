@@ -185,17 +185,7 @@ async fn duplicate_delivery_over_two_relays_is_handled_once() {
     let raw = RawTwin::register(&reg, &[&r1, &r2]).await;
     let mut c1 = raw.connect(&r1).await;
     let mut c2 = raw.connect(&r2).await;
-    let request = |uid: &str, body: &[u8]| {
-        let out = Outgoing::request(
-            uid,
-            Address::twin(raw.id),
-            Address::twin(server.twin_id()),
-            "count",
-            body.to_vec(),
-            60,
-        );
-        seal(out, &raw.signer, None, rmb_core::time::now())
-    };
+    let request = |uid: &str, body: &[u8]| raw.request(uid, server.twin_id(), "count", body);
     let dup = request("dup-1", b"first");
     c1.send(&dup).await;
     c2.send(&dup).await;
@@ -239,15 +229,7 @@ async fn bad_signatures_are_refused_with_code_104() {
     });
     let raw = RawTwin::register(&n.reg, &[&n.relay]).await;
     let mut conn = raw.connect(&n.relay).await;
-    let out = Outgoing::request(
-        "forged",
-        Address::twin(raw.id),
-        Address::twin(server.twin_id()),
-        "x",
-        b"body".to_vec(),
-        60,
-    );
-    let mut env = seal(out, &raw.signer, None, rmb_core::time::now());
+    let mut env = raw.request("forged", server.twin_id(), "x", b"body");
     env.payload = Some(Payload::Plain(b"tampered".to_vec()));
     conn.send(&env).await;
     let reply = conn.recv().await;
@@ -548,15 +530,7 @@ async fn a_copy_of_an_answered_request_gets_the_same_reply_without_a_second_run(
     });
     let raw = RawTwin::register(&n.reg, &[&n.relay]).await;
     let mut conn = raw.connect(&n.relay).await;
-    let out = Outgoing::request(
-        "replayed-1",
-        Address::twin(raw.id),
-        Address::twin(server.twin_id()),
-        "count",
-        vec![],
-        60,
-    );
-    let request = seal(out, &raw.signer, None, rmb_core::time::now());
+    let request = raw.request("replayed-1", server.twin_id(), "count", b"");
     conn.send(&request).await;
     let first = conn.recv().await;
     // The reply was "lost"; the requester sends the same bytes again.

@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use rmb_core::{jwt, KeyType, Signer};
+use rmb_core::{jwt, Address, Envelope, KeyType, Signer};
+use rmb_sdk::outgoing::{seal, Outgoing};
 use rmb_sdk::{Client, PoolConfig};
 use rmb_testkit::{RawConn, TestRegistrar, TestRelay};
 
@@ -82,6 +83,19 @@ impl RawTwin {
             id: twin.twin_id,
             signer,
         }
+    }
+
+    /// A request signed by this twin to `to` (plain text, 60 s).
+    pub fn request(&self, uid: &str, to: u32, command: &str, body: &[u8]) -> Envelope {
+        let out = Outgoing::request(
+            uid,
+            Address::twin(self.id),
+            Address::twin(to),
+            command,
+            body.to_vec(),
+            60,
+        );
+        seal(out, &self.signer, None, rmb_core::time::now())
     }
 
     pub async fn connect(&self, relay: &TestRelay) -> RawConn {
