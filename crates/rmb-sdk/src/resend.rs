@@ -23,7 +23,9 @@ use bytes::Bytes;
 /// Requests sent and not yet answered, with when to send each again.
 #[derive(Debug)]
 pub struct Outstanding {
-    entries: HashMap<(String, u32), Entry>,
+    /// By uid, then destination twin (one uid goes to several twins in a
+    /// multi-destination request), so answers and refusals find theirs directly.
+    by_uid: HashMap<String, Vec<(u32, Entry)>>,
     first_interval_ms: u64,
 }
 
@@ -41,57 +43,66 @@ impl Outstanding {
     /// twice as long as the one before.
     pub fn new(first_interval: Duration) -> Self {
         Outstanding {
-            entries: HashMap::new(),
+            by_uid: HashMap::new(),
             first_interval_ms: (first_interval.as_millis() as u64).max(1),
         }
     }
 
-    /// Remembers a request sent to `twin`.
+    /// Remembers a request sent to `twin` (replacing one with the same uid and twin).
     pub fn track(&mut self, uid: String, twin: u32, frame: Bytes, deadline: u64, now_ms: u64) {
         let interval_ms = self.first_interval_ms;
-        self.entries.insert(
-            (uid, twin),
-            Entry {
-                frame,
-                deadline,
-                next_ms: now_ms + interval_ms,
-                interval_ms,
-            },
-        );
+        let entry = Entry {
+            frame,
+            deadline,
+            next_ms: now_ms + interval_ms,
+            interval_ms,
+        };
+        let twins = self.by_uid.entry(uid).or_default();
+        twins.retain(|(t, _)| *t != twin);
+        twins.push((twin, entry));
     }
 
     /// `twin` answered request `uid` (or the caller gave up on it): stop re-sending it.
     pub fn answered(&mut self, uid: &str, twin: u32) {
-        self.entries.remove(&(uid.to_string(), twin));
+        if let Some(twins) = self.by_uid.get_mut(uid) {
+            twins.retain(|(t, _)| *t != twin);
+            if twins.is_empty() {
+                self.by_uid.remove(uid);
+            }
+        }
     }
 
     /// A relay could not route request `uid`: re-sending the same bytes would fail the
     /// same way, so stop for every destination.
     pub fn refused(&mut self, uid: &str) {
-        self.entries.retain(|(u, _), _| u != uid);
+        self.by_uid.remove(uid);
     }
 
     /// The frames due again at `now_ms` with their deadlines, each rescheduled at twice
     /// its interval; expired requests are forgotten.
     pub fn due(&mut self, now_ms: u64, now: u64) -> Vec<(Bytes, u64)> {
-        self.entries.retain(|_, e| e.deadline > now);
         let mut frames = Vec::new();
-        for entry in self.entries.values_mut() {
-            if entry.next_ms <= now_ms {
-                frames.push((entry.frame.clone(), entry.deadline));
-                entry.interval_ms = entry.interval_ms.saturating_mul(2);
-                entry.next_ms = now_ms + entry.interval_ms;
+        self.by_uid.retain(|_, twins| {
+            twins.retain(|(_, e)| e.deadline > now);
+            for (_, entry) in twins.iter_mut() {
+                if entry.next_ms <= now_ms {
+                    frames.push((entry.frame.clone(), entry.deadline));
+                    entry.interval_ms = entry.interval_ms.saturating_mul(2);
+                    entry.next_ms = now_ms + entry.interval_ms;
+                }
             }
-        }
+            !twins.is_empty()
+        });
         frames
     }
 
+    /// Requests (destinations) still waiting for an answer.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.by_uid.values().map(Vec::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.by_uid.is_empty()
     }
 }
 
