@@ -11,6 +11,11 @@ use crate::ratelimit::RateLimit;
 /// fits with room for headers and e2e overhead.
 pub const DEFAULT_MAX_ENVELOPE: usize = 2 << 20;
 
+/// Default longest envelope lifetime (`expiration`): two hours. The longest any known
+/// client sends is the original rmb-peer's 3600 s on responses; a relay keeps what it
+/// accepted (queues, the memory of accepted envelopes) for at most this long.
+pub const DEFAULT_MAX_LIFETIME: u64 = 7200;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The hostnames (`host` or `host:port`) this relay serves; a twin whose registered
@@ -19,6 +24,8 @@ pub struct Config {
     /// Redis URL for the shared backend; `None` = in-memory.
     pub redis_url: Option<String>,
     pub rate_limit: RateLimit,
+    /// Longest `expiration` accepted, seconds ([`DEFAULT_MAX_LIFETIME`]).
+    pub max_lifetime: u64,
     pub max_envelope_size: usize,
     pub max_connections: usize,
     pub mailbox: MailboxLimits,
@@ -52,6 +59,7 @@ impl Config {
                 bytes: None,
                 window_secs: 60,
             },
+            max_lifetime: DEFAULT_MAX_LIFETIME,
             max_envelope_size: DEFAULT_MAX_ENVELOPE,
             max_connections: 50_000,
             mailbox: MailboxLimits::default(),

@@ -12,7 +12,7 @@
 //! to inject forged traffic; the body size is limited like a WebSocket frame.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -126,11 +126,14 @@ async fn deliver(
 /// federation gives up reaches the sender before the request expires.
 const ERROR_MARGIN: Duration = Duration::from_millis(200);
 
-/// Time left before the unix second `deadline`, less [`ERROR_MARGIN`].
+/// Time left before the unix second `deadline`, less [`ERROR_MARGIN`]. Checked: a
+/// deadline past what `SystemTime` can hold is simply far away.
 fn time_left(deadline: u64) -> Duration {
-    let deadline = std::time::UNIX_EPOCH + Duration::from_secs(deadline);
+    let Some(deadline) = UNIX_EPOCH.checked_add(Duration::from_secs(deadline)) else {
+        return Duration::MAX;
+    };
     deadline
-        .duration_since(std::time::SystemTime::now())
+        .duration_since(SystemTime::now())
         .unwrap_or_default()
         .saturating_sub(ERROR_MARGIN)
 }
@@ -215,7 +218,7 @@ pub async fn accept(state: &RelayState, body: Bytes, now: u64) -> Result<(), Ref
         .map(|s| s.twin)
         .filter(|twin| *twin != 0)
         .ok_or(Refusal::NoSource)?;
-    let fwd = route::forward(&header, now)?;
+    let fwd = route::forward(&header, state.config.max_lifetime, now)?;
     let twin = state
         .directory
         .twin(source)

@@ -67,6 +67,11 @@ struct Args {
     #[arg(long, env = "RMB_RELAY_RANKER_PERIOD", default_value_t = 3600)]
     ranker_period: u64,
 
+    /// Longest envelope lifetime (`expiration`) accepted, seconds; a longer one is
+    /// refused (a request gets a relay error, a federation post 400).
+    #[arg(long, env = "RMB_RELAY_MAX_LIFETIME", default_value_t = rmb_relay::config::DEFAULT_MAX_LIFETIME)]
+    max_lifetime: u64,
+
     /// Largest envelope (WebSocket message or federation body) accepted, bytes.
     #[arg(long, env = "RMB_RELAY_MAX_ENVELOPE", default_value_t = rmb_relay::config::DEFAULT_MAX_ENVELOPE)]
     max_envelope_size: usize,
@@ -120,6 +125,7 @@ async fn main() -> anyhow::Result<()> {
         };
     }
     config.ranker_period = Duration::from_secs(args.ranker_period);
+    config.max_lifetime = args.max_lifetime;
     config.max_envelope_size = args.max_envelope_size;
     config.max_connections = args.max_connections;
     config.mailbox.max_frames = args.queue_max_frames;

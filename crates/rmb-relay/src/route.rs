@@ -62,6 +62,8 @@ pub enum Rejection {
         "envelope expired before the relay could route it (check your clock and the expiration)"
     )]
     Expired,
+    #[error("expiration {expiration} s is longer than this relay allows ({max} s)")]
+    LifetimeTooLong { expiration: u64, max: u64 },
 }
 
 impl Rejection {
@@ -71,6 +73,7 @@ impl Rejection {
             Rejection::SourceMismatch { .. } => "source_mismatch",
             Rejection::NoDestination => "no_destination",
             Rejection::Expired => "expired",
+            Rejection::LifetimeTooLong { .. } => "lifetime_too_long",
         }
     }
 }
@@ -83,6 +86,7 @@ impl Rejection {
 pub fn classify(
     env: &EnvelopeHeader,
     session: &SessionKey,
+    max_lifetime: u64,
     now: u64,
 ) -> Result<Inbound, Rejection> {
     if matches!(env.kind, Some(MessageKind::Ping(_))) {
@@ -99,16 +103,26 @@ pub fn classify(
             session: session.to_string(),
         });
     }
-    forward(env, now).map(Inbound::Forward)
+    forward(env, max_lifetime, now).map(Inbound::Forward)
 }
 
 /// The routing facts of an envelope whose source has been checked (by the session it
 /// came from, or by its signature when another relay posted it).
-pub fn forward(env: &EnvelopeHeader, now: u64) -> Result<Forward, Rejection> {
+///
+/// An `expiration` above `max_lifetime` is refused: every deadline the relay keeps is
+/// then at most `timestamp + max_lifetime`, which bounds how long it must remember an
+/// envelope to drop its copies, and no deadline is anywhere near the end of time.
+pub fn forward(env: &EnvelopeHeader, max_lifetime: u64, now: u64) -> Result<Forward, Rejection> {
     let destination = match &env.destination {
         Some(d) if d.twin != 0 => SessionKey::of(d),
         _ => return Err(Rejection::NoDestination),
     };
+    if env.expiration > max_lifetime {
+        return Err(Rejection::LifetimeTooLong {
+            expiration: env.expiration,
+            max: max_lifetime,
+        });
+    }
     if time::ttl(env.timestamp, env.expiration, now).is_none() {
         return Err(Rejection::Expired);
     }
@@ -175,6 +189,8 @@ mod tests {
     use rmb_core::proto::{Ping, Skipped};
     use rmb_core::Address;
 
+    const MAX: u64 = 7200;
+
     fn env(source: Option<Address>, destination: Option<Address>) -> EnvelopeHeader {
         EnvelopeHeader {
             uid: bytes::Bytes::from_static(b"u"),
@@ -191,7 +207,7 @@ mod tests {
     fn forwards_a_good_request() {
         let me = SessionKey::new(1, None);
         let e = env(Some(Address::twin(1)), Some(Address::session(2, "s")));
-        let Ok(Inbound::Forward(f)) = classify(&e, &me, 1010) else {
+        let Ok(Inbound::Forward(f)) = classify(&e, &me, MAX, 1010) else {
             panic!()
         };
         assert_eq!(f.destination, SessionKey::new(2, Some("s".into())));
@@ -210,7 +226,7 @@ mod tests {
         ] {
             let e = env(source, Some(Address::twin(2)));
             assert!(matches!(
-                classify(&e, &me, 1010),
+                classify(&e, &me, MAX, 1010),
                 Err(Rejection::SourceMismatch { .. })
             ));
         }
@@ -220,13 +236,14 @@ mod tests {
     fn refuses_missing_destination_and_expired() {
         let me = SessionKey::new(1, None);
         assert_eq!(
-            classify(&env(Some(Address::twin(1)), None), &me, 1010),
+            classify(&env(Some(Address::twin(1)), None), &me, MAX, 1010),
             Err(Rejection::NoDestination)
         );
         assert_eq!(
             classify(
                 &env(Some(Address::twin(1)), Some(Address::twin(0))),
                 &me,
+                MAX,
                 1010
             ),
             Err(Rejection::NoDestination)
@@ -235,9 +252,26 @@ mod tests {
             classify(
                 &env(Some(Address::twin(1)), Some(Address::twin(2))),
                 &me,
+                MAX,
                 1060
             ),
             Err(Rejection::Expired)
+        );
+    }
+
+    #[test]
+    fn lifetimes_are_capped_so_deadlines_stay_near() {
+        let me = SessionKey::new(1, None);
+        let mut e = env(Some(Address::twin(1)), Some(Address::twin(2)));
+        e.expiration = MAX;
+        assert!(classify(&e, &me, MAX, 1010).is_ok());
+        e.expiration = u64::MAX - e.timestamp;
+        assert_eq!(
+            classify(&e, &me, MAX, 1010),
+            Err(Rejection::LifetimeTooLong {
+                expiration: u64::MAX - 1000,
+                max: MAX
+            })
         );
     }
 
@@ -246,7 +280,7 @@ mod tests {
         let me = SessionKey::new(1, None);
         let mut ping = env(None, None);
         ping.kind = Some(MessageKind::Ping(Skipped {}));
-        assert_eq!(classify(&ping, &me, 5000), Ok(Inbound::Ping));
+        assert_eq!(classify(&ping, &me, MAX, 5000), Ok(Inbound::Ping));
         let full = Envelope {
             uid: "u".into(),
             message: Some(Message::Ping(Ping {})),

@@ -170,7 +170,7 @@ impl RelayState {
         frame: &Bytes,
         now: u64,
     ) -> Outcome {
-        let fwd = match route::classify(env, session, now) {
+        let fwd = match route::classify(env, session, self.config.max_lifetime, now) {
             Ok(Inbound::Ping) => return Outcome::Pong,
             Ok(Inbound::Forward(fwd)) => fwd,
             Err(rejection) => return Outcome::Refused(rejection.into()),
