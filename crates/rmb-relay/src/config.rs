@@ -16,6 +16,10 @@ pub const DEFAULT_MAX_ENVELOPE: usize = 2 << 20;
 /// accepted (queues, the memory of accepted envelopes) for at most this long.
 pub const DEFAULT_MAX_LIFETIME: u64 = 7200;
 
+/// Default size of the memory of accepted envelopes, in keys: a million keys (half a
+/// million signed envelopes) is about 40 MiB when full.
+pub const DEFAULT_DEDUP_CAPACITY: usize = 1_000_000;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The hostnames (`host` or `host:port`) this relay serves; a twin whose registered
@@ -39,6 +43,9 @@ pub struct Config {
     pub federation_concurrency: usize,
     /// Federation deliveries waiting or in flight before new ones are refused.
     pub federation_backlog: usize,
+    /// Keys the memory of accepted envelopes holds (one or two per envelope); when full,
+    /// the entry nearest its deadline is forgotten first.
+    pub dedup_capacity: usize,
     /// WebSocket read buffer per connection (small keeps idle sessions cheap).
     pub read_buffer_size: usize,
     /// How often queues are swept of expired envelopes.
@@ -69,6 +76,7 @@ impl Config {
             ranker_period: Duration::from_secs(3600),
             federation_concurrency: 256,
             federation_backlog: 100_000,
+            dedup_capacity: DEFAULT_DEDUP_CAPACITY,
             read_buffer_size: 4096,
             sweep_interval: Duration::from_secs(5),
             redis_heartbeat: Duration::from_secs(20),

@@ -14,6 +14,7 @@ pub mod backend;
 pub mod clock;
 pub mod config;
 pub mod connection;
+pub mod dedup;
 pub mod directory;
 pub mod federation;
 pub mod mailbox;

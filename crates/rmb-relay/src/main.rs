@@ -80,6 +80,12 @@ struct Args {
     #[arg(long, env = "RMB_RELAY_MAX_CONNECTIONS", default_value_t = 50_000)]
     max_connections: usize,
 
+    /// Keys the memory of accepted envelopes holds (one or two per envelope: its uid key
+    /// and its signature key); copies of remembered envelopes are dropped. When full,
+    /// the entry nearest its deadline is forgotten first. About 40 bytes per key.
+    #[arg(long, env = "RMB_RELAY_DEDUP_ENTRIES", default_value_t = rmb_relay::config::DEFAULT_DEDUP_CAPACITY)]
+    dedup_entries: usize,
+
     /// Most envelopes queued per session; beyond it the oldest are dropped.
     #[arg(long, env = "RMB_RELAY_QUEUE_FRAMES", default_value_t = 10_000)]
     queue_max_frames: usize,
@@ -128,6 +134,7 @@ async fn main() -> anyhow::Result<()> {
     config.max_lifetime = args.max_lifetime;
     config.max_envelope_size = args.max_envelope_size;
     config.max_connections = args.max_connections;
+    config.dedup_capacity = args.dedup_entries;
     config.mailbox.max_frames = args.queue_max_frames;
     config.mailbox.max_bytes = args.queue_max_bytes;
     config.jwt.max_lifetime = args.jwt_max_lifetime;

@@ -22,6 +22,11 @@ pub struct Metrics {
     pub expired: AtomicU64,
     pub rate_limited: AtomicU64,
     pub federation_received: AtomicU64,
+    /// Copies of envelopes already accepted, dropped (D1a).
+    pub duplicates: AtomicU64,
+    /// Envelopes forgotten by the de-duplication memory before their deadline, to make
+    /// room (a copy of one of them would get through).
+    pub dedup_evicted: AtomicU64,
     /// Labelled counters: (metric name, label text) → count.
     labelled: DashMap<(&'static str, String), AtomicU64>,
 }
@@ -162,6 +167,18 @@ impl Metrics {
             "Envelopes accepted from other relays.",
             "counter",
             c(&self.federation_received),
+        );
+        put(
+            "rmb_relay_duplicates_total",
+            "Copies of envelopes already accepted, dropped.",
+            "counter",
+            c(&self.duplicates),
+        );
+        put(
+            "rmb_relay_dedup_evicted_total",
+            "Envelopes forgotten by the de-duplication memory before their deadline to make room.",
+            "counter",
+            c(&self.dedup_evicted),
         );
         let mut rows: Vec<_> = self
             .labelled

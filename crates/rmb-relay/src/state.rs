@@ -19,7 +19,9 @@ use tokio_util::task::TaskTracker;
 use crate::backend::{Backend, BackendError};
 use crate::clock::CoarseClock;
 use crate::config::Config;
+use crate::dedup::{Claim, KeyHasher, SeenKeys};
 use crate::directory::{DirectoryError, TwinDirectory, TwinRecord};
+use crate::federation;
 use crate::mailbox::QueuedFrame;
 use crate::metrics::Metrics;
 use crate::ranker::Ranker;
@@ -44,6 +46,8 @@ pub struct RelayState {
     pub connections: Arc<Semaphore>,
     pub next_connection: AtomicU64,
     pub clock: CoarseClock,
+    /// Keys of the memory of accepted envelopes (D1a).
+    pub keys: KeyHasher,
     /// Cancelled when the relay shuts down: every connection closes.
     pub shutdown: CancellationToken,
     /// Connection, federation and background tasks, awaited at shutdown.
@@ -55,14 +59,38 @@ pub struct RelayState {
 pub enum Outcome {
     /// An envelope ping from a session: answer it with a pong.
     Pong,
+    /// A copy of an envelope already accepted: dropped, uncharged (D1a).
+    Duplicate,
     /// Handed to the connected destination session.
     Delivered,
     /// Queued until the destination connects.
     Queued,
-    /// The destination lives on other relays: federate it there.
-    Elsewhere { fwd: Forward, twin: Arc<TwinRecord> },
+    /// Handed to federation: the destination lives on other relays.
+    Federated,
     /// Not routed, for this reason.
     Refused(Refusal),
+}
+
+/// Where an envelope came from, which decides what happens to one whose destination
+/// lives elsewhere.
+pub enum Via {
+    /// A local session: federate it, and tell this sender if that fails.
+    Session(ReplyTo),
+    /// Another relay: never federated again (relays that disagree about a twin would
+    /// bounce it between them).
+    Federation,
+}
+
+/// Where [`RelayState::dispatch`] put an envelope.
+#[derive(Debug)]
+pub enum Routed {
+    Delivered,
+    Queued,
+    /// The destination twin lives on other relays.
+    Elsewhere {
+        fwd: Forward,
+        twin: Arc<TwinRecord>,
+    },
 }
 
 /// Why an envelope was not routed; the text is what its sender reads (a relay error
@@ -142,6 +170,7 @@ impl RelayState {
             connections: Arc::new(Semaphore::new(config.max_connections)),
             next_connection: AtomicU64::new(1),
             clock: CoarseClock::start(shutdown.clone(), &tasks),
+            keys: KeyHasher::default(),
             shutdown,
             tasks,
             http,
@@ -160,11 +189,11 @@ impl RelayState {
     }
 
     /// The routing step for an envelope the authenticated `session` sent (its header
-    /// `env`, the bytes `frame`) at `now`: checks, rate limit, then [`dispatch`].
+    /// `env`, the bytes `frame`) at `now`: the session's checks, then [`accept`].
     ///
-    /// [`dispatch`]: RelayState::dispatch
+    /// [`accept`]: RelayState::accept
     pub async fn from_session(
-        &self,
+        self: &Arc<Self>,
         session: &SessionKey,
         env: &EnvelopeHeader,
         frame: &Bytes,
@@ -175,10 +204,59 @@ impl RelayState {
             Ok(Inbound::Forward(fwd)) => fwd,
             Err(rejection) => return Outcome::Refused(rejection.into()),
         };
-        if let Err(refusal) = self.charge(session.twin, frame.len(), now) {
-            return Outcome::Refused(refusal);
+        let via = Via::Session(ReplyTo::of(env, session));
+        let keys = self.keys.keys(env);
+        self.accept(via, fwd, keys, session.twin, frame, now).await
+    }
+
+    /// The steps every envelope whose source is established (by its session, or by its
+    /// signature) goes through: dropped if it is a copy of one accepted before, charged
+    /// to `source`'s rate limit, then dispatched. It is remembered only if accepted: a
+    /// refused envelope may be sent again.
+    pub async fn accept(
+        self: &Arc<Self>,
+        via: Via,
+        fwd: Forward,
+        keys: SeenKeys,
+        source: u32,
+        frame: &Bytes,
+        now: u64,
+    ) -> Outcome {
+        // Remembered no longer than the relay would keep the envelope anyway.
+        let until = fwd
+            .deadline
+            .min(now.saturating_add(self.config.max_lifetime));
+        match self.backend.claim(&keys, until, now).await {
+            Ok(Claim::Copy) => return Outcome::Duplicate,
+            Ok(Claim::New { evicted }) => {
+                Metrics::add(&self.metrics.dedup_evicted, evicted as u64);
+            }
+            Err(e) => return Outcome::Refused(e.into()),
         }
-        self.dispatch(fwd, frame.clone()).await
+        let outcome = match self.charge(source, frame.len(), now) {
+            Err(refusal) => Outcome::Refused(refusal),
+            Ok(()) => match self.dispatch(fwd, frame.clone()).await {
+                Ok(Routed::Delivered) => Outcome::Delivered,
+                Ok(Routed::Queued) => Outcome::Queued,
+                Ok(Routed::Elsewhere { fwd, twin }) => match via {
+                    Via::Session(reply_to) => {
+                        let relays = twin.relays.clone();
+                        match federation::submit(self, frame.clone(), fwd, reply_to, relays) {
+                            Ok(()) => Outcome::Federated,
+                            Err(refusal) => Outcome::Refused(refusal),
+                        }
+                    }
+                    Via::Federation => {
+                        Outcome::Refused(Refusal::NotHostedHere(fwd.destination.twin))
+                    }
+                },
+                Err(refusal) => Outcome::Refused(refusal),
+            },
+        };
+        if matches!(outcome, Outcome::Refused(_)) {
+            self.backend.release(&keys).await;
+        }
+        outcome
     }
 
     /// Counts an envelope of `size` bytes against `twin`'s rate limit.
@@ -194,39 +272,34 @@ impl RelayState {
     }
 
     /// Routes one envelope (§3.2): to the connected session, else by the destination
-    /// twin's registered relays to a queue here or elsewhere (federation).
-    pub async fn dispatch(&self, fwd: Forward, frame: Bytes) -> Outcome {
-        match self.try_dispatch(fwd, frame).await {
-            Ok(outcome) | Err(outcome) => outcome,
-        }
-    }
-
-    async fn try_dispatch(&self, fwd: Forward, frame: Bytes) -> Result<Outcome, Outcome> {
-        let refused = |r: Refusal| Outcome::Refused(r);
+    /// twin's registered relays to a queue here or elsewhere.
+    pub async fn dispatch(&self, fwd: Forward, frame: Bytes) -> Result<Routed, Refusal> {
         let frame = QueuedFrame {
             data: frame,
             deadline: fwd.deadline,
         };
-        let connected = self.backend.deliver_connected(&fwd.destination, &frame);
-        if connected.await.map_err(|e| refused(e.into()))? {
-            return Ok(Outcome::Delivered);
+        if self
+            .backend
+            .deliver_connected(&fwd.destination, &frame)
+            .await?
+        {
+            return Ok(Routed::Delivered);
         }
         let twin_id = fwd.destination.twin;
         let twin = self
             .directory
             .twin(twin_id)
             .await
-            .map_err(|e| refused(Refusal::Directory(e)))?
-            .ok_or(refused(Refusal::UnknownTwin(twin_id)))?;
+            .map_err(Refusal::Directory)?
+            .ok_or(Refusal::UnknownTwin(twin_id))?;
         if !route::lives_here(&twin.relays, &self.config.domains) {
-            return Ok(Outcome::Elsewhere { fwd, twin });
+            return Ok(Routed::Elsewhere { fwd, twin });
         }
         if fwd.fail_fast {
-            return Err(refused(Refusal::Offline(fwd.destination)));
+            return Err(Refusal::Offline(fwd.destination));
         }
-        let queued = self.backend.enqueue(&fwd.destination, frame);
-        queued.await.map_err(|e| refused(e.into()))?;
-        Ok(Outcome::Queued)
+        self.backend.enqueue(&fwd.destination, frame).await?;
+        Ok(Routed::Queued)
     }
 
     /// The error policy for an envelope from a session that was not routed: counted,
@@ -289,7 +362,11 @@ pub(crate) mod tests {
             directory.insert(twin, record);
         }
         let metrics = Arc::new(Metrics::default());
-        let backend = Arc::new(MemoryBackend::new(config.mailbox, metrics.clone()));
+        let backend = Arc::new(MemoryBackend::new(
+            config.mailbox,
+            config.dedup_capacity,
+            metrics.clone(),
+        ));
         let state = RelayState::new(
             config,
             directory.clone(),
@@ -378,11 +455,12 @@ pub(crate) mod tests {
         let a = SessionKey::new(1, None);
         let env = request(1, Address::twin(3));
         let outcome = state.from_session(&a, &env, &frame(&env), NOW).await;
-        let Outcome::Elsewhere { fwd, twin } = outcome else {
-            panic!("{outcome:?}")
+        assert!(matches!(outcome, Outcome::Federated), "{outcome:?}");
+        let fwd = route::forward(&env, 7200, NOW).unwrap();
+        let Ok(Routed::Elsewhere { twin, .. }) = state.dispatch(fwd, frame(&env)).await else {
+            panic!("not elsewhere")
         };
         assert_eq!(twin.relays, ["relay.there"]);
-        assert_eq!((fwd.destination.twin, fwd.deadline), (3, NOW + 60));
         let env = request(1, Address::twin(99));
         let outcome = state.from_session(&a, &env, &frame(&env), NOW).await;
         assert!(
@@ -412,7 +490,9 @@ pub(crate) mod tests {
         let env = request(1, Address::twin(2));
         let first = state.from_session(&a, &env, &frame(&env), NOW).await;
         assert!(matches!(first, Outcome::Queued), "{first:?}");
-        let second = state.from_session(&a, &env, &frame(&env), NOW).await;
+        let mut other = request(1, Address::twin(2));
+        other.uid = Bytes::from_static(b"uid-2");
+        let second = state.from_session(&a, &other, &frame(&other), NOW).await;
         assert!(
             matches!(
                 second,
@@ -420,6 +500,45 @@ pub(crate) mod tests {
             ),
             "{second:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn copies_are_dropped_uncharged_and_refused_envelopes_forgotten() {
+        let (state, _) = relay(|c| {
+            c.rate_limit.messages = Some(2);
+        });
+        let a = SessionKey::new(1, None);
+        let env = request(1, Address::session(2, "x"));
+        let first = state.from_session(&a, &env, &frame(&env), NOW).await;
+        assert!(matches!(first, Outcome::Queued), "{first:?}");
+        for _ in 0..3 {
+            let copy = state.from_session(&a, &env, &frame(&env), NOW + 1).await;
+            assert!(matches!(copy, Outcome::Duplicate), "{copy:?}");
+        }
+        let mut empty = env.clone();
+        empty.destination = Some(Address::session(2, ""));
+        let other = state.from_session(&a, &empty, &frame(&empty), NOW).await;
+        assert!(
+            matches!(other, Outcome::Queued),
+            "session \"\" is not session \"x\"; and the copies were not charged: {other:?}"
+        );
+        // A refused envelope is not remembered: sent again, it is judged again.
+        let (state, directory) = relay(|_| {});
+        let to_99 = request(1, Address::twin(99));
+        let refused = state.from_session(&a, &to_99, &frame(&to_99), NOW).await;
+        assert!(
+            matches!(refused, Outcome::Refused(Refusal::UnknownTwin(99))),
+            "{refused:?}"
+        );
+        directory.insert(
+            99,
+            TwinRecord {
+                public_key: [9; 32],
+                relays: vec![HERE.into()],
+            },
+        );
+        let again = state.from_session(&a, &to_99, &frame(&to_99), NOW).await;
+        assert!(matches!(again, Outcome::Queued), "{again:?}");
     }
 
     #[tokio::test]

@@ -45,13 +45,80 @@ async fn a_federation_post_with_a_huge_deadline_is_refused() {
     let a = twin(&url, KeyType::Ed25519, &["elsewhere.example".to_string()]).await;
     let b = twin(&url, KeyType::Ed25519, &[domain(&r2)]).await;
     let huge = with_huge_deadline(&a, Address::twin(b.id));
-    let response = reqwest::Client::new()
-        .post(format!("http://{}/", r2.addr()))
-        .body(rmb_core::prost::Message::encode_to_vec(&huge))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 400);
-    let text = response.text().await.unwrap();
+    let body = rmb_core::prost::Message::encode_to_vec(&huge);
+    let (status, text) = federation_post(r2.addr(), body).await;
+    assert_eq!(status, 400);
     assert!(text.contains("expiration"), "{text}");
+}
+
+/// Copies of an envelope the relay accepted (D1a): dropped, over WebSocket and by
+/// federation, and never charged to the source twin's rate limit.
+#[tokio::test]
+async fn a_copy_sent_twice_over_websocket_reaches_the_destination_once() {
+    let setup = one_relay(|c| c.rate_limit = messages_per_hour(3)).await;
+    let (a, b) = (&setup.a, &setup.b);
+    let mut ca = connect(setup.addr(), a, None).await;
+    let mut cb = connect(setup.addr(), b, None).await;
+    let first = request(a, Address::twin(b.id), "pay", b"once");
+    for _ in 0..5 {
+        ca.send(&first).await;
+    }
+    let second = request(a, Address::twin(b.id), "pay", b"another");
+    ca.send(&second).await;
+    let third = request(a, Address::twin(b.id), "pay", b"and another");
+    ca.send(&third).await;
+    assert_eq!(cb.recv().await, first);
+    assert_eq!(cb.recv().await, second, "the copies were dropped");
+    assert_eq!(
+        cb.recv().await,
+        third,
+        "the copies did not use up A's budget of 3"
+    );
+    assert_eq!(
+        setup
+            .relay
+            .metrics()
+            .duplicates
+            .load(std::sync::atomic::Ordering::Relaxed),
+        4
+    );
+}
+
+#[tokio::test]
+async fn a_replayed_federation_post_is_answered_202_delivered_once_and_not_charged() {
+    let reg = registrar().await;
+    let url = reg.url();
+    let r2 = start_relay("127.0.0.2", &url, |c| c.rate_limit = messages_per_hour(2)).await;
+    let victim = twin(&url, KeyType::Ed25519, &["elsewhere.example".to_string()]).await;
+    let b = twin(&url, KeyType::Ed25519, &[domain(&r2)]).await;
+    let mut cb = connect(r2.addr(), &b, None).await;
+    let relay = r2.addr();
+    let post = |env: &rmb_core::Envelope| {
+        let body = rmb_core::prost::Message::encode_to_vec(env);
+        async move { federation_post(relay, body).await.0 }
+    };
+    // The victim's genuine envelope, captured and replayed by anyone.
+    let captured = request(&victim, Address::twin(b.id), "pay", b"once");
+    for _ in 0..10 {
+        assert_eq!(post(&captured).await, 202);
+    }
+    let next = request(&victim, Address::twin(b.id), "pay", b"next");
+    assert_eq!(
+        post(&next).await,
+        202,
+        "the replays used up the victim's budget"
+    );
+    assert_eq!(cb.recv().await, captured);
+    assert_eq!(cb.recv().await, next, "a replay reached the destination");
+}
+
+#[tokio::test]
+async fn the_upgrade_response_advertises_that_copies_are_dropped() {
+    let setup = one_relay(|_| {}).await;
+    let url = format!("ws://{}/?{}", setup.addr(), token(&setup.a, None));
+    let (_ws, response) = tokio_tungstenite::connect_async(url).await.unwrap();
+    assert_eq!(
+        response.headers().get("rmb-dedup").map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
 }

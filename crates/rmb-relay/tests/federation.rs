@@ -99,17 +99,7 @@ async fn federation_endpoint_accepts_only_verified_envelopes() {
     let b = twin(&url, KeyType::Ed25519, &[domain(&r2)]).await;
     let mallory = twin(&url, KeyType::Ed25519, &["elsewhere.example".to_string()]).await;
     let mut cb = connect(r2.addr(), &b, None).await;
-    let http = reqwest::Client::new();
-    let endpoint = format!("http://{}/", r2.addr());
-    let post = |body: Vec<u8>| {
-        let http = http.clone();
-        let endpoint = endpoint.clone();
-        async move {
-            let r = http.post(endpoint).body(body).send().await.unwrap();
-            let status = r.status().as_u16();
-            (status, r.text().await.unwrap())
-        }
-    };
+    let post = |body: Vec<u8>| federation_post(r2.addr(), body);
 
     assert_eq!(post(b"garbage".to_vec()).await.0, 400);
 
@@ -149,28 +139,12 @@ async fn federation_endpoint_accepts_only_verified_envelopes() {
 async fn federation_posts_count_against_the_sources_rate_limit() {
     let reg = registrar().await;
     let url = reg.url();
-    let r2 = start_relay("127.0.0.2", &url, |c| {
-        c.rate_limit = rmb_relay::ratelimit::RateLimit {
-            messages: Some(2),
-            bytes: None,
-            window_secs: 3600,
-        }
-    })
-    .await;
+    let r2 = start_relay("127.0.0.2", &url, |c| c.rate_limit = messages_per_hour(2)).await;
     let a = twin(&url, KeyType::Ed25519, &["elsewhere.example".to_string()]).await;
     let other = twin(&url, KeyType::Ed25519, &["elsewhere.example".to_string()]).await;
     let b = twin(&url, KeyType::Ed25519, &[domain(&r2)]).await;
     let mut cb = connect(r2.addr(), &b, None).await;
-    let http = reqwest::Client::new();
-    let endpoint = format!("http://{}/", r2.addr());
-    let post = |env: rmb_core::Envelope| {
-        let (http, endpoint) = (http.clone(), endpoint.clone());
-        async move {
-            let r = http.post(endpoint).body(env.encode_to_vec()).send().await;
-            let r = r.unwrap();
-            (r.status().as_u16(), r.text().await.unwrap())
-        }
-    };
+    let post = |env: rmb_core::Envelope| federation_post(r2.addr(), env.encode_to_vec());
     for i in 0..2 {
         let env = request(&a, Address::twin(b.id), "x", format!("{i}").as_bytes());
         assert_eq!(post(env.clone()).await.0, 202);

@@ -7,19 +7,23 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use super::{Backend, BackendError, LocalSessions};
+use crate::dedup::{Claim, SeenKeys, SeenMemory};
 use crate::mailbox::{Mailbox, MailboxLimits, QueuedFrame};
 use crate::metrics::Metrics;
 use crate::session_key::SessionKey;
 
 pub struct MemoryBackend {
     sessions: LocalSessions,
+    seen: SeenMemory,
     metrics: Arc<Metrics>,
 }
 
 impl MemoryBackend {
-    pub fn new(limits: MailboxLimits, metrics: Arc<Metrics>) -> Self {
+    /// `seen_capacity`: keys the memory of accepted envelopes holds.
+    pub fn new(limits: MailboxLimits, seen_capacity: usize, metrics: Arc<Metrics>) -> Self {
         MemoryBackend {
             sessions: LocalSessions::new(limits),
+            seen: SeenMemory::new(seen_capacity),
             metrics,
         }
     }
@@ -58,7 +62,16 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
+    async fn claim(&self, keys: &SeenKeys, deadline: u64, now: u64) -> Result<Claim, BackendError> {
+        Ok(self.seen.claim(keys, deadline, now))
+    }
+
+    async fn release(&self, keys: &SeenKeys) {
+        self.seen.release(keys);
+    }
+
     async fn sweep(&self, now: u64) -> usize {
+        self.seen.sweep(now);
         self.sessions.sweep(now)
     }
 

@@ -237,3 +237,24 @@ pub async fn barrier(conn: &mut Conn, twin: &Twin) {
         "{pong:?}"
     );
 }
+
+/// A per-twin rate limit of `messages` envelopes an hour, bytes unlimited.
+pub fn messages_per_hour(messages: u64) -> rmb_relay::ratelimit::RateLimit {
+    rmb_relay::ratelimit::RateLimit {
+        messages: Some(messages),
+        bytes: None,
+        window_secs: 3600,
+    }
+}
+
+/// POSTs `body` to `relay`'s federation endpoint; returns the status and body text.
+pub async fn federation_post(relay: SocketAddr, body: Vec<u8>) -> (u16, String) {
+    let response = reqwest::Client::new()
+        .post(format!("http://{relay}/"))
+        .body(body)
+        .send()
+        .await
+        .expect("the relay answers federation posts");
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
