@@ -139,7 +139,7 @@ pub fn lives_here(twin_relays: &[String], domains: &[String]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rmb_core::proto::{Ping, Skipped};
+    use rmb_core::proto::{Ping, RequestHeader, Skipped};
     use rmb_core::Address;
 
     fn env(source: Option<Address>, destination: Option<Address>) -> EnvelopeHeader {
@@ -149,7 +149,7 @@ mod tests {
             expiration: 60,
             source,
             destination,
-            kind: Some(MessageKind::Request(Skipped {})),
+            kind: Some(MessageKind::Request(RequestHeader::default())),
             ..Default::default()
         }
     }
