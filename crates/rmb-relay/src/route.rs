@@ -186,7 +186,7 @@ pub fn lives_here(twin_relays: &[String], domains: &[String]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rmb_core::proto::{Ping, Skipped};
+    use rmb_core::proto::{Ping, RequestHeader, Skipped};
     use rmb_core::Address;
 
     const MAX: u64 = 7200;
@@ -198,7 +198,7 @@ mod tests {
             expiration: 60,
             source,
             destination,
-            kind: Some(MessageKind::Request(Skipped {})),
+            kind: Some(MessageKind::Request(RequestHeader::default())),
             ..Default::default()
         }
     }

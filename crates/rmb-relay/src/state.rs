@@ -340,7 +340,7 @@ pub(crate) mod tests {
     use crate::backend::memory::MemoryBackend;
     use crate::directory::StaticDirectory;
     use crate::mailbox::Mailbox;
-    use rmb_core::proto::{MessageKind, Skipped};
+    use rmb_core::proto::{MessageKind, RequestHeader, Skipped};
     use rmb_core::Address;
 
     pub(crate) const NOW: u64 = 1_700_000_000;
@@ -400,7 +400,7 @@ pub(crate) mod tests {
     }
 
     fn request(from: u32, to: Address) -> EnvelopeHeader {
-        header(from, to, MessageKind::Request(Skipped {}))
+        header(from, to, MessageKind::Request(RequestHeader::default()))
     }
 
     fn frame(env: &EnvelopeHeader) -> Bytes {
