@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use rmb_core::rules::Rules;
 use rmb_core::JwtPolicy;
 
 use crate::mailbox::MailboxLimits;
@@ -10,11 +11,6 @@ use crate::ratelimit::RateLimit;
 /// Default largest envelope (and WebSocket message) accepted: 2 MiB, so a 1 MiB payload
 /// fits with room for headers and e2e overhead.
 pub const DEFAULT_MAX_ENVELOPE: usize = 2 << 20;
-
-/// Default longest envelope lifetime (`expiration`): two hours. The longest any known
-/// client sends is the original rmb-peer's 3600 s on responses; a relay keeps what it
-/// accepted (queues, the memory of accepted envelopes) for at most this long.
-pub const DEFAULT_MAX_LIFETIME: u64 = 7200;
 
 /// Default size of the memory of accepted envelopes, in keys: a million keys (half a
 /// million signed envelopes) is about 40 MiB when full.
@@ -28,8 +24,9 @@ pub struct Config {
     /// Redis URL for the shared backend; `None` = in-memory.
     pub redis_url: Option<String>,
     pub rate_limit: RateLimit,
-    /// Longest `expiration` accepted, seconds ([`DEFAULT_MAX_LIFETIME`]).
-    pub max_lifetime: u64,
+    /// The envelope rules applied to every envelope from a session and every federation
+    /// post (`rmb_core::rules`; the defaults, `max_lifetime` from `--max-lifetime`).
+    pub rules: Rules,
     pub max_envelope_size: usize,
     pub max_connections: usize,
     pub mailbox: MailboxLimits,
@@ -66,7 +63,7 @@ impl Config {
                 bytes: None,
                 window_secs: 60,
             },
-            max_lifetime: DEFAULT_MAX_LIFETIME,
+            rules: Rules::default(),
             max_envelope_size: DEFAULT_MAX_ENVELOPE,
             max_connections: 50_000,
             mailbox: MailboxLimits::default(),

@@ -12,10 +12,10 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::hash::{BuildHasher, Hasher};
 
 use parking_lot::Mutex;
-use rmb_core::proto::{Address, EnvelopeHeader, MessageKind};
+use rmb_core::proto::EnvelopeHeader;
+use rmb_core::rules::{self, HashKey};
 
 /// The keys an envelope is remembered under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,57 +25,16 @@ pub struct SeenKeys {
 }
 
 impl SeenKeys {
+    /// The keys of `env` (`rmb_core::rules`' two de-duplication keys), hashed with `key`.
+    pub fn of(key: &HashKey, env: &EnvelopeHeader) -> Self {
+        SeenKeys {
+            message: rules::message_key(key, env),
+            signature: rules::signature_key(key, env),
+        }
+    }
+
     fn iter(&self) -> impl Iterator<Item = u64> {
         std::iter::once(self.message).chain(self.signature)
-    }
-}
-
-/// Computes [`SeenKeys`] with a secret per process.
-///
-/// Until `rmb_core::rules` (D3) provides the shared key functions, the message key is a
-/// seeded foldhash here and envelopes have no signature key on this path (the routing
-/// header does not carry the signature yet).
-#[derive(Default)]
-pub struct KeyHasher {
-    seed: foldhash::quality::RandomState,
-}
-
-impl KeyHasher {
-    pub fn keys(&self, env: &EnvelopeHeader) -> SeenKeys {
-        let mut h = self.seed.build_hasher();
-        h.write_u8(kind_tag(env.kind));
-        put_address(&mut h, env.source.as_ref());
-        put_address(&mut h, env.destination.as_ref());
-        h.write_usize(env.uid.len());
-        h.write(&env.uid);
-        SeenKeys {
-            message: h.finish(),
-            signature: None,
-        }
-    }
-}
-
-fn kind_tag(kind: Option<MessageKind>) -> u8 {
-    match kind {
-        None => 0,
-        Some(MessageKind::Request(_)) => 7,
-        Some(MessageKind::Response(_)) => 8,
-        Some(MessageKind::Error(_)) => 12,
-        Some(MessageKind::Ping(_)) => 15,
-        Some(MessageKind::Pong(_)) => 16,
-    }
-}
-
-/// Length-prefixed and with the session's presence, so `""` and none differ (D2).
-fn put_address(h: &mut impl Hasher, address: Option<&Address>) {
-    h.write_u32(address.map_or(0, |a| a.twin));
-    match address.and_then(|a| a.connection.as_deref()) {
-        None => h.write_u8(0),
-        Some(session) => {
-            h.write_u8(1);
-            h.write_usize(session.len());
-            h.write(session.as_bytes());
-        }
     }
 }
 
@@ -284,22 +243,28 @@ mod tests {
     }
 
     #[test]
-    fn keys_tell_empty_sessions_from_none_and_kinds_apart() {
-        let hasher = KeyHasher::default();
+    fn keys_tell_empty_sessions_from_none_and_catch_moved_signatures() {
+        use rmb_core::proto::{Address, MessageKind, RequestHeader};
+        let key = HashKey::random();
         let request = EnvelopeHeader {
             uid: bytes::Bytes::from_static(b"u"),
             source: Some(Address::twin(1)),
             destination: Some(Address::twin(2)),
-            kind: Some(MessageKind::Request(rmb_core::proto::Skipped {})),
+            kind: Some(MessageKind::Request(RequestHeader::default())),
+            signature: Some(bytes::Bytes::from_static(b"e-signature")),
             ..Default::default()
         };
         let mut empty = request.clone();
         empty.destination = Some(Address::session(2, ""));
-        let mut response = request.clone();
-        response.kind = Some(MessageKind::Response(rmb_core::proto::Skipped {}));
-        let base = hasher.keys(&request);
-        assert_eq!(base, hasher.keys(&request.clone()));
-        assert_ne!(base, hasher.keys(&empty));
-        assert_ne!(base, hasher.keys(&response));
+        let mut shifted = request.clone();
+        shifted.uid = bytes::Bytes::from_static(b"u2");
+        let base = SeenKeys::of(&key, &request);
+        assert_ne!(base.message, SeenKeys::of(&key, &empty).message);
+        let moved = SeenKeys::of(&key, &shifted);
+        assert_ne!(base.message, moved.message);
+        assert_eq!(base.signature, moved.signature);
+        let seen = SeenMemory::new(100);
+        assert!(matches!(seen.claim(&base, 50, 0), Claim::New { .. }));
+        assert_eq!(seen.claim(&moved, 50, 0), Claim::Copy);
     }
 }

@@ -21,6 +21,7 @@ use rmb_core::prost::Message as _;
 use rmb_core::proto::EnvelopeHeader;
 use rmb_core::{envelope, Envelope};
 
+use crate::dedup::SeenKeys;
 use crate::metrics::Metrics;
 use crate::route::{self, Forward, ReplyTo};
 use crate::state::{Outcome, Refusal, RelayState, Via};
@@ -231,7 +232,7 @@ pub async fn accept(state: &Arc<RelayState>, body: Bytes, now: u64) -> Result<Ac
         .map(|s| s.twin)
         .filter(|twin| *twin != 0)
         .ok_or(Refusal::NoSource)?;
-    let fwd = route::forward(&header, state.config.max_lifetime, now)?;
+    let fwd = route::forward(&header, &state.config.rules, now)?;
     let twin = state
         .directory
         .twin(source)
@@ -245,7 +246,7 @@ pub async fn accept(state: &Arc<RelayState>, body: Bytes, now: u64) -> Result<Ac
     })?;
     // Then the same steps as from a session: copies dropped, the same per-twin budget
     // (another relay, or anyone posting here, must not be a way around it).
-    let keys = state.keys.keys(&header);
+    let keys = SeenKeys::of(&state.hash_key, &header);
     match state
         .accept(Via::Federation, fwd, keys, source, &body, now)
         .await

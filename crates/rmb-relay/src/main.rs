@@ -69,7 +69,7 @@ struct Args {
 
     /// Longest envelope lifetime (`expiration`) accepted, seconds; a longer one is
     /// refused (a request gets a relay error, a federation post 400).
-    #[arg(long, env = "RMB_RELAY_MAX_LIFETIME", default_value_t = rmb_relay::config::DEFAULT_MAX_LIFETIME)]
+    #[arg(long, env = "RMB_RELAY_MAX_LIFETIME", default_value_t = rmb_core::rules::Rules::default().max_lifetime)]
     max_lifetime: u64,
 
     /// Largest envelope (WebSocket message or federation body) accepted, bytes.
@@ -131,7 +131,7 @@ async fn main() -> anyhow::Result<()> {
         };
     }
     config.ranker_period = Duration::from_secs(args.ranker_period);
-    config.max_lifetime = args.max_lifetime;
+    config.rules.max_lifetime = args.max_lifetime;
     config.max_envelope_size = args.max_envelope_size;
     config.max_connections = args.max_connections;
     config.dedup_capacity = args.dedup_entries;

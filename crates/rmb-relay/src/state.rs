@@ -12,6 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use rmb_core::prost::Message as _;
 use rmb_core::proto::EnvelopeHeader;
+use rmb_core::rules::HashKey;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -19,7 +20,7 @@ use tokio_util::task::TaskTracker;
 use crate::backend::{Backend, BackendError};
 use crate::clock::CoarseClock;
 use crate::config::Config;
-use crate::dedup::{Claim, KeyHasher, SeenKeys};
+use crate::dedup::{Claim, SeenKeys};
 use crate::directory::{DirectoryError, TwinDirectory, TwinRecord};
 use crate::federation;
 use crate::mailbox::QueuedFrame;
@@ -46,8 +47,8 @@ pub struct RelayState {
     pub connections: Arc<Semaphore>,
     pub next_connection: AtomicU64,
     pub clock: CoarseClock,
-    /// Keys of the memory of accepted envelopes (D1a).
-    pub keys: KeyHasher,
+    /// The secret of the keys of the memory of accepted envelopes (D1a).
+    pub hash_key: HashKey,
     /// Cancelled when the relay shuts down: every connection closes.
     pub shutdown: CancellationToken,
     /// Connection, federation and background tasks, awaited at shutdown.
@@ -170,7 +171,7 @@ impl RelayState {
             connections: Arc::new(Semaphore::new(config.max_connections)),
             next_connection: AtomicU64::new(1),
             clock: CoarseClock::start(shutdown.clone(), &tasks),
-            keys: KeyHasher::default(),
+            hash_key: HashKey::random(),
             shutdown,
             tasks,
             http,
@@ -199,13 +200,13 @@ impl RelayState {
         frame: &Bytes,
         now: u64,
     ) -> Outcome {
-        let fwd = match route::classify(env, session, self.config.max_lifetime, now) {
+        let fwd = match route::classify(env, session, &self.config.rules, now) {
             Ok(Inbound::Ping) => return Outcome::Pong,
             Ok(Inbound::Forward(fwd)) => fwd,
             Err(rejection) => return Outcome::Refused(rejection.into()),
         };
         let via = Via::Session(ReplyTo::of(env, session));
-        let keys = self.keys.keys(env);
+        let keys = SeenKeys::of(&self.hash_key, env);
         self.accept(via, fwd, keys, session.twin, frame, now).await
     }
 
@@ -225,7 +226,7 @@ impl RelayState {
         // Remembered no longer than the relay would keep the envelope anyway.
         let until = fwd
             .deadline
-            .min(now.saturating_add(self.config.max_lifetime));
+            .min(now.saturating_add(self.config.rules.max_lifetime));
         match self.backend.claim(&keys, until, now).await {
             Ok(Claim::Copy) => return Outcome::Duplicate,
             Ok(Claim::New { evicted }) => {
@@ -397,10 +398,31 @@ pub(crate) mod tests {
             kind: Some(kind),
             ..Default::default()
         }
+        .signed()
+    }
+
+    trait Signed {
+        fn signed(self) -> Self;
+    }
+
+    impl Signed for EnvelopeHeader {
+        /// A signature of the right shape, different for every uid, destination and tags
+        /// (the relay never verifies a session's signatures, it only keys copies on them).
+        fn signed(mut self) -> Self {
+            let mut text = self.uid.to_vec();
+            text.extend(format!("{:?}{:?}", self.destination, self.tags).bytes());
+            let mut signature = vec![b'e'];
+            signature.extend(text.iter().cycle().take(64));
+            self.signature = Some(Bytes::from(signature));
+            self
+        }
     }
 
     fn request(from: u32, to: Address) -> EnvelopeHeader {
-        header(from, to, MessageKind::Request(RequestHeader::default()))
+        let command = RequestHeader {
+            command: Bytes::from_static(b"calc.add"),
+        };
+        header(from, to, MessageKind::Request(command))
     }
 
     fn frame(env: &EnvelopeHeader) -> Bytes {
@@ -436,6 +458,7 @@ pub(crate) mod tests {
         assert!(matches!(outcome, Outcome::Queued), "{outcome:?}");
         let mut ff = request(1, Address::twin(2));
         ff.tags = Some(Bytes::from_static(b"fail-fast"));
+        let ff = ff.signed();
         let outcome = state.from_session(&a, &ff, &frame(&ff), NOW).await;
         assert!(
             matches!(outcome, Outcome::Refused(Refusal::Offline(_))),
@@ -456,7 +479,7 @@ pub(crate) mod tests {
         let env = request(1, Address::twin(3));
         let outcome = state.from_session(&a, &env, &frame(&env), NOW).await;
         assert!(matches!(outcome, Outcome::Federated), "{outcome:?}");
-        let fwd = route::forward(&env, 7200, NOW).unwrap();
+        let fwd = route::forward(&env, &rmb_core::rules::Rules::default(), NOW).unwrap();
         let Ok(Routed::Elsewhere { twin, .. }) = state.dispatch(fwd, frame(&env)).await else {
             panic!("not elsewhere")
         };
@@ -492,6 +515,7 @@ pub(crate) mod tests {
         assert!(matches!(first, Outcome::Queued), "{first:?}");
         let mut other = request(1, Address::twin(2));
         other.uid = Bytes::from_static(b"uid-2");
+        let other = other.signed();
         let second = state.from_session(&a, &other, &frame(&other), NOW).await;
         assert!(
             matches!(
@@ -517,6 +541,7 @@ pub(crate) mod tests {
         }
         let mut empty = env.clone();
         empty.destination = Some(Address::session(2, ""));
+        let empty = empty.signed();
         let other = state.from_session(&a, &empty, &frame(&empty), NOW).await;
         assert!(
             matches!(other, Outcome::Queued),

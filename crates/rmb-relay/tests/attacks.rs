@@ -122,3 +122,43 @@ async fn the_upgrade_response_advertises_that_copies_are_dropped() {
         Some(&b"1"[..])
     );
 }
+
+/// The envelope rules (D3) on both ways in: a session gets a relay error naming the
+/// field and the limit, a federation post 400 with the same words.
+#[tokio::test]
+async fn envelopes_breaking_the_rules_are_refused_naming_the_field() {
+    let setup = one_relay(|_| {}).await;
+    let (a, b) = (&setup.a, &setup.b);
+    let mut ca = connect(setup.addr(), a, None).await;
+    type Breaks = fn(&mut rmb_core::Envelope);
+    let cases: [(&str, Breaks); 3] = [
+        ("uid is 1000 bytes", |e| e.uid = "u".repeat(1000)),
+        ("ahead of this clock", |e| {
+            // The timestamp/expiration shift: valid for millennia.
+            e.timestamp = e.timestamp * 100 + e.expiration / 10;
+            e.expiration = 0;
+        }),
+        ("destination session id", |e| {
+            e.destination = Some(Address::session(
+                e.destination.as_ref().unwrap().twin,
+                "a b",
+            ))
+        }),
+    ];
+    for (words, break_it) in cases {
+        let mut env = request(a, Address::twin(b.id), "x", b"");
+        break_it(&mut env);
+        envelope::sign(&mut env, &a.signer);
+        ca.send(&env).await;
+        let err = ca.recv().await;
+        assert_eq!(err.uid, env.uid);
+        assert!(relay_error(&err).contains(words), "{words}: {err:?}");
+        let body = rmb_core::prost::Message::encode_to_vec(&env);
+        let (status, text) = federation_post(setup.addr(), body).await;
+        assert_eq!(
+            (status, text.contains(words)),
+            (400, true),
+            "{words}: {text}"
+        );
+    }
+}

@@ -112,7 +112,9 @@ async fn federation_endpoint_accepts_only_verified_envelopes() {
 
     let mut unsigned = request(&a, Address::twin(b.id), "x", b"");
     unsigned.signature = None;
-    assert_eq!(post(unsigned.encode_to_vec()).await.0, 401);
+    let (status, text) = post(unsigned.encode_to_vec()).await;
+    assert_eq!(status, 400, "the envelope rules refuse it: {text}");
+    assert!(text.contains("not signed"), "{text}");
 
     let mut relay_error = request(&a, Address::twin(b.id), "x", b"");
     relay_error.source = None;
