@@ -5,6 +5,7 @@ use std::time::Duration;
 use rmb_core::rules::Rules;
 use rmb_core::JwtPolicy;
 
+use crate::budget::QueueLimits;
 use crate::mailbox::MailboxLimits;
 use crate::ratelimit::RateLimit;
 
@@ -30,6 +31,8 @@ pub struct Config {
     pub max_envelope_size: usize,
     pub max_connections: usize,
     pub mailbox: MailboxLimits,
+    /// What offline queues may hold per twin (all its sessions) and in all.
+    pub queues: QueueLimits,
     pub jwt: JwtPolicy,
     /// `https` in production; `http` for local test networks.
     pub federation_scheme: &'static str,
@@ -67,6 +70,7 @@ impl Config {
             max_envelope_size: DEFAULT_MAX_ENVELOPE,
             max_connections: 50_000,
             mailbox: MailboxLimits::default(),
+            queues: QueueLimits::default(),
             jwt: JwtPolicy::default(),
             federation_scheme: "https",
             federation_timeout: Duration::from_secs(10),

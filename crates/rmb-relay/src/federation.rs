@@ -216,6 +216,7 @@ pub fn status_of(refusal: &Refusal) -> StatusCode {
         Refusal::SourceLookup(_)
         | Refusal::Directory(_)
         | Refusal::Backend(_)
+        | Refusal::QueueFull(_)
         | Refusal::FederationBacklogFull
         | Refusal::FederationFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
     }

@@ -11,6 +11,7 @@
 //! to HTTP. Start one with [`server::start`].
 
 pub mod backend;
+pub mod budget;
 pub mod clock;
 pub mod config;
 pub mod connection;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use rmb_relay::budget::QueueLimits;
 use rmb_relay::ratelimit::RateLimit;
 use rmb_relay::registrar_directory::RegistrarDirectory;
 use rmb_relay::Config;
@@ -94,6 +95,23 @@ struct Args {
     #[arg(long, env = "RMB_RELAY_QUEUE_BYTES", default_value_t = 64 << 20)]
     queue_max_bytes: usize,
 
+    /// Most envelopes queued for one offline twin, all its session ids together (the
+    /// sender chooses session ids); beyond it new ones are refused with a relay error.
+    #[arg(long, env = "RMB_RELAY_QUEUE_TWIN_FRAMES", default_value_t = QueueLimits::default().twin_max_frames)]
+    queue_twin_max_frames: usize,
+
+    /// Most bytes queued for one offline twin, all its session ids together.
+    #[arg(long, env = "RMB_RELAY_QUEUE_TWIN_BYTES", default_value_t = QueueLimits::default().twin_max_bytes)]
+    queue_twin_max_bytes: usize,
+
+    /// Most envelopes queued for offline twins on this relay in all.
+    #[arg(long, env = "RMB_RELAY_QUEUE_TOTAL_FRAMES", default_value_t = QueueLimits::default().total_max_frames)]
+    queue_total_max_frames: usize,
+
+    /// Most bytes queued for offline twins on this relay in all.
+    #[arg(long, env = "RMB_RELAY_QUEUE_TOTAL_BYTES", default_value_t = QueueLimits::default().total_max_bytes)]
+    queue_total_max_bytes: usize,
+
     /// Longest JWT lifetime (exp - iat) accepted, seconds.
     #[arg(long, env = "RMB_RELAY_JWT_MAX_LIFETIME", default_value_t = 3600)]
     jwt_max_lifetime: u64,
@@ -137,6 +155,12 @@ async fn main() -> anyhow::Result<()> {
     config.dedup_capacity = args.dedup_entries;
     config.mailbox.max_frames = args.queue_max_frames;
     config.mailbox.max_bytes = args.queue_max_bytes;
+    config.queues = QueueLimits {
+        twin_max_frames: args.queue_twin_max_frames,
+        twin_max_bytes: args.queue_twin_max_bytes,
+        total_max_frames: args.queue_total_max_frames,
+        total_max_bytes: args.queue_total_max_bytes,
+    };
     config.jwt.max_lifetime = args.jwt_max_lifetime;
     config.federation_timeout = Duration::from_secs(args.federation_timeout);
     if args.federation_http {

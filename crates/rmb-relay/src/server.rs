@@ -95,11 +95,7 @@ pub async fn start(
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     let backend: Arc<dyn Backend> = match &config.redis_url {
-        None => Arc::new(MemoryBackend::new(
-            config.mailbox,
-            config.dedup_capacity,
-            metrics.clone(),
-        )),
+        None => Arc::new(MemoryBackend::new(&config, metrics.clone())),
         Some(url) => Arc::new(
             RedisBackend::connect(
                 url,

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backend::{Backend, BackendError};
+use crate::budget::OverBudget;
 use crate::clock::CoarseClock;
 use crate::config::Config;
 use crate::dedup::{Claim, SeenKeys};
@@ -109,7 +110,9 @@ pub enum Refusal {
     #[error("cannot look up the destination twin: {0}")]
     Directory(#[source] DirectoryError),
     #[error("relay storage error: {0}")]
-    Backend(#[from] BackendError),
+    Backend(#[source] BackendError),
+    #[error("{0}")]
+    QueueFull(#[source] OverBudget),
     #[error("relay federation backlog is full, retry later")]
     FederationBacklogFull,
     /// Federation gave up: every relay of the destination failed or one refused.
@@ -135,6 +138,15 @@ pub enum Refusal {
     },
 }
 
+impl From<BackendError> for Refusal {
+    fn from(e: BackendError) -> Self {
+        match e {
+            BackendError::QueueFull(over) => Refusal::QueueFull(over),
+            other => Refusal::Backend(other),
+        }
+    }
+}
+
 impl Refusal {
     /// The `reason` label of `rmb_relay_rejected_total` for a refusal of an envelope
     /// from a session.
@@ -144,6 +156,7 @@ impl Refusal {
             Refusal::RateLimited { .. } => "rate_limited",
             Refusal::FederationBacklogFull => "federation_backlog_full",
             Refusal::FederationFailed(_) => "federation_failed",
+            Refusal::QueueFull(_) => "queue_full",
             _ => "unroutable",
         }
     }
@@ -363,11 +376,7 @@ pub(crate) mod tests {
             directory.insert(twin, record);
         }
         let metrics = Arc::new(Metrics::default());
-        let backend = Arc::new(MemoryBackend::new(
-            config.mailbox,
-            config.dedup_capacity,
-            metrics.clone(),
-        ));
+        let backend = Arc::new(MemoryBackend::new(&config, metrics.clone()));
         let state = RelayState::new(
             config,
             directory.clone(),

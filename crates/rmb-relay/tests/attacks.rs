@@ -162,3 +162,49 @@ async fn envelopes_breaking_the_rules_are_refused_naming_the_field() {
         );
     }
 }
+
+/// Offline queues are keyed by a session id the sender chooses: one twin addressing
+/// many session ids of an offline victim must not make the relay hold unbounded memory.
+#[tokio::test]
+async fn queues_for_many_session_ids_of_one_twin_are_capped_together() {
+    let setup = one_relay(|c| {
+        c.queues.twin_max_frames = 5;
+        c.queues.total_max_frames = 8;
+    })
+    .await;
+    let (a, victim) = (&setup.a, &setup.b);
+    let other = setup.twin().await;
+    let mut ca = connect(setup.addr(), a, None).await;
+    for i in 0..5 {
+        let to = Address::session(victim.id, format!("s{i}"));
+        ca.send(&request(a, to, "x", b"junk")).await;
+    }
+    // The sixth, to yet another session id, is over the victim's budget.
+    let over = request(a, Address::session(victim.id, "s5"), "x", b"junk");
+    ca.send(&over).await;
+    let err = ca.recv().await;
+    assert_eq!(err.uid, over.uid);
+    let message = relay_error(&err);
+    assert!(
+        message.contains("queue") && message.contains(&victim.id.to_string()),
+        "{message}"
+    );
+    // Other twins still have room, up to the relay's total.
+    for i in 0..3 {
+        let to = Address::session(other.id, format!("s{i}"));
+        ca.send(&request(a, to, "x", b"fine")).await;
+    }
+    let over = request(a, Address::twin(other.id), "x", b"too much");
+    ca.send(&over).await;
+    let err = ca.recv().await;
+    assert_eq!(err.uid, over.uid);
+    assert!(relay_error(&err).contains("relay"), "{err:?}");
+    // A session that connects takes its queue, which frees room.
+    let mut s0 = connect(setup.addr(), victim, Some("s0")).await;
+    assert_eq!(plain(&s0.recv().await), b"junk");
+    barrier(&mut s0, victim).await;
+    let again = request(a, Address::session(victim.id, "s9"), "x", b"room again");
+    ca.send(&again).await;
+    let mut s9 = connect(setup.addr(), victim, Some("s9")).await;
+    assert_eq!(s9.recv().await, again);
+}

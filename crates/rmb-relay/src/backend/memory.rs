@@ -7,23 +7,29 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use super::{Backend, BackendError, LocalSessions};
+use crate::budget::QueueBudget;
+use crate::config::Config;
 use crate::dedup::{Claim, SeenKeys, SeenMemory};
-use crate::mailbox::{Mailbox, MailboxLimits, QueuedFrame};
+use crate::mailbox::{Mailbox, QueuedFrame};
 use crate::metrics::Metrics;
 use crate::session_key::SessionKey;
 
 pub struct MemoryBackend {
     sessions: LocalSessions,
+    /// What frames queued for offline sessions may hold, per twin and in all.
+    budget: Arc<QueueBudget>,
     seen: SeenMemory,
     metrics: Arc<Metrics>,
 }
 
 impl MemoryBackend {
-    /// `seen_capacity`: keys the memory of accepted envelopes holds.
-    pub fn new(limits: MailboxLimits, seen_capacity: usize, metrics: Arc<Metrics>) -> Self {
+    /// Session mailboxes, offline queues and the memory of accepted envelopes as
+    /// `config` bounds them.
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Self {
         MemoryBackend {
-            sessions: LocalSessions::new(limits),
-            seen: SeenMemory::new(seen_capacity),
+            sessions: LocalSessions::new(config.mailbox),
+            budget: QueueBudget::new(config.queues),
+            seen: SeenMemory::new(config.dedup_capacity),
             metrics,
         }
     }
@@ -57,7 +63,8 @@ impl Backend for MemoryBackend {
     }
 
     async fn enqueue(&self, key: &SessionKey, frame: QueuedFrame) -> Result<(), BackendError> {
-        let outcome = self.sessions.push(key, frame);
+        let charge = self.budget.try_charge(key.twin, frame.data.len())?;
+        let outcome = self.sessions.push(key, frame, charge);
         note_dropped(&self.metrics, key, outcome.dropped);
         Ok(())
     }

@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 use tokio_util::sync::CancellationToken;
 
+use crate::budget::{Charge, OverBudget};
 use crate::dedup::{Claim, SeenKeys};
 use crate::mailbox::{Mailbox, MailboxLimits, PushOutcome, QueuedFrame};
 use crate::metrics::Metrics;
@@ -24,6 +25,9 @@ use crate::session_key::SessionKey;
 pub enum BackendError {
     #[error("redis: {0}")]
     Redis(#[from] ::redis::RedisError),
+    /// The offline queues' budget has no room (not a storage failure: a limit).
+    #[error(transparent)]
+    QueueFull(#[from] OverBudget),
 }
 
 #[async_trait]
@@ -132,12 +136,13 @@ impl LocalSessions {
         }
     }
 
-    /// Pushes to the mailbox of `key`, creating it if needed.
-    pub fn push(&self, key: &SessionKey, frame: QueuedFrame) -> PushOutcome {
+    /// Pushes to the mailbox of `key`, creating it if needed; the frame holds `charge`
+    /// while it waits.
+    pub fn push(&self, key: &SessionKey, frame: QueuedFrame, charge: Charge) -> PushOutcome {
         self.mailboxes
             .entry(key.clone())
             .or_insert_with(|| Arc::new(Mailbox::new(self.limits)))
-            .push(frame)
+            .push_charged(frame, charge)
     }
 
     /// The mailbox of `key` if a connection drains it here.
