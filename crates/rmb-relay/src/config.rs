@@ -37,6 +37,10 @@ pub struct Config {
     /// `https` in production; `http` for local test networks.
     pub federation_scheme: &'static str,
     pub federation_timeout: Duration,
+    /// Federate to loopback, private, link-local and other non-public addresses. Off in
+    /// production: twins register their relays freely, and a relay that posts wherever
+    /// they say can be aimed at its own network. Test networks and `rmb up` turn it on.
+    pub federation_allow_private: bool,
     /// Window over which federation failures rank a relay down.
     pub ranker_period: Duration,
     /// Federation deliveries in flight at once; more wait.
@@ -74,6 +78,7 @@ impl Config {
             jwt: JwtPolicy::default(),
             federation_scheme: "https",
             federation_timeout: Duration::from_secs(10),
+            federation_allow_private: false,
             ranker_period: Duration::from_secs(3600),
             federation_concurrency: 256,
             federation_backlog: 100_000,

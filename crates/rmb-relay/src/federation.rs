@@ -23,6 +23,7 @@ use rmb_core::{envelope, Envelope};
 
 use crate::dedup::SeenKeys;
 use crate::metrics::Metrics;
+use crate::outbound::{self, Attempt};
 use crate::route::{self, Forward, ReplyTo};
 use crate::state::{Outcome, Refusal, RelayState, Via};
 
@@ -87,7 +88,16 @@ async fn deliver(
                 break;
             }
             let timeout = state.config.federation_timeout.min(left);
-            match post(state, &relay, frame.clone(), timeout).await {
+            let config = &state.config;
+            let attempt = outbound::post(
+                &state.http,
+                config.federation_scheme,
+                &relay,
+                config.federation_allow_private,
+                frame.clone(),
+                timeout,
+            );
+            match attempt.await {
                 Attempt::Accepted => {
                     state.ranker.record(&relay, true, Instant::now());
                     state.metrics.federation(&relay, "ok");
@@ -137,35 +147,6 @@ fn time_left(deadline: u64) -> Duration {
         .duration_since(SystemTime::now())
         .unwrap_or_default()
         .saturating_sub(ERROR_MARGIN)
-}
-
-enum Attempt {
-    Accepted,
-    Refused(String),
-    Failed(String),
-}
-
-async fn post(state: &RelayState, relay: &str, body: Bytes, timeout: Duration) -> Attempt {
-    let url = format!("{}://{}/", state.config.federation_scheme, relay);
-    let response = state
-        .http
-        .post(&url)
-        .header("content-type", "application/x-protobuf")
-        .body(body)
-        .timeout(timeout)
-        .send()
-        .await;
-    match response {
-        Err(e) if e.is_timeout() => Attempt::Failed("timeout".into()),
-        Err(e) => Attempt::Failed(format!("unreachable ({})", e.without_url())),
-        Ok(r) if r.status() == StatusCode::ACCEPTED => Attempt::Accepted,
-        Ok(r) if r.status().is_client_error() => {
-            let status = r.status();
-            let text = r.text().await.unwrap_or_default();
-            Attempt::Refused(format!("{status} {}", text.trim()))
-        }
-        Ok(r) => Attempt::Failed(format!("HTTP {}", r.status())),
-    }
 }
 
 /// `POST /`: an envelope forwarded by another relay.

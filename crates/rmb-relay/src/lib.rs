@@ -20,6 +20,7 @@ pub mod directory;
 pub mod federation;
 pub mod mailbox;
 pub mod metrics;
+pub mod outbound;
 pub mod ranker;
 pub mod ratelimit;
 pub mod registrar_directory;

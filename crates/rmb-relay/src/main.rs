@@ -120,6 +120,13 @@ struct Args {
     #[arg(long, env = "RMB_RELAY_FEDERATION_HTTP")]
     federation_http: bool,
 
+    /// Federate to loopback, private (10/8, 192.168/16, ...), link-local and other
+    /// non-public addresses. Off by default: twins register their relays freely, so a
+    /// relay that posts wherever they say can be aimed at its own network. For local
+    /// test networks.
+    #[arg(long, env = "RMB_RELAY_FEDERATION_ALLOW_PRIVATE")]
+    federation_allow_private: bool,
+
     /// Timeout of one federation attempt, seconds.
     #[arg(long, env = "RMB_RELAY_FEDERATION_TIMEOUT", default_value_t = 10)]
     federation_timeout: u64,
@@ -166,6 +173,7 @@ async fn main() -> anyhow::Result<()> {
     if args.federation_http {
         config.federation_scheme = "http";
     }
+    config.federation_allow_private = args.federation_allow_private;
 
     let directory = Arc::new(
         RegistrarDirectory::new(&args.registrar)

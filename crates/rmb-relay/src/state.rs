@@ -23,13 +23,13 @@ use crate::clock::CoarseClock;
 use crate::config::Config;
 use crate::dedup::{Claim, SeenKeys};
 use crate::directory::{DirectoryError, TwinDirectory, TwinRecord};
-use crate::federation;
 use crate::mailbox::QueuedFrame;
 use crate::metrics::Metrics;
 use crate::ranker::Ranker;
 use crate::ratelimit::RateLimiter;
 use crate::route::{self, Forward, Inbound, Rejection, ReplyTo};
 use crate::session_key::SessionKey;
+use crate::{federation, outbound};
 
 pub struct RelayState {
     pub config: Config,
@@ -172,10 +172,7 @@ impl RelayState {
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(64)
-            .connect_timeout(config.federation_timeout)
-            .build()?;
+        let http = outbound::client(config.federation_timeout, config.federation_allow_private)?;
         Ok(RelayState {
             limiter: RateLimiter::new(config.rate_limit),
             ranker: Ranker::new(config.ranker_period),

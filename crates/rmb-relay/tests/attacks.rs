@@ -208,3 +208,74 @@ async fn queues_for_many_session_ids_of_one_twin_are_capped_together() {
     let mut s9 = connect(setup.addr(), victim, Some("s9")).await;
     assert_eq!(s9.recv().await, again);
 }
+
+/// A relay run by a stranger answers our federation post with a redirect to an internal
+/// address: it must not be followed (reqwest follows up to ten, and turns a 303's POST
+/// into a GET to wherever it points).
+#[tokio::test]
+async fn federation_never_follows_a_redirect_to_an_internal_url() {
+    let internal = FakeRelay::start(
+        "127.0.0.6",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".to_vec(),
+    )
+    .await;
+    let redirect = format!(
+        "HTTP/1.1 303 See Other\r\nlocation: http://{}/admin/delete-everything\r\ncontent-length: 0\r\n\r\n",
+        internal.addr
+    );
+    let stranger = FakeRelay::start("127.0.0.7", redirect.into_bytes()).await;
+    let reg = registrar().await;
+    let url = reg.url();
+    let r1 = start_relay("127.0.0.1", &url, |_| {}).await;
+    let a = twin(&url, KeyType::Ed25519, &[domain(&r1)]).await;
+    let message = federation_error(&url, &r1, &a, &[stranger.domain()]).await;
+    assert!(message.contains("303"), "{message}");
+    assert!(stranger.hits() >= 1);
+    assert_eq!(internal.hits(), 0, "the redirect was followed");
+}
+
+/// A stranger's relay answers 4xx with a huge body full of control characters: the
+/// sender gets a short, printable reason.
+#[tokio::test]
+async fn a_refusing_relay_cannot_send_its_body_back_to_our_sender() {
+    let mut response = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 1000000\r\n\r\n".to_vec();
+    response.extend(b"\x1b[2Jowned\r\n\x00".iter().cycle().take(1_000_000));
+    let stranger = FakeRelay::start("127.0.0.8", response).await;
+    let reg = registrar().await;
+    let url = reg.url();
+    let r1 = start_relay("127.0.0.1", &url, |_| {}).await;
+    let a = twin(&url, KeyType::Ed25519, &[domain(&r1)]).await;
+    let message = federation_error(&url, &r1, &a, &[stranger.domain()]).await;
+    assert!(message.contains("400"), "{message}");
+    assert!(message.len() < 512, "{} bytes", message.len());
+    assert!(
+        message.chars().all(|c| !c.is_control()),
+        "control characters reached the sender: {message:?}"
+    );
+}
+
+/// Twins register their relays freely: a relay must not be made to post to loopback or
+/// private addresses (its own admin endpoints, the cloud's metadata service) unless its
+/// operator allows it (test networks, `rmb up`).
+#[tokio::test]
+async fn federation_to_loopback_and_private_addresses_is_refused_unless_allowed() {
+    let reg = registrar().await;
+    let url = reg.url();
+    let r1 = start_relay("127.0.0.1", &url, |c| c.federation_allow_private = false).await;
+    let r2 = start_relay("127.0.0.2", &url, |_| {}).await;
+    let a = twin(&url, KeyType::Ed25519, &[domain(&r1)]).await;
+    let targets = [
+        domain(&r2),
+        "localhost:1".to_string(),
+        "10.1.2.3:80".to_string(),
+    ];
+    for target in targets {
+        let message = federation_error(&url, &r1, &a, std::slice::from_ref(&target)).await;
+        assert!(message.contains("private"), "{target}: {message}");
+    }
+    let received = r2
+        .metrics()
+        .federation_received
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(received, 0);
+}

@@ -68,15 +68,7 @@ async fn unreachable_destination_relays_give_the_sender_an_error() {
         .unwrap()
         .to_string();
     let a = twin(&url, KeyType::Ed25519, &[domain(&r1)]).await;
-    let e = twin(&url, KeyType::Ed25519, std::slice::from_ref(&dead)).await;
-    let mut ca = connect(r1.addr(), &a, None).await;
-    let mut req = request(&a, Address::twin(e.id), "x", b"");
-    req.tags = Some("fail-fast".into());
-    envelope::sign(&mut req, &a.signer);
-    ca.send(&req).await;
-    let err = ca.recv().await;
-    assert_eq!(err.uid, req.uid);
-    let message = relay_error(&err);
+    let message = federation_error(&url, &r1, &a, std::slice::from_ref(&dead)).await;
     assert!(
         message.contains("could not reach") && message.contains(&dead),
         "{message}"
