@@ -43,6 +43,11 @@ pub struct Config {
     pub federation_allow_private: bool,
     /// Window over which federation failures rank a relay down.
     pub ranker_period: Duration,
+    /// Distinct relay names the ranker remembers (twins choose relay names freely).
+    pub ranker_relays: usize,
+    /// Distinct relay names used as metric label values; further ones count as
+    /// `other` (twins choose relay names freely).
+    pub metric_relay_labels: usize,
     /// Federation deliveries in flight at once; more wait.
     pub federation_concurrency: usize,
     /// Federation deliveries waiting or in flight before new ones are refused.
@@ -80,6 +85,8 @@ impl Config {
             federation_timeout: Duration::from_secs(10),
             federation_allow_private: false,
             ranker_period: Duration::from_secs(3600),
+            ranker_relays: 4096,
+            metric_relay_labels: 100,
             federation_concurrency: 256,
             federation_backlog: 100_000,
             dedup_capacity: DEFAULT_DEDUP_CAPACITY,

@@ -91,7 +91,7 @@ pub async fn start(
     directory: Arc<dyn TwinDirectory>,
 ) -> Result<RelayHandle, StartError> {
     let addr = listener.local_addr()?;
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(config.metric_relay_labels));
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     let backend: Arc<dyn Backend> = match &config.redis_url {

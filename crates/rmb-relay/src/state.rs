@@ -175,7 +175,7 @@ impl RelayState {
         let http = outbound::client(config.federation_timeout, config.federation_allow_private)?;
         Ok(RelayState {
             limiter: RateLimiter::new(config.rate_limit),
-            ranker: Ranker::new(config.ranker_period),
+            ranker: Ranker::new(config.ranker_period, config.ranker_relays),
             federation_slots: Arc::new(Semaphore::new(config.federation_concurrency)),
             federation_backlog: Arc::new(Semaphore::new(config.federation_backlog)),
             connections: Arc::new(Semaphore::new(config.max_connections)),
@@ -372,7 +372,7 @@ pub(crate) mod tests {
             };
             directory.insert(twin, record);
         }
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(Metrics::new(config.metric_relay_labels));
         let backend = Arc::new(MemoryBackend::new(&config, metrics.clone()));
         let state = RelayState::new(
             config,

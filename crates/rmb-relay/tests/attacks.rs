@@ -279,3 +279,38 @@ async fn federation_to_loopback_and_private_addresses_is_refused_unless_allowed(
         .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(received, 0);
 }
+
+/// Twins register whatever relay names they like, and each name used to become a label
+/// value of `rmb_relay_federation_total` (and a ranker entry) for ever.
+#[tokio::test]
+async fn relay_names_chosen_by_twins_do_not_grow_the_metrics() {
+    let reg = registrar().await;
+    let url = reg.url();
+    let r1 = start_relay("127.0.0.1", &url, |c| c.metric_relay_labels = 3).await;
+    let a = twin(&url, KeyType::Ed25519, &[domain(&r1)]).await;
+    for _ in 0..8 {
+        // A relay name of its own, where nothing listens.
+        let dead = std::net::TcpListener::bind("127.0.0.9:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let message = federation_error(&url, &r1, &a, &[dead.to_string()]).await;
+        assert!(message.contains("could not reach"), "{message}");
+    }
+    let text = reqwest::get(format!("http://{}/metrics", r1.addr()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("rmb_relay_federation_total{"))
+        .collect();
+    assert_eq!(rows.len(), 4, "three relays and `other`: {rows:#?}");
+    assert!(
+        rows.iter()
+            .any(|r| r.contains("relay=\"other\"") && r.ends_with(" 5")),
+        "{rows:#?}"
+    );
+}
