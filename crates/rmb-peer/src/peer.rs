@@ -26,7 +26,7 @@ use rmb_core::prost::Message as _;
 use rmb_core::proto::Backlog;
 use rmb_core::time::now;
 use rmb_core::{Address, KeyType};
-use rmb_registrar::RegistrarClient;
+use rmb_registrar_client::RegistrarClient;
 use rmb_sdk::{Client, Event, Incoming, Outgoing, PoolConfig};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;

@@ -33,7 +33,8 @@ pub mod ws;
 pub use process::{refused_config, Process};
 pub use proxy::Proxy;
 pub use relay::{fresh_client, TestRelay};
-use rmb_registrar::{Config, RegistrarClient, ServerHandle};
+use rmb_registrar::{Config, ServerHandle};
+use rmb_registrar_client::RegistrarClient;
 use sqlx::migrate::MigrateDatabase as _;
 pub use ws::RawConn;
 
@@ -60,7 +61,7 @@ pub enum Error {
     #[error("registrar: {0}")]
     Registrar(#[from] rmb_registrar::Error),
     #[error("registrar client: {0}")]
-    Client(#[from] rmb_registrar::ClientError),
+    Client(#[from] rmb_registrar_client::ClientError),
     #[error("relay: {0}")]
     Relay(#[from] rmb_relay::StartError),
 }
