@@ -19,13 +19,14 @@ use rmb_registrar::{RegistrarClient, Twin};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{BuildError, CallError, HandlerError, SendError};
+use crate::error::{BuildError, CallError, HandlerError, SendError, Unconfirmed};
 use crate::identity::Identity;
 use crate::incoming::{self, Classified, Dedup, Incoming, Kind, Rejection};
 use crate::outgoing::{self, Outgoing};
 use crate::pool::{Outbound, Pool, PoolConfig};
-use crate::resend::{Outstanding, ReplyCache};
+use crate::resend::{Deduplicators, Outstanding, ReplyCache, Resend};
 use crate::serve::{HandlerResult, Registry, Request};
+use crate::tags;
 
 /// Envelope uids remembered for de-duplication.
 const DEDUP_CAPACITY: usize = 200_000;
@@ -55,12 +56,20 @@ pub struct ClientBuilder {
     pool: PoolConfig,
     unhandled: Option<mpsc::Sender<Event>>,
     max_concurrent_requests: usize,
-    resend_after: Option<Duration>,
+    resend: Resend,
+    resend_interval: Duration,
 }
 
-/// Default wait before a request with no reply is sent again (see
-/// [`ClientBuilder::resend_after`]).
+/// Default wait before a request with no reply is sent again, where the [`Resend`]
+/// policy allows (see [`ClientBuilder::resend_interval`]).
 pub const DEFAULT_RESEND_AFTER: Duration = Duration::from_secs(5);
+
+/// How long a receiver is believed to drop copies after its last reply that said so.
+const DEDUPLICATOR_TTL: Duration = Duration::from_secs(3600);
+/// Receivers remembered as dropping copies, at most.
+const DEDUPLICATORS: usize = 65_536;
+/// Bytes of unanswered requests kept for sending again, at most.
+const OUTSTANDING_BYTES: usize = 64 << 20;
 
 /// Replies kept for answering copies of requests: at most this many...
 const REPLY_CACHE_ENTRIES: usize = 16_384;
@@ -139,14 +148,21 @@ impl ClientBuilder {
         self
     }
 
-    /// How long to wait for the reply to a request before sending the same envelope
-    /// again (then twice as long, and so on, until it expires). Default
-    /// [`DEFAULT_RESEND_AFTER`]; `None` never re-sends. This is what recovers an envelope
-    /// a relay accepted and then lost (e.g. it stopped before passing it on); the
-    /// receiver drops the copies of a request it has seen and answers them with the
-    /// reply it already sent, so a handler is not run twice.
-    pub fn resend_after(mut self, after: Option<Duration>) -> Self {
-        self.resend_after = after;
+    /// Which receivers get the same request again when its reply is late (default
+    /// [`Resend::KnownReceivers`]). This is what recovers a request a relay accepted and
+    /// then lost (e.g. it stopped before passing it on); a receiver that drops copies
+    /// answers a copy of a request it has seen with the reply it already sent, but one
+    /// that does not (the original rmb-peer, the Go router, the TypeScript client) runs
+    /// it again. See docs/compatibility.md, "Not running a request twice".
+    pub fn resend(mut self, policy: Resend) -> Self {
+        self.resend = policy;
+        self
+    }
+
+    /// How long to wait for a reply before the first copy (then twice as long, and so
+    /// on, until the request expires). Default [`DEFAULT_RESEND_AFTER`].
+    pub fn resend_interval(mut self, interval: Duration) -> Self {
+        self.resend_interval = interval;
         self
     }
 
@@ -209,14 +225,15 @@ impl ClientBuilder {
             cancel: cancel.clone(),
             request_slots: Arc::new(Semaphore::new(self.max_concurrent_requests)),
             requests_waiting: AtomicUsize::new(0),
-            outstanding: self
-                .resend_after
-                .map(|after| Mutex::new(Outstanding::new(after))),
+            resend: self.resend,
+            outstanding: (self.resend != Resend::Off)
+                .then(|| Mutex::new(Outstanding::new(self.resend_interval, OUTSTANDING_BYTES))),
+            deduplicators: Mutex::new(Deduplicators::new(DEDUPLICATOR_TTL, DEDUPLICATORS)),
             replies: Mutex::new(ReplyCache::new(REPLY_CACHE_ENTRIES, REPLY_CACHE_BYTES)),
             started: Instant::now(),
         });
-        if let Some(after) = self.resend_after {
-            tokio::spawn(resend_loop(inner.clone(), after));
+        if inner.outstanding.is_some() {
+            tokio::spawn(resend_loop(inner.clone(), self.resend_interval));
         }
         tokio::spawn(dispatch(
             inner.clone(),
@@ -272,12 +289,46 @@ struct Inner {
     request_slots: Arc<Semaphore>,
     /// Requests queued for a slot (see [`Client::requests_waiting`]).
     requests_waiting: AtomicUsize,
+    /// Who gets copies of late requests.
+    resend: Resend,
     /// Requests sent and not yet answered; `None` when re-sending is off.
     outstanding: Option<Mutex<Outstanding>>,
+    /// Receivers known to drop copies.
+    deduplicators: Mutex<Deduplicators>,
     /// Replies sent, for answering copies of requests already handled.
     replies: Mutex<ReplyCache>,
     /// The origin of the monotonic milliseconds `outstanding` is scheduled in.
     started: Instant,
+}
+
+/// An envelope handed to the relays by [`Client::send`].
+#[derive(Debug)]
+pub struct Sent {
+    uid: String,
+    deadline: u64,
+    confirmed: oneshot::Receiver<Result<(), Unconfirmed>>,
+}
+
+impl Sent {
+    /// The envelope's uid.
+    pub fn uid(&self) -> &str {
+        &self.uid
+    }
+
+    /// Resolves once a relay confirmed the envelope (the pong to the ping written after
+    /// it: the relay has accepted it and routes or queues it), or says why no relay did:
+    /// it expired first, the link it was written on broke where a copy could run twice
+    /// (so it was not sent again), or the client shut down. Waits at most until a
+    /// second after the envelope's deadline.
+    pub async fn confirmed(self) -> Result<(), Unconfirmed> {
+        let left = self.deadline.saturating_sub(rmb_core::time::now());
+        let grace = Duration::from_secs(left.saturating_add(1));
+        match tokio::time::timeout(grace, self.confirmed).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Unconfirmed::Closed),
+            Err(_) => Err(Unconfirmed::Expired),
+        }
+    }
 }
 
 /// A call waiting for its reply.
@@ -327,7 +378,8 @@ impl Client {
             pool: PoolConfig::default(),
             unhandled: None,
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
-            resend_after: Some(DEFAULT_RESEND_AFTER),
+            resend: Resend::default(),
+            resend_interval: DEFAULT_RESEND_AFTER,
         }
     }
 
@@ -421,7 +473,16 @@ impl Client {
             twin,
         };
         let work = async {
-            self.send(request).await?;
+            let sent = self.send(request).await?;
+            let mut rx = rx;
+            tokio::select! {
+                reply = &mut rx => return reply.map_err(|_| CallError::NotConnected)?,
+                confirmed = sent.confirmed() => match confirmed {
+                    Ok(()) => {}
+                    Err(Unconfirmed::Closed) => return Err(CallError::NotConnected),
+                    Err(e) => return Err(CallError::Unconfirmed(e)),
+                },
+            }
             rx.await.map_err(|_| CallError::NotConnected)?
         };
         tokio::time::timeout(timeout, work)
@@ -430,8 +491,10 @@ impl Client {
     }
 
     /// Encrypts (when the destination has an e2e key), stamps, signs and queues an
-    /// envelope for the relays. Returns once it is queued.
-    pub async fn send(&self, out: Outgoing) -> Result<(), SendError> {
+    /// envelope for the relays. Returns once it is queued, with a handle that tells when
+    /// a relay confirmed it ([`Sent::confirmed`]). Replies are tagged `dedup` (we drop
+    /// copies of requests we have seen).
+    pub async fn send(&self, out: Outgoing) -> Result<Sent, SendError> {
         self.inner.send(out).await
     }
 
@@ -442,7 +505,10 @@ impl Client {
 }
 
 impl Inner {
-    async fn send(&self, out: Outgoing) -> Result<(), SendError> {
+    async fn send(&self, mut out: Outgoing) -> Result<Sent, SendError> {
+        if matches!(out.message, Message::Response(_) | Message::Error(_)) {
+            out.tags = tags::with(out.tags.take(), tags::DEDUP);
+        }
         let twin = self.lookup(out.destination.twin).await?;
         let shared = self
             .identity
@@ -460,35 +526,47 @@ impl Inner {
         self.send_envelope(&env).await
     }
 
-    async fn send_envelope(&self, env: &Envelope) -> Result<(), SendError> {
-        let frame = Outbound {
-            frame: env.encode_to_vec().into(),
-            deadline: env.timestamp.saturating_add(env.expiration),
-        };
-        let destination = env.destination.as_ref();
-        match (&env.message, destination) {
+    async fn send_envelope(&self, env: &Envelope) -> Result<Sent, SendError> {
+        let frame: Bytes = env.encode_to_vec().into();
+        let deadline = env.timestamp.saturating_add(env.expiration);
+        let copy_safe = match (&env.message, env.destination.as_ref()) {
             (Some(Message::Request(_)), Some(to)) => {
                 if let Some(outstanding) = &self.outstanding {
-                    outstanding.lock().track(
+                    let kept = outstanding.lock().track(
                         env.uid.clone(),
-                        to.twin,
-                        frame.frame.clone(),
-                        frame.deadline,
+                        to.clone(),
+                        frame.clone(),
+                        deadline,
                         self.now_ms(),
                     );
+                    if !kept {
+                        tracing::warn!(
+                            uid = env.uid,
+                            "too many unanswered requests kept: this one will not be sent again"
+                        );
+                    }
                 }
+                self.resend == Resend::Always || self.deduplicators.lock().knows(to, self.now_ms())
             }
             (Some(Message::Response(_) | Message::Error(_)), Some(to)) => {
                 self.replies.lock().insert(
                     ReplyCache::key(to, &env.uid),
-                    frame.frame.clone(),
-                    frame.deadline,
+                    frame.clone(),
+                    deadline,
                     rmb_core::time::now(),
                 );
+                true
             }
-            _ => {}
-        }
-        self.pool.send(frame).await.map_err(|_| SendError::Closed)
+            _ => true,
+        };
+        let (confirm, confirmed) = oneshot::channel();
+        let out = Outbound::new(frame, deadline, copy_safe).confirmed_to(confirm);
+        self.pool.send(out).await.map_err(|_| SendError::Closed)?;
+        Ok(Sent {
+            uid: env.uid.clone(),
+            deadline,
+            confirmed,
+        })
     }
 
     fn now_ms(&self) -> u64 {
@@ -504,17 +582,22 @@ impl Inner {
             .get(&ReplyCache::key(requester, uid), rmb_core::time::now());
         if let Some((frame, deadline)) = cached {
             tracing::debug!(uid, %requester, "answering a copy of a request with the reply already sent");
-            let _ = self.pool.send(Outbound { frame, deadline }).await;
+            let _ = self.pool.send(Outbound::new(frame, deadline, true)).await;
         }
     }
 
-    /// A reply (or relay error) for request `uid` arrived: stop re-sending it.
-    fn settled(&self, uid: &str, twin: Option<u32>) {
-        if let Some(outstanding) = &self.outstanding {
-            let mut outstanding = outstanding.lock();
-            match twin {
-                Some(twin) => outstanding.answered(uid, twin),
-                None => outstanding.refused(uid),
+    /// A reply (or relay error) for request `uid` arrived: stop re-sending it. True if
+    /// it answers a request kept for re-sending.
+    fn settled(&self, uid: &str, twin: Option<u32>) -> bool {
+        let Some(outstanding) = &self.outstanding else {
+            return false;
+        };
+        let mut outstanding = outstanding.lock();
+        match twin {
+            Some(twin) => outstanding.answered(uid, twin),
+            None => {
+                outstanding.refused(uid);
+                true
             }
         }
     }
@@ -647,9 +730,11 @@ async fn resend_loop(inner: Arc<Inner>, after: Duration) {
             _ = tick.tick() => {}
             _ = inner.cancel.cancelled() => return,
         }
-        let due = outstanding
-            .lock()
-            .due(inner.now_ms(), rmb_core::time::now());
+        let now_ms = inner.now_ms();
+        let due = outstanding.lock().due(now_ms, rmb_core::time::now(), |to| {
+            let known = inner.deduplicators.lock().knows(to, now_ms);
+            inner.resend.allows(known)
+        });
         if !due.is_empty() {
             tracing::debug!(
                 count = due.len(),
@@ -657,7 +742,9 @@ async fn resend_loop(inner: Arc<Inner>, after: Duration) {
             );
         }
         for (frame, deadline) in due {
-            if inner.pool.send(Outbound { frame, deadline }).await.is_err() {
+            // Only receivers that drop copies get these, so any link may carry them.
+            let copy = Outbound::new(frame, deadline, true);
+            if inner.pool.send(copy).await.is_err() {
                 return;
             }
         }
@@ -796,8 +883,17 @@ async fn deliver(inner: &Arc<Inner>, msg: Incoming) {
         }
         Kind::Response | Kind::Error { .. } => {
             let source = msg.source.twin;
-            inner.settled(&msg.uid, Some(source));
-            if let Some((_, call)) = inner.pending.remove_if(&msg.uid, |_, p| p.twin == source) {
+            let kept = inner.settled(&msg.uid, Some(source));
+            let call = inner.pending.remove_if(&msg.uid, |_, p| p.twin == source);
+            // Learned only from answers to our own requests, so strangers cannot fill
+            // the table.
+            if (kept || call.is_some()) && tags::has(msg.tags.as_deref(), tags::DEDUP) {
+                inner
+                    .deduplicators
+                    .lock()
+                    .learned(&msg.source, inner.now_ms());
+            }
+            if let Some((_, call)) = call {
                 let result = match msg.kind {
                     Kind::Error { code, message } => Err(CallError::Remote { code, message }),
                     _ => Ok(msg.payload),
