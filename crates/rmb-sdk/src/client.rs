@@ -21,15 +21,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{BuildError, CallError, HandlerError, SendError, Unconfirmed};
 use crate::identity::Identity;
-use crate::incoming::{self, Classified, Dedup, Incoming, Kind, Rejection};
+use crate::incoming::{self, Classified, Incoming, Kind, Rejection};
+use crate::memory::{self, EnvelopeKeys, HashKey, InMemory, Memory, ReplyKey};
 use crate::outgoing::{self, Outgoing};
 use crate::pool::{Outbound, Pool, PoolConfig};
-use crate::resend::{Deduplicators, Outstanding, ReplyCache, Resend};
+use crate::resend::{Deduplicators, Outstanding, Resend};
 use crate::serve::{HandlerResult, Registry, Request};
 use crate::tags;
-
-/// Envelope uids remembered for de-duplication.
-const DEDUP_CAPACITY: usize = 200_000;
 
 /// Something the client received that no call or handler took: handed to the
 /// application when it asked for them ([`ClientBuilder::unhandled`]).
@@ -58,6 +56,7 @@ pub struct ClientBuilder {
     max_concurrent_requests: usize,
     resend: Resend,
     resend_interval: Duration,
+    memory: Option<Arc<dyn Memory>>,
 }
 
 /// Default wait before a request with no reply is sent again, where the [`Resend`]
@@ -70,11 +69,6 @@ const DEDUPLICATOR_TTL: Duration = Duration::from_secs(3600);
 const DEDUPLICATORS: usize = 65_536;
 /// Bytes of unanswered requests kept for sending again, at most.
 const OUTSTANDING_BYTES: usize = 64 << 20;
-
-/// Replies kept for answering copies of requests: at most this many...
-const REPLY_CACHE_ENTRIES: usize = 16_384;
-/// ...and this many bytes.
-const REPLY_CACHE_BYTES: usize = 32 << 20;
 
 /// Default cap on incoming requests handled at once (see
 /// [`ClientBuilder::max_concurrent_requests`]).
@@ -166,6 +160,15 @@ impl ClientBuilder {
         self
     }
 
+    /// Where this receiver remembers the envelopes it has seen and the replies it sent
+    /// (default: an [`InMemory`] with [`MemoryLimits::default`](crate::MemoryLimits)).
+    /// A memory that survives restarts (rmb-peer keeps it in Redis) means a restarted
+    /// receiver neither runs a copy again nor leaves it unanswered.
+    pub fn memory(mut self, memory: Arc<dyn Memory>) -> Self {
+        self.memory = Some(memory);
+        self
+    }
+
     /// Makes sure the account exists and lists these relays and the e2e key (unless
     /// `no_update`), then starts connecting to every relay. Does not wait for the
     /// connections: see [`Client::wait_connected`].
@@ -202,6 +205,7 @@ impl ClientBuilder {
             twin: twin.twin_id,
             connection: self.session.clone(),
         };
+        let memory = self.memory.unwrap_or_else(|| Arc::new(InMemory::default()));
         let cancel = CancellationToken::new();
         let (incoming_tx, incoming_rx) = mpsc::channel(1024);
         let pool = Pool::start(
@@ -221,7 +225,8 @@ impl ClientBuilder {
             pending: DashMap::new(),
             handlers: Registry::default(),
             unhandled: self.unhandled,
-            dedup: Mutex::new(Dedup::new(DEDUP_CAPACITY)),
+            hash_key: memory.hash_key(),
+            memory,
             cancel: cancel.clone(),
             request_slots: Arc::new(Semaphore::new(self.max_concurrent_requests)),
             requests_waiting: AtomicUsize::new(0),
@@ -229,7 +234,6 @@ impl ClientBuilder {
             outstanding: (self.resend != Resend::Off)
                 .then(|| Mutex::new(Outstanding::new(self.resend_interval, OUTSTANDING_BYTES))),
             deduplicators: Mutex::new(Deduplicators::new(DEDUPLICATOR_TTL, DEDUPLICATORS)),
-            replies: Mutex::new(ReplyCache::new(REPLY_CACHE_ENTRIES, REPLY_CACHE_BYTES)),
             started: Instant::now(),
         });
         if inner.outstanding.is_some() {
@@ -283,7 +287,10 @@ struct Inner {
     pending: DashMap<String, Pending>,
     handlers: Registry,
     unhandled: Option<mpsc::Sender<Event>>,
-    dedup: Mutex<Dedup>,
+    /// What this receiver has seen and answered.
+    memory: Arc<dyn Memory>,
+    /// The key envelope and reply keys are hashed with (the memory's).
+    hash_key: HashKey,
     cancel: CancellationToken,
     /// One permit per incoming request being handled.
     request_slots: Arc<Semaphore>,
@@ -295,8 +302,6 @@ struct Inner {
     outstanding: Option<Mutex<Outstanding>>,
     /// Receivers known to drop copies.
     deduplicators: Mutex<Deduplicators>,
-    /// Replies sent, for answering copies of requests already handled.
-    replies: Mutex<ReplyCache>,
     /// The origin of the monotonic milliseconds `outstanding` is scheduled in.
     started: Instant,
 }
@@ -380,6 +385,7 @@ impl Client {
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
             resend: Resend::default(),
             resend_interval: DEFAULT_RESEND_AFTER,
+            memory: None,
         }
     }
 
@@ -549,12 +555,19 @@ impl Inner {
                 self.resend == Resend::Always || self.deduplicators.lock().knows(to, self.now_ms())
             }
             (Some(Message::Response(_) | Message::Error(_)), Some(to)) => {
-                self.replies.lock().insert(
-                    ReplyCache::key(to, &env.uid),
-                    frame.clone(),
-                    deadline,
-                    rmb_core::time::now(),
-                );
+                // Kept before it goes, so a copy of the request arriving next finds it.
+                let key = ReplyKey::of(to, &env.uid, &self.hash_key);
+                let now = rmb_core::time::now();
+                if let Err(e) = self
+                    .memory
+                    .keep_reply(key, frame.clone(), deadline, now)
+                    .await
+                {
+                    tracing::warn!(
+                        uid = env.uid,
+                        "a copy of this request will get no reply: {e}"
+                    );
+                }
                 true
             }
             _ => true,
@@ -576,14 +589,18 @@ impl Inner {
     /// The reply already sent for request `uid` from `requester`, sent once more: the
     /// requester is re-sending because it did not get it.
     async fn resend_reply(&self, requester: &Address, uid: &str) {
-        let cached = self
-            .replies
-            .lock()
-            .get(&ReplyCache::key(requester, uid), rmb_core::time::now());
-        if let Some((frame, deadline)) = cached {
-            tracing::debug!(uid, %requester, "answering a copy of a request with the reply already sent");
-            let _ = self.pool.send(Outbound::new(frame, deadline, true)).await;
-        }
+        let key = ReplyKey::of(requester, uid, &self.hash_key);
+        let frame = match self.memory.reply(key, rmb_core::time::now()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return,
+            Err(e) => return tracing::warn!(uid, "cannot answer a copy of a request: {e}"),
+        };
+        let Ok(header) = EnvelopeHeader::decode(frame.clone()) else {
+            return tracing::warn!(uid, "the reply kept for a request does not decode");
+        };
+        let deadline = header.timestamp.saturating_add(header.expiration);
+        tracing::debug!(uid, %requester, "answering a copy of a request with the reply already sent");
+        let _ = self.pool.send(Outbound::new(frame, deadline, true)).await;
     }
 
     /// A reply (or relay error) for request `uid` arrived: stop re-sending it. True if
@@ -842,14 +859,26 @@ async fn verify(inner: &Inner, env: Envelope, source: u32) -> Result<Option<Inco
         twin = lookup(true).await?;
         incoming::verify(&env, &twin.public_key, now)?;
     }
-    let fresh = inner.dedup.lock().first_time(
-        incoming::dedup_key(&env),
-        incoming::dedup_deadline(&env, now),
-        now,
-    );
+    let keys = EnvelopeKeys::of(&env, &inner.hash_key);
+    let until = memory::remember_until(&env, now);
+    let is_request = matches!(env.message, Some(Message::Request(_)));
+    let fresh = match inner.memory.first_time(keys, until, now).await {
+        Ok(fresh) => fresh,
+        // Better an error than a second run; a reply is delivered all the same.
+        Err(e) if is_request => {
+            return Err(Rejection::new(
+                ErrorCode::Other,
+                format!("cannot tell whether this request was already handled: {e}"),
+            ))
+        }
+        Err(e) => {
+            tracing::warn!(uid = env.uid, source, "{e}");
+            true
+        }
+    };
     if !fresh {
         tracing::debug!(uid = env.uid, source, "dropping a duplicate envelope");
-        if let (Some(Message::Request(_)), Some(requester)) = (&env.message, &env.source) {
+        if let (true, Some(requester)) = (is_request, &env.source) {
             inner.resend_reply(requester, &env.uid).await;
         }
         return Ok(None);

@@ -53,6 +53,7 @@ pub mod client;
 pub mod error;
 pub mod identity;
 pub mod incoming;
+pub mod memory;
 pub mod outgoing;
 pub mod pool;
 pub mod resend;
@@ -65,6 +66,7 @@ pub use client::{
 };
 pub use error::{BuildError, CallError, HandlerError, NotResent, SendError, Unconfirmed};
 pub use incoming::{Incoming, Kind};
+pub use memory::{InMemory, Memory, MemoryError, MemoryLimits};
 pub use outgoing::{Outgoing, DEFAULT_SCHEMA};
 pub use pool::{PoolConfig, DEDUP_HEADER};
 pub use resend::Resend;

@@ -17,7 +17,7 @@
 //! this is tested without clocks.
 
 use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::time::Duration;
 
@@ -252,103 +252,6 @@ impl Outstanding {
     }
 }
 
-/// Replies recently sent, by `"<requester address>|<uid>"`, each kept until its
-/// deadline, within a count and a byte budget (the oldest go first).
-#[derive(Debug)]
-pub struct ReplyCache {
-    /// Reply frames (with their deadlines) and the insertion number that owns them.
-    replies: HashMap<String, (u64, u64, Bytes)>,
-    /// (deadline, key, insertion number), oldest first.
-    order: VecDeque<(u64, String, u64)>,
-    inserted: u64,
-    bytes: usize,
-    max_entries: usize,
-    max_bytes: usize,
-}
-
-impl ReplyCache {
-    pub fn new(max_entries: usize, max_bytes: usize) -> Self {
-        ReplyCache {
-            replies: HashMap::new(),
-            order: VecDeque::new(),
-            inserted: 0,
-            bytes: 0,
-            max_entries: max_entries.max(1),
-            max_bytes,
-        }
-    }
-
-    /// The cache key of the reply to request `uid` from `requester` (an address as text).
-    pub fn key(requester: impl std::fmt::Display, uid: &str) -> String {
-        format!("{requester}|{uid}")
-    }
-
-    /// Keeps `frame` until `deadline` (unix s). A reply bigger than the whole budget is
-    /// not kept.
-    pub fn insert(&mut self, key: String, frame: Bytes, deadline: u64, now: u64) {
-        self.expire(now);
-        if frame.len() > self.max_bytes {
-            return;
-        }
-        while self.order.len() >= self.max_entries || self.bytes + frame.len() > self.max_bytes {
-            if !self.pop_oldest() {
-                break;
-            }
-        }
-        self.inserted += 1;
-        self.bytes += frame.len();
-        let entry = (self.inserted, deadline, frame);
-        if let Some((_, _, old)) = self.replies.insert(key.clone(), entry) {
-            self.bytes -= old.len();
-        }
-        self.order.push_back((deadline, key, self.inserted));
-    }
-
-    /// The reply kept under `key` and its deadline, if any.
-    pub fn get(&mut self, key: &str, now: u64) -> Option<(Bytes, u64)> {
-        self.expire(now);
-        self.replies
-            .get(key)
-            .map(|(_, deadline, frame)| (frame.clone(), *deadline))
-    }
-
-    pub fn len(&self) -> usize {
-        self.replies.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.replies.is_empty()
-    }
-
-    fn expire(&mut self, now: u64) {
-        while self
-            .order
-            .front()
-            .is_some_and(|(deadline, _, _)| *deadline < now)
-        {
-            self.pop_oldest();
-        }
-    }
-
-    fn pop_oldest(&mut self) -> bool {
-        let Some((_, key, number)) = self.order.pop_front() else {
-            return false;
-        };
-        // A key inserted twice appears twice in `order`; only its last insertion owns
-        // the entry.
-        if self
-            .replies
-            .get(&key)
-            .is_some_and(|(owner, _, _)| *owner == number)
-        {
-            if let Some((_, _, frame)) = self.replies.remove(&key) {
-                self.bytes -= frame.len();
-            }
-        }
-        true
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,10 +262,6 @@ mod tests {
 
     fn frames(due: Vec<(Bytes, u64)>) -> Vec<Bytes> {
         due.into_iter().map(|(frame, _)| frame).collect()
-    }
-
-    fn cached(cache: &mut ReplyCache, key: &str, now: u64) -> Option<Bytes> {
-        cache.get(key, now).map(|(frame, _)| frame)
     }
 
     fn all(_: &Address) -> bool {
@@ -470,48 +369,5 @@ mod tests {
         assert!(!known.knows(&Address::twin(7), 1000));
         known.learned(&Address::twin(7), 2500);
         assert!(known.knows(&Address::twin(7), 2500));
-    }
-
-    #[test]
-    fn reply_cache_keeps_replies_until_their_deadline() {
-        let mut cache = ReplyCache::new(10, 1000);
-        let key = ReplyCache::key("5", "u1");
-        cache.insert(key.clone(), frame("reply"), 200, 100);
-        assert_eq!(cache.get(&key, 200), Some((frame("reply"), 200)));
-        assert_eq!(cache.get(&ReplyCache::key("6", "u1"), 150), None);
-        assert_eq!(cached(&mut cache, &key, 201), None);
-        assert!(cache.is_empty());
-    }
-
-    #[test]
-    fn reply_cache_stays_within_its_budgets() {
-        let mut cache = ReplyCache::new(3, 10);
-        for i in 0..5 {
-            cache.insert(format!("k{i}"), frame("xx"), 500, 0);
-        }
-        assert_eq!(cache.len(), 3);
-        assert_eq!(cached(&mut cache, "k0", 0), None);
-        assert_eq!(cached(&mut cache, "k4", 0), Some(frame("xx")));
-        // Bytes: 3 × 2 kept; a 6-byte reply needs the oldest out to fit in 10.
-        cache.insert("big".into(), frame("yyyyyy"), 500, 0);
-        assert_eq!(cached(&mut cache, "k2", 0), None);
-        assert_eq!(cached(&mut cache, "k3", 0), Some(frame("xx")));
-        assert_eq!(cached(&mut cache, "big", 0), Some(frame("yyyyyy")));
-        // Larger than the whole budget: not kept, nothing evicted for it.
-        cache.insert("huge".into(), frame("zzzzzzzzzzzz"), 500, 0);
-        assert_eq!(cached(&mut cache, "huge", 0), None);
-        assert_eq!(cached(&mut cache, "big", 0), Some(frame("yyyyyy")));
-    }
-
-    #[test]
-    fn reply_cache_replaces_a_key_without_losing_track_of_bytes() {
-        let mut cache = ReplyCache::new(10, 10);
-        cache.insert("k".into(), frame("aaaa"), 500, 0);
-        cache.insert("k".into(), frame("bbbbbb"), 500, 0);
-        assert_eq!(cached(&mut cache, "k", 0), Some(frame("bbbbbb")));
-        // Popping the first (stale) order entry must not drop the newer reply.
-        cache.insert("j".into(), frame("cccc"), 500, 0);
-        assert_eq!(cached(&mut cache, "k", 0), Some(frame("bbbbbb")));
-        assert_eq!(cache.len(), 2);
     }
 }
