@@ -314,3 +314,50 @@ async fn relay_names_chosen_by_twins_do_not_grow_the_metrics() {
         "{rows:#?}"
     );
 }
+
+/// The field-shift attack (rmb_testkit::shift): a relay that carried a signed envelope
+/// moves bytes between its fields, keeping the signature valid, and posts every variant
+/// to our relay. Each is refused or dropped as a copy of the genuine one (the signature
+/// key); the destination sees the genuine envelope once and nothing else.
+#[tokio::test]
+async fn shifted_copies_of_a_federated_envelope_never_reach_anyone() {
+    let reg = registrar().await;
+    let url = reg.url();
+    let relay = start_relay("127.0.0.2", &url, |_| {}).await;
+    let v = twin(&url, KeyType::Ed25519, &["elsewhere.example".to_string()]).await;
+    let b = twin(&url, KeyType::Ed25519, &[domain(&relay)]).await;
+    let mut cb = connect(relay.addr(), &b, None).await;
+    let mut genuine = request(
+        &v,
+        Address::twin(b.id),
+        "zos.deployment.deploy",
+        br#"{"amount":100}"#,
+    );
+    genuine.schema = Some("application/json".into());
+    envelope::sign(&mut genuine, &v.signer);
+    let post = |env: &rmb_core::Envelope| {
+        let body = rmb_core::prost::Message::encode_to_vec(env);
+        federation_post(relay.addr(), body)
+    };
+    assert_eq!(post(&genuine).await.0, 202);
+    assert_eq!(cb.recv().await, genuine);
+    let variants = rmb_testkit::shift::variants(&genuine);
+    assert!(variants.len() > 20, "{} variants", variants.len());
+    let mut dropped = 0;
+    for variant in &variants {
+        let (status, text) = post(&variant.envelope).await;
+        match status {
+            202 => dropped += 1,
+            400 | 401 | 404 => {}
+            other => panic!("{}: {other} {text}", variant.name),
+        }
+    }
+    let duplicates = relay
+        .metrics()
+        .duplicates
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(duplicates, dropped, "every 202 was a dropped copy");
+    let fresh = request(&v, Address::twin(b.id), "x", b"fresh");
+    assert_eq!(post(&fresh).await.0, 202);
+    assert_eq!(cb.recv().await, fresh, "a shifted variant reached B");
+}
