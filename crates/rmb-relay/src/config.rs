@@ -55,6 +55,11 @@ pub struct Config {
     /// Keys the memory of accepted envelopes holds (one or two per envelope); when full,
     /// the entry nearest its deadline is forgotten first.
     pub dedup_capacity: usize,
+    /// How often the relay pings a session it has nothing to write to.
+    pub ws_ping_interval: Duration,
+    /// A session the relay hears nothing from (no frame, no pong) for this long is
+    /// closed (1008): a dead peer or a half-open TCP connection must not hold a slot.
+    pub ws_idle_timeout: Duration,
     /// WebSocket read buffer per connection (small keeps idle sessions cheap).
     pub read_buffer_size: usize,
     /// How often queues are swept of expired envelopes.
@@ -90,6 +95,8 @@ impl Config {
             federation_concurrency: 256,
             federation_backlog: 100_000,
             dedup_capacity: DEFAULT_DEDUP_CAPACITY,
+            ws_ping_interval: Duration::from_secs(30),
+            ws_idle_timeout: Duration::from_secs(90),
             read_buffer_size: 4096,
             sweep_interval: Duration::from_secs(5),
             redis_heartbeat: Duration::from_secs(20),

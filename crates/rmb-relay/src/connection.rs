@@ -4,6 +4,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket};
 use bytes::Bytes;
@@ -91,11 +92,14 @@ pub async fn run(
     let writer_stop = CancellationToken::new();
     let writer = tokio::spawn(write_loop(
         sink,
-        state.clock.clone(),
-        mailbox.clone(),
-        writer_stop.clone(),
-        close.clone(),
-        metrics.clone(),
+        Writer {
+            clock: state.clock.clone(),
+            mailbox: mailbox.clone(),
+            stop: writer_stop.clone(),
+            close: close.clone(),
+            metrics: metrics.clone(),
+            ping_every: state.config.ws_ping_interval,
+        },
     ));
     read_loop(stream, &key, &mailbox, &state, &stop, &close).await;
     if state.shutdown.is_cancelled() {
@@ -135,6 +139,11 @@ async fn read_loop(
         frames: 0,
         bytes: 0,
     };
+    // Heard from at this coarse second; checked now and then, not timed per frame.
+    let idle = state.config.ws_idle_timeout;
+    let mut heard = state.clock.now();
+    let mut check = tokio::time::interval((idle / 4).max(Duration::from_millis(10)));
+    check.reset();
     loop {
         let msg = match stream.next().now_or_never() {
             Some(msg) if counted.frames < 64 => msg,
@@ -146,6 +155,19 @@ async fn read_loop(
                         biased;
                         _ = &mut stopped => return,
                         msg = stream.next() => msg,
+                        _ = check.tick() => {
+                            if state.clock.now().saturating_sub(heard) >= idle.as_secs().max(1) {
+                                Metrics::inc(&state.metrics.idle_closed);
+                                tracing::debug!(session = %key, "closing: idle");
+                                close_with(
+                                    close,
+                                    close_code::POLICY,
+                                    format!("idle: nothing received for {} s (answer pings)", idle.as_secs()),
+                                );
+                                return;
+                            }
+                            continue;
+                        }
                     },
                 }
             }
@@ -153,6 +175,7 @@ async fn read_loop(
         if stop.is_cancelled() {
             return;
         }
+        heard = state.clock.now();
         let data = match msg {
             None | Some(Ok(Message::Close(_))) => return,
             Some(Ok(Message::Binary(data))) => data,
@@ -261,54 +284,183 @@ async fn handle_frame(
     Ok(())
 }
 
-async fn write_loop(
-    mut sink: SplitSink<WebSocket, Message>,
+/// What the writer needs besides the socket.
+struct Writer {
     clock: crate::clock::CoarseClock,
     mailbox: Arc<Mailbox>,
     stop: CancellationToken,
     close: CloseSlot,
     metrics: Arc<Metrics>,
-) {
+    ping_every: Duration,
+}
+
+/// Longest the writer waits to hand the close frame to a client that does not read.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+async fn write_loop(mut sink: SplitSink<WebSocket, Message>, w: Writer) {
     let mut batch: Vec<QueuedFrame> = Vec::with_capacity(WRITE_BATCH);
-    'outer: loop {
-        if stop.is_cancelled() {
+    let mut ping = tokio::time::interval(w.ping_every);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.reset();
+    loop {
+        if w.stop.is_cancelled() {
             break;
         }
-        let expired = mailbox.pop_batch(clock.now(), WRITE_BATCH, &mut batch);
+        let expired = w.mailbox.pop_batch(w.clock.now(), WRITE_BATCH, &mut batch);
         if expired > 0 {
-            Metrics::add(&metrics.expired, expired as u64);
+            Metrics::add(&w.metrics.expired, expired as u64);
         }
         if batch.is_empty() {
             tokio::select! {
                 biased;
-                _ = stop.cancelled() => break,
-                _ = mailbox.notified() => continue,
+                _ = w.stop.cancelled() => break,
+                _ = w.mailbox.notified() => continue,
+                _ = ping.tick() => {
+                    // The reader closes a session it hears nothing from; a client that
+                    // answers pings is heard from even when it has nothing to send.
+                    let sent = tokio::select! {
+                        _ = w.stop.cancelled() => break,
+                        sent = sink.send(Message::Ping(Bytes::new())) => sent,
+                    };
+                    if sent.is_err() {
+                        break;
+                    }
+                    continue;
+                }
             }
         }
-        for (i, frame) in batch.iter().enumerate() {
-            if sink
-                .feed(Message::Binary(frame.data.clone()))
-                .await
-                .is_err()
-            {
-                mailbox.requeue_front(batch.split_off(i));
-                break 'outer;
-            }
-        }
-        if sink.flush().await.is_err() {
-            // We cannot know what reached the client: keep it all (receivers de-duplicate
-            // by uid; losing an accepted message is worse than a repeat).
-            mailbox.requeue_front(std::mem::take(&mut batch));
+        // A session that is never idle is pinged too: a client that only receives
+        // (a stream of replies) is heard from by its pongs alone.
+        let ping_due = ping.tick().now_or_never().is_some();
+        // A client that stops reading must not hold the writer: the session ending (by
+        // the idle timeout, a newer connection, shutdown) interrupts the write.
+        let mut fed = 0;
+        let written = tokio::select! {
+            biased;
+            _ = w.stop.cancelled() => false,
+            written = write_batch(&mut sink, &batch, ping_due, &mut fed) => written,
+        };
+        if written {
+            Metrics::add(&w.metrics.messages_out, batch.len() as u64);
+            let bytes = batch.iter().map(|f| f.data.len() as u64).sum();
+            Metrics::add(&w.metrics.bytes_out, bytes);
+            batch.clear();
+        } else {
+            keep_unwritten(&w.mailbox, std::mem::take(&mut batch), fed, &w.metrics);
             break;
         }
-        Metrics::add(&metrics.messages_out, batch.len() as u64);
-        Metrics::add(
-            &metrics.bytes_out,
-            batch.iter().map(|f| f.data.len() as u64).sum(),
-        );
-        batch.clear();
     }
-    let frame = close.lock().take();
-    let _ = sink.send(Message::Close(frame)).await;
-    let _ = sink.close().await;
+    let frame = w.close.lock().take();
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        let _ = sink.send(Message::Close(frame)).await;
+        let _ = sink.close().await;
+    })
+    .await;
+}
+
+/// Feeds `batch` (after a ping if `ping_first`) and flushes it; `false`: the socket
+/// failed. `fed` counts the frames handed to the socket so far (they may have reached
+/// the client); it stays true when the write is interrupted part-way.
+async fn write_batch(
+    sink: &mut SplitSink<WebSocket, Message>,
+    batch: &[QueuedFrame],
+    ping_first: bool,
+    fed: &mut usize,
+) -> bool {
+    if ping_first && sink.feed(Message::Ping(Bytes::new())).await.is_err() {
+        return false;
+    }
+    for frame in batch {
+        *fed += 1;
+        if sink
+            .feed(Message::Binary(frame.data.clone()))
+            .await
+            .is_err()
+        {
+            return false;
+        }
+    }
+    sink.flush().await.is_ok()
+}
+
+/// After a failed write: frames never handed to the socket go back to the front of the
+/// mailbox (the next connection gets them, in order). Of those that may have reached
+/// the client, requests are dropped, not sent again: a receiver that does not
+/// de-duplicate (the original rmb-peer, the Go router, the TypeScript client) would run
+/// them twice (design D1). Replies and errors go back: a second copy of a reply is
+/// matched to nothing and dropped.
+fn keep_unwritten(mailbox: &Mailbox, mut batch: Vec<QueuedFrame>, fed: usize, metrics: &Metrics) {
+    let fed = fed.min(batch.len());
+    let unsent = batch.split_off(fed);
+    let before = batch.len();
+    batch.retain(|frame| !frame_is_request(&frame.data));
+    let dropped = before - batch.len();
+    if dropped > 0 {
+        Metrics::add(&metrics.unconfirmed_requests_dropped, dropped as u64);
+        tracing::info!(
+            dropped,
+            "requests that may have reached a broken connection are not sent again"
+        );
+    }
+    batch.extend(unsent);
+    mailbox.requeue_front(batch);
+}
+
+fn frame_is_request(frame: &Bytes) -> bool {
+    EnvelopeHeader::decode(frame.clone()).is_ok_and(|h| route::header_is_request(&h))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rmb_core::proto::{MessageKind, RequestHeader, Skipped};
+
+    fn frame(uid: &'static str, kind: MessageKind) -> QueuedFrame {
+        let header = EnvelopeHeader {
+            uid: Bytes::from_static(uid.as_bytes()),
+            kind: Some(kind),
+            ..Default::default()
+        };
+        QueuedFrame {
+            data: Bytes::from(header.encode_to_vec()),
+            deadline: 100,
+        }
+    }
+
+    fn request(uid: &'static str) -> QueuedFrame {
+        frame(
+            uid,
+            MessageKind::Request(RequestHeader {
+                command: Bytes::from_static(b"calc.add"),
+            }),
+        )
+    }
+
+    fn reply(uid: &'static str) -> QueuedFrame {
+        frame(uid, MessageKind::Response(Skipped {}))
+    }
+
+    fn uids(mailbox: &Mailbox) -> Vec<String> {
+        let mut out = Vec::new();
+        mailbox.pop_batch(0, 100, &mut out);
+        out.iter()
+            .map(|f| EnvelopeHeader::decode(f.data.clone()).unwrap().uid_text())
+            .collect()
+    }
+
+    #[test]
+    fn requests_that_may_have_reached_a_broken_socket_are_not_written_again() {
+        let mailbox = Mailbox::new(Default::default());
+        mailbox.push(request("later"));
+        let metrics = Metrics::default();
+        let batch = vec![request("r1"), reply("p1"), request("r2"), reply("p2")];
+        // The first three were handed to the socket before it failed.
+        keep_unwritten(&mailbox, batch, 3, &metrics);
+        // Replies may repeat (a second one matches nothing); requests must not.
+        assert_eq!(uids(&mailbox), ["p1", "p2", "later"]);
+        assert_eq!(
+            metrics.unconfirmed_requests_dropped.load(Ordering::Relaxed),
+            2
+        );
+    }
 }

@@ -78,6 +78,10 @@ pub struct Metrics {
     /// Envelopes forgotten by the de-duplication memory before their deadline, to make
     /// room (a copy of one of them would get through).
     pub dedup_evicted: AtomicU64,
+    /// Sessions closed because nothing was received for the idle timeout.
+    pub idle_closed: AtomicU64,
+    /// Requests that may have reached a connection that broke, not sent again (D1).
+    pub unconfirmed_requests_dropped: AtomicU64,
     /// Labelled counters: (metric name, label text) → count.
     labelled: DashMap<(&'static str, String), AtomicU64>,
     relay_labels: BoundedLabels,
@@ -118,6 +122,8 @@ impl Metrics {
             federation_received: AtomicU64::default(),
             duplicates: AtomicU64::default(),
             dedup_evicted: AtomicU64::default(),
+            idle_closed: AtomicU64::default(),
+            unconfirmed_requests_dropped: AtomicU64::default(),
             labelled: DashMap::default(),
             relay_labels: BoundedLabels::new(relay_labels),
         }
@@ -259,6 +265,18 @@ impl Metrics {
             "Envelopes forgotten by the de-duplication memory before their deadline to make room.",
             "counter",
             c(&self.dedup_evicted),
+        );
+        put(
+            "rmb_relay_idle_closed_total",
+            "Sessions closed because nothing was received for the idle timeout.",
+            "counter",
+            c(&self.idle_closed),
+        );
+        put(
+            "rmb_relay_unconfirmed_requests_dropped_total",
+            "Requests that may have reached a connection that broke, not written again.",
+            "counter",
+            c(&self.unconfirmed_requests_dropped),
         );
         let mut rows: Vec<_> = self
             .labelled

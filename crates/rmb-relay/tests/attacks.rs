@@ -361,3 +361,81 @@ async fn shifted_copies_of_a_federated_envelope_never_reach_anyone() {
     assert_eq!(post(&fresh).await.0, 202);
     assert_eq!(cb.recv().await, fresh, "a shifted variant reached B");
 }
+
+/// Completes a WebSocket upgrade by hand and then neither reads frames nor answers
+/// pings: a dead peer, or a client holding a slot for nothing.
+async fn silent_session(relay: std::net::SocketAddr, token: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(relay).await.unwrap();
+    let upgrade = format!(
+        "GET /?{token} HTTP/1.1\r\nHost: {relay}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(upgrade.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tcp.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    tcp
+}
+
+/// A relay that pings every 200 ms and closes a session silent for 1 s.
+async fn pinging_relay() -> OneRelay {
+    one_relay(|c| {
+        c.ws_ping_interval = std::time::Duration::from_millis(200);
+        c.ws_idle_timeout = std::time::Duration::from_secs(1);
+    })
+    .await
+}
+
+fn idle_closed(setup: &OneRelay) -> u64 {
+    let metrics = setup.relay.metrics();
+    metrics
+        .idle_closed
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[tokio::test]
+async fn a_session_that_answers_nothing_is_closed_after_the_idle_timeout() {
+    use tokio::io::AsyncReadExt;
+    let setup = pinging_relay().await;
+    let mut tcp = silent_session(setup.addr(), &token(&setup.a, None)).await;
+    // Pings, then the close frame, then the end of the stream.
+    let mut received = Vec::new();
+    let read_to_end = tcp.read_to_end(&mut received);
+    tokio::time::timeout(WAIT, read_to_end)
+        .await
+        .expect("the relay kept a silent session open")
+        .unwrap();
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.contains("idle"), "the close frame says why: {text:?}");
+    assert_eq!(idle_closed(&setup), 1);
+    eventually("the slot is free", || setup.relay.open_connections() == 0).await;
+}
+
+#[tokio::test]
+async fn a_session_that_answers_pings_outlives_the_idle_timeout() {
+    use futures_util::StreamExt;
+    let setup = pinging_relay().await;
+    let mut conn = connect(setup.addr(), &setup.a, None).await;
+    // Reading answers each ping with a pong: ten of them span two idle timeouts.
+    let mut pings = 0;
+    while pings < 10 {
+        let msg = tokio::time::timeout(WAIT, conn.raw.ws.next())
+            .await
+            .unwrap();
+        match msg {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Ping(_))) => pings += 1,
+            other => panic!("expected pings, got {other:?}"),
+        }
+    }
+    barrier(&mut conn, &setup.a).await;
+    assert_eq!(idle_closed(&setup), 0);
+}
