@@ -13,7 +13,9 @@
 //!   a given database, that can be restarted on the same port and database;
 //! - [`TestRelay`]: an in-process relay on any 127.0.0.x address and a free port;
 //! - [`Proxy`]: a TCP proxy that can be switched to a black hole (a network partition);
-//! - [`RawConn`]: a raw WebSocket connection to a relay for hand-made envelopes.
+//! - [`RawConn`]: a raw WebSocket connection to a relay for hand-made envelopes;
+//! - [`shift`]: every variant of a signed envelope that keeps its signature (the
+//!   field-shift attack), to send to real servers.
 //!
 //! Readiness is polled with a bounded deadline, never waited for with sleeps. Use it as
 //! a dev-dependency only.
@@ -28,6 +30,7 @@ use std::time::{Duration, Instant};
 mod process;
 mod proxy;
 mod relay;
+pub mod shift;
 pub mod ws;
 
 pub use process::{refused_config, Process};
