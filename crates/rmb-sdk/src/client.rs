@@ -13,6 +13,7 @@ use parking_lot::Mutex;
 use rmb_core::peer_api::ErrorCode;
 use rmb_core::prost::Message as _;
 use rmb_core::proto::{EnvelopeHeader, Message, MessageKind};
+use rmb_core::rules::{self, Rules};
 use rmb_core::time::DEFAULT_TTL;
 use rmb_core::{Address, Envelope, KeyType};
 use rmb_registrar::{RegistrarClient, Twin};
@@ -57,6 +58,7 @@ pub struct ClientBuilder {
     resend: Resend,
     resend_interval: Duration,
     memory: Option<Arc<dyn Memory>>,
+    rules: Rules,
 }
 
 /// Default wait before a request with no reply is sent again, where the [`Resend`]
@@ -169,6 +171,15 @@ impl ClientBuilder {
         self
     }
 
+    /// What an envelope may hold (default [`Rules::default`], set from what the
+    /// existing clients send): incoming envelopes outside them are refused (a request
+    /// with an error reply saying which field and limit), outgoing ones are not sent
+    /// ([`SendError::Invalid`]).
+    pub fn rules(mut self, rules: Rules) -> Self {
+        self.rules = rules;
+        self
+    }
+
     /// Makes sure the account exists and lists these relays and the e2e key (unless
     /// `no_update`), then starts connecting to every relay. Does not wait for the
     /// connections: see [`Client::wait_connected`].
@@ -225,6 +236,7 @@ impl ClientBuilder {
             pending: DashMap::new(),
             handlers: Registry::default(),
             unhandled: self.unhandled,
+            rules: self.rules,
             hash_key: memory.hash_key(),
             memory,
             cancel: cancel.clone(),
@@ -287,6 +299,8 @@ struct Inner {
     pending: DashMap<String, Pending>,
     handlers: Registry,
     unhandled: Option<mpsc::Sender<Event>>,
+    /// What an envelope may hold, checked on everything received and sent.
+    rules: Rules,
     /// What this receiver has seen and answered.
     memory: Arc<dyn Memory>,
     /// The key envelope and reply keys are hashed with (the memory's).
@@ -386,6 +400,7 @@ impl Client {
             resend: Resend::default(),
             resend_interval: DEFAULT_RESEND_AFTER,
             memory: None,
+            rules: Rules::default(),
         }
     }
 
@@ -523,12 +538,12 @@ impl Inner {
                 twin: twin.twin_id,
                 message: e.to_string(),
             })?;
-        let env = outgoing::seal(
-            out,
-            self.identity.signer(),
-            shared.as_ref(),
-            rmb_core::time::now(),
-        );
+        let now = rmb_core::time::now();
+        let env = outgoing::seal(out, self.identity.signer(), shared.as_ref(), now);
+        // Refused here with the reason rather than by the relay or the receiver.
+        self.rules
+            .check_envelope(&env, now)
+            .map_err(SendError::Invalid)?;
         self.send_envelope(&env).await
     }
 
@@ -556,7 +571,7 @@ impl Inner {
             }
             (Some(Message::Response(_) | Message::Error(_)), Some(to)) => {
                 // Kept before it goes, so a copy of the request arriving next finds it.
-                let key = ReplyKey::of(to, &env.uid, &self.hash_key);
+                let key = ReplyKey::of(to, &self.address, &env.uid, &self.hash_key);
                 let now = rmb_core::time::now();
                 if let Err(e) = self
                     .memory
@@ -588,8 +603,9 @@ impl Inner {
 
     /// The reply already sent for request `uid` from `requester`, sent once more: the
     /// requester is re-sending because it did not get it.
-    async fn resend_reply(&self, requester: &Address, uid: &str) {
-        let key = ReplyKey::of(requester, uid, &self.hash_key);
+    async fn resend_reply(&self, request: &Envelope) {
+        let uid = &request.uid;
+        let key = ReplyKey::for_request(request, &self.hash_key);
         let frame = match self.memory.reply(key, rmb_core::time::now()).await {
             Ok(Some(frame)) => frame,
             Ok(None) => return,
@@ -599,7 +615,10 @@ impl Inner {
             return tracing::warn!(uid, "the reply kept for a request does not decode");
         };
         let deadline = header.timestamp.saturating_add(header.expiration);
-        tracing::debug!(uid, %requester, "answering a copy of a request with the reply already sent");
+        tracing::debug!(
+            uid,
+            "answering a copy of a request with the reply already sent"
+        );
         let _ = self.pool.send(Outbound::new(frame, deadline, true)).await;
     }
 
@@ -791,6 +810,9 @@ async fn handle_frame(inner: &Arc<Inner>, frame: Bytes) {
     let (source, is_request) = match incoming::classify(&env) {
         Ok(Classified::Pong | Classified::Ping) => return,
         Ok(Classified::RelayError { uid, message }) => {
+            if let Err(violation) = inner.rules.check_envelope(&env, rmb_core::time::now()) {
+                return tracing::warn!(uid, "dropping a relay error: {violation}");
+            }
             inner.settled(&uid, None);
             if let Some((_, call)) = inner.pending.remove(&uid) {
                 let _ = call.reply.send(Err(CallError::Relay(message)));
@@ -834,6 +856,11 @@ async fn handle_frame(inner: &Arc<Inner>, frame: Bytes) {
 /// Checks a signed envelope; `Ok(None)` for a duplicate.
 async fn verify(inner: &Inner, env: Envelope, source: u32) -> Result<Option<Incoming>, Rejection> {
     let now = rmb_core::time::now();
+    // Shapes, lengths and times first: they need no registrar lookup.
+    inner
+        .rules
+        .check_envelope(&env, now)
+        .map_err(incoming::refused)?;
     let lookup = |fresh: bool| async move {
         if fresh {
             inner.registrar.invalidate(source);
@@ -859,6 +886,9 @@ async fn verify(inner: &Inner, env: Envelope, source: u32) -> Result<Option<Inco
         twin = lookup(true).await?;
         incoming::verify(&env, &twin.public_key, now)?;
     }
+    // Several shifts move bytes into the destination's session id or twin, and a
+    // relay may deliver the result anywhere: only what is addressed to us exactly.
+    rules::check_destination(&env, &inner.address).map_err(incoming::refused)?;
     let keys = EnvelopeKeys::of(&env, &inner.hash_key);
     let until = memory::remember_until(&env, now);
     let is_request = matches!(env.message, Some(Message::Request(_)));
@@ -878,8 +908,8 @@ async fn verify(inner: &Inner, env: Envelope, source: u32) -> Result<Option<Inco
     };
     if !fresh {
         tracing::debug!(uid = env.uid, source, "dropping a duplicate envelope");
-        if let (true, Some(requester)) = (is_request, &env.source) {
-            inner.resend_reply(requester, &env.uid).await;
+        if is_request {
+            inner.resend_reply(&env).await;
         }
         return Ok(None);
     }
