@@ -2,7 +2,6 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -135,10 +134,12 @@ impl ClientBuilder {
 
     /// How many incoming requests are handled at once (default
     /// [`DEFAULT_MAX_CONCURRENT_REQUESTS`]). As many more wait in a queue; beyond that a
-    /// request is answered at once with a "busy" error (code 500), so a flood costs
-    /// bounded memory and its senders learn why. Replies are never held back by this
-    /// cap: a handler that itself calls another twin always gets its answer. Zero is
-    /// taken as one.
+    /// request is answered at once with a "busy" error (code 500; at most 16 such
+    /// answers are in progress at once, further requests are dropped unanswered), so a
+    /// flood costs bounded memory and tasks and its senders learn why. Replies are never
+    /// held back by this cap (they have 64 checkers of their own; when those are busy,
+    /// reading from the relays waits): a handler that itself calls another twin always
+    /// gets its answer. Zero is taken as one.
     pub fn max_concurrent_requests(mut self, n: usize) -> Self {
         self.max_concurrent_requests = n.max(1);
         self
@@ -219,6 +220,7 @@ impl ClientBuilder {
         let memory = self.memory.unwrap_or_else(|| Arc::new(InMemory::default()));
         let cancel = CancellationToken::new();
         let (incoming_tx, incoming_rx) = mpsc::channel(1024);
+        let (requests_tx, requests_rx) = mpsc::channel(self.max_concurrent_requests);
         let pool = Pool::start(
             &self.relays,
             twin.twin_id,
@@ -241,7 +243,7 @@ impl ClientBuilder {
             memory,
             cancel: cancel.clone(),
             request_slots: Arc::new(Semaphore::new(self.max_concurrent_requests)),
-            requests_waiting: AtomicUsize::new(0),
+            requests: requests_tx,
             resend: self.resend,
             outstanding: (self.resend != Resend::Off)
                 .then(|| Mutex::new(Outstanding::new(self.resend_interval, OUTSTANDING_BYTES))),
@@ -251,11 +253,8 @@ impl ClientBuilder {
         if inner.outstanding.is_some() {
             tokio::spawn(resend_loop(inner.clone(), self.resend_interval));
         }
-        tokio::spawn(dispatch(
-            inner.clone(),
-            incoming_rx,
-            self.max_concurrent_requests,
-        ));
+        tokio::spawn(dispatch(inner.clone(), incoming_rx));
+        tokio::spawn(run_requests(inner.clone(), requests_rx));
         Ok(Client {
             inner,
             _guard: Arc::new(Guard(cancel)),
@@ -308,8 +307,8 @@ struct Inner {
     cancel: CancellationToken,
     /// One permit per incoming request being handled.
     request_slots: Arc<Semaphore>,
-    /// Requests queued for a slot (see [`Client::requests_waiting`]).
-    requests_waiting: AtomicUsize,
+    /// Requests waiting for a slot (see [`Client::requests_waiting`]).
+    requests: mpsc::Sender<Bytes>,
     /// Who gets copies of late requests.
     resend: Resend,
     /// Requests sent and not yet answered; `None` when re-sending is off.
@@ -408,7 +407,8 @@ impl Client {
     /// [`ClientBuilder::max_concurrent_requests`]): a measure of how far behind the
     /// handlers are.
     pub fn requests_waiting(&self) -> usize {
-        self.inner.requests_waiting.load(Ordering::Relaxed)
+        let queue = &self.inner.requests;
+        queue.max_capacity() - queue.capacity()
     }
 
     /// This client's twin id.
@@ -671,15 +671,24 @@ impl Inner {
     }
 }
 
-/// Reads incoming frames and handles each in its own task (verification may need a
-/// registrar lookup; handlers may take long). Replies, pongs and relay errors are handled
-/// at once. Requests go through a bounded queue to [`run_requests`], which runs at most
-/// `max_concurrent_requests` of them at a time; when that queue is full too, the request
-/// is answered with a "busy" error. This loop itself never waits for a handler: a
-/// handler that calls another twin must get its reply through here.
-async fn dispatch(inner: Arc<Inner>, mut frames: mpsc::Receiver<Bytes>, max_requests: usize) {
-    let (requests_tx, requests_rx) = mpsc::channel(max_requests);
-    tokio::spawn(run_requests(inner.clone(), requests_rx));
+/// Replies (and relay errors) checked at once, at most: each may wait for a registrar
+/// lookup. When all are busy, reading waits, so a flood is read at the pace it can be
+/// checked and the relay holds the rest (its queues are bounded and it drops from them).
+const REPLY_WORKERS: usize = 64;
+/// "Busy" refusals being sent at once, at most; beyond it a request that finds the
+/// queue full is dropped without an answer (its sender times out).
+const BUSY_REFUSALS: usize = 16;
+
+/// Reads incoming frames and hands each to a bounded set of tasks. Replies and relay
+/// errors are checked by at most [`REPLY_WORKERS`] tasks at once. Requests go through a
+/// bounded queue to [`run_requests`], which runs at most `max_concurrent_requests` of
+/// them at a time; when that queue is full too, the request is answered with a "busy"
+/// error (at most [`BUSY_REFUSALS`] at once, beyond that it is dropped). This loop
+/// itself never waits for a handler: a handler that calls another twin must get its
+/// reply through here.
+async fn dispatch(inner: Arc<Inner>, mut frames: mpsc::Receiver<Bytes>) {
+    let replies = Arc::new(Semaphore::new(REPLY_WORKERS));
+    let refusals = Arc::new(Semaphore::new(BUSY_REFUSALS));
     loop {
         let frame = tokio::select! {
             f = frames.recv() => f,
@@ -690,42 +699,52 @@ async fn dispatch(inner: Arc<Inner>, mut frames: mpsc::Receiver<Bytes>, max_requ
             inner.pending.clear();
             return;
         };
-        let frame = if is_request(&frame) {
-            match requests_tx.try_send(frame) {
-                Ok(()) => {
-                    inner.requests_waiting.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
+        if is_request(&frame) {
+            match inner.requests.try_send(frame) {
+                Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(frame)) => {
+                    let Ok(permit) = refusals.clone().try_acquire_owned() else {
+                        tracing::warn!("too many requests and refusals in progress: dropping one");
+                        continue;
+                    };
                     let inner = inner.clone();
-                    tokio::spawn(async move { refuse_busy(&inner, frame).await });
-                    continue;
+                    tokio::spawn(async move {
+                        refuse_busy(&inner, frame).await;
+                        drop(permit);
+                    });
                 }
-                Err(mpsc::error::TrySendError::Closed(frame)) => frame,
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
             }
-        } else {
-            frame
+            continue;
+        }
+        let permit = tokio::select! {
+            permit = replies.clone().acquire_owned() => permit.expect("never closed"),
+            _ = inner.cancel.cancelled() => continue,
         };
         let inner = inner.clone();
-        tokio::spawn(async move { handle_frame(&inner, frame).await });
+        tokio::spawn(async move {
+            handle_frame(&inner, frame).await;
+            drop(permit);
+        });
     }
 }
 
 /// Runs queued requests, each in its own task, no more than the slots allow at once.
+/// A slot is taken before a request is, so what waits for one stays in the queue
+/// (where [`Client::requests_waiting`] counts it).
 async fn run_requests(inner: Arc<Inner>, mut requests: mpsc::Receiver<Bytes>) {
     loop {
-        let frame = tokio::select! {
-            f = requests.recv() => f,
-            _ = inner.cancel.cancelled() => None,
-        };
-        let Some(frame) = frame else { return };
         let slot = tokio::select! {
             slot = inner.request_slots.clone().acquire_owned() => {
                 slot.expect("the semaphore is never closed")
             }
             _ = inner.cancel.cancelled() => return,
         };
-        inner.requests_waiting.fetch_sub(1, Ordering::Relaxed);
+        let frame = tokio::select! {
+            f = requests.recv() => f,
+            _ = inner.cancel.cancelled() => None,
+        };
+        let Some(frame) = frame else { return };
         let inner = inner.clone();
         tokio::spawn(async move {
             handle_frame(&inner, frame).await;
