@@ -20,7 +20,6 @@ use dashmap::DashMap;
 use redis::AsyncCommands;
 use rmb_core::peer_api::{
     backlog_key, ErrorCode, JsonError, COMMAND_LIST_CAP, SYSTEM_LOCAL, SYSTEM_REPLY,
-    VERSION_COMMAND,
 };
 use rmb_core::prost::Message as _;
 use rmb_core::proto::Backlog;
@@ -32,7 +31,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::redis_conn::{retry, Backoff, Redis};
+use crate::redis_conn::{redact_url, retry, Backoff, Redis};
 use crate::translate::{self, LocalRequest, RequestInfo};
 
 /// Entries kept in each in-memory map (backlogs, request schemas).
@@ -44,8 +43,9 @@ const POP_TIMEOUT: f64 = 1.0;
 /// Most messages written to Redis in one round trip.
 const WRITE_BATCH: usize = 256;
 
-/// What the gateway needs to run.
-#[derive(Debug, Clone)]
+/// What the gateway needs to run. Its `Debug` shows neither the secret nor the Redis
+/// URL's credentials.
+#[derive(Clone)]
 pub struct PeerConfig {
     /// Mnemonic or `0x` seed.
     pub secret: String,
@@ -88,6 +88,24 @@ impl PeerConfig {
             workers: 2,
             resend_after: Some(rmb_sdk::DEFAULT_RESEND_AFTER),
         }
+    }
+}
+
+impl std::fmt::Debug for PeerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerConfig")
+            .field("secret", &"<redacted>")
+            .field("key_type", &self.key_type)
+            .field("relays", &self.relays)
+            .field("redis_url", &redact_url(&self.redis_url))
+            .field("registrar_url", &self.registrar_url)
+            .field("no_update", &self.no_update)
+            .field("e2e", &self.e2e)
+            .field("pool", &self.pool)
+            .field("redis_backoff", &self.redis_backoff)
+            .field("workers", &self.workers)
+            .field("resend_after", &self.resend_after)
+            .finish()
     }
 }
 
@@ -214,8 +232,9 @@ impl Peer {
         config: PeerConfig,
         registrar: Option<RegistrarClient>,
     ) -> anyhow::Result<Peer> {
-        redis::Client::open(config.redis_url.as_str())
-            .map_err(|e| anyhow::anyhow!("invalid redis URL {:?}: {e}", config.redis_url))?;
+        redis::Client::open(config.redis_url.as_str()).map_err(|e| {
+            anyhow::anyhow!("invalid redis URL {}: {e}", redact_url(&config.redis_url))
+        })?;
         let (events_tx, events) = mpsc::channel(1024);
         let registrar = match registrar {
             Some(r) => r,
@@ -231,9 +250,6 @@ impl Peer {
             .unhandled(events_tx)
             .build()
             .await?;
-        client.handle(VERSION_COMMAND, |_| async {
-            Ok(serde_json::to_vec(env!("CARGO_PKG_VERSION")).expect("a string"))
-        });
         let cancel = CancellationToken::new();
         let stats = Arc::new(Stats::default());
         let (writer, writes) = mpsc::channel(10_000);
@@ -434,6 +450,17 @@ async fn event_loop(shared: Arc<Shared>, mut events: mpsc::Receiver<Event>) {
         };
         let Some(event) = event else { return };
         let write = match event {
+            Event::Request(msg) if translate::is_version_request(&msg) => {
+                Stats::inc(&shared.stats.incoming_requests);
+                let reply = translate::version_reply(&msg, shared.client.address(), now());
+                let client = shared.client.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = client.send(reply).await {
+                        tracing::debug!("could not answer rmb.version: {e}");
+                    }
+                });
+                continue;
+            }
             Event::Request(msg) => {
                 Stats::inc(&shared.stats.incoming_requests);
                 let deadline = msg.timestamp.saturating_add(msg.expiration);
@@ -581,6 +608,26 @@ async fn find_backlog(shared: &Shared, redis: &mut Redis, uid: &str) -> Option<B
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_hides_the_secret_and_redis_credentials() {
+        let config = PeerConfig::new(
+            "0xdeadbeefsecret",
+            KeyType::Sr25519,
+            vec!["ws://relay".into()],
+            "redis://:hunter2@127.0.0.1:6379",
+            "http://registrar",
+        );
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("deadbeef") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("127.0.0.1:6379") && shown.contains("ws://relay"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn ttl_maps_drop_expired_entries_without_waiting_to_be_full() {

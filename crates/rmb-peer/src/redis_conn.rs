@@ -48,6 +48,27 @@ impl Redis {
     }
 }
 
+/// `url` with its password (and user name) replaced by `***`, for logs and errors: a
+/// Redis URL may carry credentials (`redis://:secret@host:6379`). Anything that does
+/// not parse as a URL is hidden whole.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "***".into();
+    };
+    // The authority ends at the first '/', '?' or '#'; credentials end at its last '@'.
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    // A query may carry a password too (`?password=...`).
+    let path = match path.split_once('?') {
+        Some((path, _)) => format!("{path}?***"),
+        None => path.to_string(),
+    };
+    match authority.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://***@{host}{path}"),
+        None => format!("{scheme}://{authority}{path}"),
+    }
+}
+
 /// Backoff between Redis retries.
 #[derive(Debug, Clone, Copy)]
 pub struct Backoff {
@@ -109,5 +130,36 @@ where
             _ = cancel.cancelled() => return None,
         }
         delay = (delay * 2).min(backoff.max);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn credentials_never_reach_the_logs() {
+        assert_eq!(
+            redact_url("redis://:hunter2@10.0.0.1:6379/0"),
+            "redis://***@10.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redact_url("rediss://user:p%40ss@host/"),
+            "rediss://***@host/"
+        );
+        assert_eq!(redact_url("redis://a:b@c@host"), "redis://***@host");
+        assert_eq!(
+            redact_url("redis://localhost:6379"),
+            "redis://localhost:6379"
+        );
+        assert_eq!(
+            redact_url("unix:///run/redis.sock"),
+            "unix:///run/redis.sock"
+        );
+        assert_eq!(
+            redact_url("redis://host/0?password=hunter2"),
+            "redis://host/0?***"
+        );
+        assert_eq!(redact_url("hunter2"), "***");
     }
 }

@@ -3,7 +3,7 @@
 
 use rmb_core::peer_api::{
     self, ErrorCode, IncomingRequest, IncomingResponse, JsonError, OutgoingRequest,
-    OutgoingResponse, SYSTEM_REPLY,
+    OutgoingResponse, SYSTEM_REPLY, VERSION_COMMAND,
 };
 use rmb_core::proto::Backlog;
 use rmb_core::time::{effective_ttl, DEFAULT_TTL};
@@ -229,6 +229,29 @@ pub fn incoming_request(msg: &Incoming) -> Option<(String, String)> {
         peer_api::command_list(command),
         serde_json::to_string(&json).expect("serializable"),
     ))
+}
+
+/// Whether `msg` asks for the peer's version ([`VERSION_COMMAND`]), which the peer
+/// answers itself.
+pub fn is_version_request(msg: &Incoming) -> bool {
+    matches!(&msg.kind, Kind::Request { command } if command == VERSION_COMMAND)
+}
+
+/// The answer to `rmb.version`, as the original rmb-peer gives it
+/// (threefoldtech/rmb-rs, src/peer/plugins/rmb.rs): the version as a JSON string with
+/// schema `application/json`. The original's version is `git describe --tags`, so a
+/// release reads `"v1.2.3"`; ours is the crate version in that shape.
+pub fn version_reply(request: &Incoming, me: &Address, now: u64) -> Outgoing {
+    let version = format!("v{}", env!("CARGO_PKG_VERSION"));
+    let deadline = request.timestamp.saturating_add(request.expiration);
+    Outgoing::response(
+        request.uid.clone(),
+        me.clone(),
+        request.source.clone(),
+        serde_json::to_vec(&version).expect("a string serializes"),
+        Some(rmb_sdk::DEFAULT_SCHEMA.into()),
+        rmb_sdk::client::reply_ttl(deadline, now),
+    )
 }
 
 /// The JSON for the app's `ret` list for a reply from a remote twin.
