@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use rmb_core::KeyType;
-use rmb_sdk::PoolConfig;
+use rmb_sdk::{PoolConfig, Resend};
 
 use crate::redis_conn::{redact_url, Backoff};
 
@@ -27,9 +27,11 @@ pub struct PeerConfig {
     pub redis_backoff: Backoff,
     /// Concurrent movers of each of the two system lists.
     pub workers: usize,
-    /// Send a request again when its reply has not come after this long (doubling
-    /// each time); `None` never re-sends. See [`rmb_sdk::ClientBuilder::resend_after`].
-    pub resend_after: Option<Duration>,
+    /// Which receivers get a copy of a request whose reply has not come (design
+    /// D1(c)): by default only those known to drop copies. See [`Resend`].
+    pub resend: Resend,
+    /// The first wait before a copy (doubling each time).
+    pub resend_interval: Duration,
     pub limits: Limits,
 }
 
@@ -86,7 +88,8 @@ impl PeerConfig {
             pool: PoolConfig::default(),
             redis_backoff: Backoff::default(),
             workers: 2,
-            resend_after: Some(rmb_sdk::DEFAULT_RESEND_AFTER),
+            resend: Resend::KnownReceivers,
+            resend_interval: rmb_sdk::DEFAULT_RESEND_AFTER,
             limits: Limits::default(),
         }
     }
@@ -105,7 +108,8 @@ impl std::fmt::Debug for PeerConfig {
             .field("pool", &self.pool)
             .field("redis_backoff", &self.redis_backoff)
             .field("workers", &self.workers)
-            .field("resend_after", &self.resend_after)
+            .field("resend", &self.resend)
+            .field("resend_interval", &self.resend_interval)
             .field("limits", &self.limits)
             .finish()
     }

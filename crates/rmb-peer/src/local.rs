@@ -139,7 +139,7 @@ async fn request(shared: &Shared, redis: &mut Redis, scripts: &Scripts, entry: S
     for envelope in prepared.envelopes {
         let dst = envelope.destination.twin;
         match shared.send(envelope).await {
-            Ok(()) => {
+            Ok(_) => {
                 Stats::inc(&shared.stats.envelopes_sent);
                 sent.push(store::destination_field(dst));
             }

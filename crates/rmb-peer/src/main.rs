@@ -121,7 +121,7 @@ fn log_filter(count: u8) -> &'static str {
     match count {
         0 => "info",
         1 => "debug,hyper=info,tungstenite=info,tokio_tungstenite=info",
-        _ => "debug,rmb_peer=trace,rmb_sdk=trace,rmb_core=trace,rmb_registrar=trace",
+        _ => "debug,rmb_peer=trace,rmb_sdk=trace,rmb_core=trace,rmb_registrar_client=trace",
     }
 }
 

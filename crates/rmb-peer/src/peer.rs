@@ -22,8 +22,8 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use redis::RedisResult;
 
-use rmb_registrar::RegistrarClient;
-use rmb_sdk::{Client, Outgoing, SendError};
+use rmb_registrar_client::RegistrarClient;
+use rmb_sdk::{Client, Outgoing, SendError, Sent};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -150,8 +150,9 @@ impl Shared {
         );
     }
 
-    /// Sends an envelope. Returns once the SDK has it queued for the relays.
-    pub async fn send(&self, out: Outgoing) -> Result<(), SendError> {
+    /// Sends an envelope. Returns once the SDK has it queued for the relays, with the
+    /// handle that tells when a relay confirmed it.
+    pub async fn send(&self, out: Outgoing) -> Result<Sent, SendError> {
         self.client.send(out).await
     }
 
@@ -199,7 +200,8 @@ impl Peer {
             .no_update(config.no_update)
             .e2e(config.e2e)
             .pool_config(config.pool.clone())
-            .resend_after(config.resend_after)
+            .resend(config.resend)
+            .resend_interval(config.resend_interval)
             .unhandled(events_tx)
             .build()
             .await?;

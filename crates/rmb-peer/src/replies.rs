@@ -62,7 +62,7 @@ async fn reply(shared: &Shared, redis: &mut Redis, json: &str) {
         }
     };
     match shared.send(out).await {
-        Ok(()) => Stats::inc(&shared.stats.replies_sent),
+        Ok(_) => Stats::inc(&shared.stats.replies_sent),
         Err(e) => tracing::warn!("cannot send a reply: {e}"),
     }
 }

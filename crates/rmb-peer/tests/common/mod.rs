@@ -18,7 +18,7 @@ use rmb_peer::redis_conn::Backoff;
 use rmb_peer::{Limits, Peer, PeerConfig};
 use rmb_relay::registrar_directory::RegistrarDirectory;
 use rmb_relay::RelayHandle;
-use rmb_sdk::PoolConfig;
+use rmb_sdk::{PoolConfig, Resend};
 use rmb_testkit::{Proxy, RedisServer, TestRegistrar};
 use serde_json::Value;
 use tokio::task::JoinHandle;
@@ -114,7 +114,8 @@ pub struct PeerOpts {
     pub e2e: bool,
     /// `None`: a fresh random identity.
     pub secret: Option<String>,
-    pub resend_after: Option<Duration>,
+    pub resend: Resend,
+    pub resend_interval: Duration,
     pub limits: Limits,
 }
 
@@ -124,7 +125,8 @@ impl Default for PeerOpts {
             key_type: KeyType::Sr25519,
             e2e: true,
             secret: None,
-            resend_after: Some(rmb_sdk::DEFAULT_RESEND_AFTER),
+            resend: Resend::KnownReceivers,
+            resend_interval: rmb_sdk::DEFAULT_RESEND_AFTER,
             limits: Limits::default(),
         }
     }
@@ -170,7 +172,8 @@ pub async fn peer_on(
         reg.url(),
     );
     config.e2e = opts.e2e;
-    config.resend_after = opts.resend_after;
+    config.resend = opts.resend;
+    config.resend_interval = opts.resend_interval;
     config.limits = opts.limits;
     config.pool = PoolConfig {
         reconnect_min: Duration::from_millis(50),

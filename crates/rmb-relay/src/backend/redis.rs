@@ -32,6 +32,7 @@ use dashmap::DashMap;
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::memory::note_dropped;
 use super::{Backend, BackendError, LocalSessions};
@@ -127,6 +128,7 @@ impl RedisBackend {
         metrics: Arc<Metrics>,
         heartbeat: Duration,
         shutdown: CancellationToken,
+        tasks: &TaskTracker,
     ) -> Result<Self, redis::RedisError> {
         let client = redis::Client::open(url)?;
         let redis = ConnectionManager::new(client).await?;
@@ -143,8 +145,8 @@ impl RedisBackend {
             owners: DashMap::new(),
         });
         tracing::info!(instance = %inner.id, "redis backend connected");
-        tokio::spawn(inbox_loop(inner.clone(), shutdown.clone()));
-        tokio::spawn(heartbeat_loop(inner.clone(), heartbeat, shutdown));
+        tasks.spawn(inbox_loop(inner.clone(), shutdown.clone()));
+        tasks.spawn(heartbeat_loop(inner.clone(), heartbeat, shutdown));
         Ok(RedisBackend { inner })
     }
 }
@@ -281,7 +283,11 @@ async fn inbox_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
                 Ok(c) => { backoff = Duration::from_millis(100); c }
                 Err(e) => {
                     tracing::warn!(error = %e, "redis inbox connection failed, retrying");
-                    tokio::time::sleep(backoff).await;
+                    // A tracked task: shutdown waits for it, so it must not sleep through.
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue 'reconnect;
                 }
