@@ -29,18 +29,14 @@ pub fn command_list(command: &str) -> String {
 /// `msgbus.system.`), so a remote twin may not send them.
 pub const RESERVED_COMMAND_PREFIXES: [&str; 2] = ["system.", "backlog."];
 
-/// Longest command a peer maps to a list. Real commands are dotted names of a few
-/// dozen bytes (`zos.deployment.deploy`, `farmerbot.powermanager.poweron`).
-pub const MAX_COMMAND_LEN: usize = 256;
-
 /// Why a remote command is not turned into a list name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CommandRefused {
     #[error("the command is empty")]
     Empty,
-    #[error("the command is {len} bytes long; at most {MAX_COMMAND_LEN} are accepted")]
-    TooLong { len: usize },
+    #[error("the command is {len} bytes long; at most {max} are accepted")]
+    TooLong { len: usize, max: usize },
     #[error(
         "command {0:?} is reserved: msgbus.system.* and msgbus.backlog.* are the peer's own keys"
     )]
@@ -53,16 +49,23 @@ pub enum CommandRefused {
 }
 
 /// Whether a remote twin's `command` may become the list `msgbus.<command>`. Refused:
-/// the peer's own namespaces, empty or overlong names, and anything but printable
-/// ASCII without spaces and Redis glob characters (which would turn a service's
-/// `SCAN msgbus.*` or `KEYS` into a different pattern). Every command the original
-/// clients and services use passes (`rmb.version`, `zos.statistics.get`, ...).
+/// the peer's own namespaces, empty names, names longer than the envelope rules allow
+/// ([`Rules::max_command_len`](crate::rules::Rules)), and anything but printable ASCII
+/// without spaces and Redis glob characters (which would turn a service's
+/// `SCAN msgbus.*` or `KEYS` into another pattern). The envelope rules' own command
+/// charset is narrower; this one is what is safe as a key name, checked here again so
+/// the peer's keys do not depend on every receiver applying the rules. Every command
+/// the original clients and services use passes (`rmb.version`, `zos.statistics.get`).
 pub fn check_command(command: &str) -> Result<(), CommandRefused> {
     if command.is_empty() {
         return Err(CommandRefused::Empty);
     }
-    if command.len() > MAX_COMMAND_LEN {
-        return Err(CommandRefused::TooLong { len: command.len() });
+    let max = crate::rules::Rules::default().max_command_len;
+    if command.len() > max {
+        return Err(CommandRefused::TooLong {
+            len: command.len(),
+            max,
+        });
     }
     if RESERVED_COMMAND_PREFIXES
         .iter()
@@ -256,11 +259,12 @@ mod tests {
             );
         }
         assert_eq!(check_command(""), Err(CommandRefused::Empty));
+        let max = crate::rules::Rules::default().max_command_len;
         assert_eq!(
-            check_command(&"a".repeat(257)),
-            Err(CommandRefused::TooLong { len: 257 })
+            check_command(&"a".repeat(max + 1)),
+            Err(CommandRefused::TooLong { len: max + 1, max })
         );
-        assert!(check_command(&"a".repeat(256)).is_ok());
+        assert!(check_command(&"a".repeat(max)).is_ok());
         for bad in [
             "two words",
             "new\nline",

@@ -9,6 +9,7 @@ use rmb_config::Loaded;
 use rmb_core::KeyType;
 use rmb_peer::redis_conn::redact_url;
 use rmb_peer::{Peer, PeerConfig};
+use rmb_sdk::Resend;
 use tracing_subscriber::EnvFilter;
 
 /// RMB peer: lets local applications talk RMB through Redis lists.
@@ -92,6 +93,13 @@ struct Args {
     #[arg(long, env = "RMB_NO_UPDATE")]
     no_update: bool,
 
+    /// Which receivers get a copy of a request whose reply has not come after 5 s,
+    /// 10 s, 20 s...: `known` (only twins whose replies said they drop copies: ours
+    /// do), `off`, or `always` (only if every receiver drops copies; the original
+    /// rmb-peer, the Go router and the TypeScript client run every copy).
+    #[arg(long, env = "RMB_RESEND", default_value = "known", value_parser = resend_policy)]
+    resend: Resend,
+
     /// More logs: -d for debug, -dd for trace (RUST_LOG overrides). RMB_DEBUG takes a
     /// count or true/false.
     #[arg(
@@ -102,6 +110,16 @@ struct Args {
         value_parser = debug_count
     )]
     debug: u8,
+}
+
+/// `--resend`'s value.
+fn resend_policy(value: &str) -> Result<Resend, String> {
+    match value {
+        "off" => Ok(Resend::Off),
+        "known" => Ok(Resend::KnownReceivers),
+        "always" => Ok(Resend::Always),
+        other => Err(format!("expected off, known or always, not {other:?}")),
+    }
 }
 
 /// `-d`'s value from RMB_DEBUG or the config file: a count, or a switch (once or never).
@@ -174,6 +192,7 @@ async fn main() -> anyhow::Result<()> {
         args.registrar.clone(),
     );
     config.no_update = args.no_update;
+    config.resend = args.resend;
     let mut peer = Peer::start(config).await?;
     tracing::info!(
         twin = peer.twin_id(),
@@ -396,6 +415,28 @@ mod tests {
         assert_eq!(a.debug, 1);
         let a = with(&["-m", "w", "--relay", "wss://r", "--debug", "--debug"]);
         assert_eq!(a.debug, 2);
+    }
+
+    #[test]
+    fn resend_policy_from_flag_and_file() {
+        let reg = ["--relay", "ws://r", "--registrar", "http://g"];
+        assert_eq!(
+            load(&reg).args.resend,
+            Resend::KnownReceivers,
+            "the default"
+        );
+        let a = load(&[&reg[..], &["--resend", "off"]].concat()).args;
+        assert_eq!(a.resend, Resend::Off);
+        let text = "relay = \"ws://r\"\nregistrar = \"http://g\"\nresend = \"always\"\n";
+        let (_dir, path) = config(text, 0o600);
+        assert_eq!(
+            load(&["--config", path.to_str().unwrap()]).args.resend,
+            Resend::Always
+        );
+        assert!(rmb_config::try_parse_from::<Args, _, _>(
+            ["rmb-peer", "--resend", "sometimes"].iter().chain(&reg)
+        )
+        .is_err());
     }
 
     #[test]
