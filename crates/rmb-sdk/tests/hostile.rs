@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::*;
 use rmb_core::proto::{Message, Request, Response};
 use rmb_core::{Address, Envelope, KeyType};
-use rmb_registrar::{ClientConfig, RegistrarClient};
+use rmb_registrar_client::{ClientConfig, RegistrarClient};
 use rmb_sdk::{Client, ClientBuilder};
 use rmb_testkit::{Proxy, TestRegistrar};
 
