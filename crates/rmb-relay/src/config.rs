@@ -13,6 +13,10 @@ use crate::ratelimit::RateLimit;
 /// fits with room for headers and e2e overhead.
 pub const DEFAULT_MAX_ENVELOPE: usize = 2 << 20;
 
+/// Open sockets allowed beyond the session cap: federation posts, scrapes and upgrades
+/// in progress beside a full house of sessions.
+pub const HTTP_HEADROOM: usize = 4096;
+
 /// Default size of the memory of accepted envelopes, in keys: a million keys (half a
 /// million signed envelopes) is about 40 MiB when full.
 pub const DEFAULT_DEDUP_CAPACITY: usize = 1_000_000;
@@ -29,7 +33,11 @@ pub struct Config {
     /// post (`rmb_core::rules`; the defaults, `max_lifetime` from `--max-lifetime`).
     pub rules: Rules,
     pub max_envelope_size: usize,
+    /// WebSocket sessions at most; past it an upgrade gets 503.
     pub max_connections: usize,
+    /// The HTTP serving limits (rmb-http): open sockets of every kind (sessions,
+    /// federation posts, scrapes, half-sent requests), header, body and idle timeouts.
+    pub http: rmb_http::ServeLimits,
     pub mailbox: MailboxLimits,
     /// What offline queues may hold per twin (all its sessions) and in all.
     pub queues: QueueLimits,
@@ -83,6 +91,10 @@ impl Config {
             rules: Rules::default(),
             max_envelope_size: DEFAULT_MAX_ENVELOPE,
             max_connections: 50_000,
+            http: rmb_http::ServeLimits {
+                max_connections: 50_000 + HTTP_HEADROOM,
+                ..rmb_http::ServeLimits::default()
+            },
             mailbox: MailboxLimits::default(),
             queues: QueueLimits::default(),
             jwt: JwtPolicy::default(),

@@ -81,6 +81,39 @@ struct Args {
     #[arg(long, env = "RMB_RELAY_MAX_CONNECTIONS", default_value_t = 50_000)]
     max_connections: usize,
 
+    /// Seconds a client may take to send a whole HTTP request head (upgrade or
+    /// federation post); a slower one is disconnected.
+    #[arg(long, env = "RMB_RELAY_HEADER_TIMEOUT", default_value_t = rmb_http::ServeLimits::default().header_read_timeout.as_secs(), value_name = "SECONDS")]
+    header_timeout: u64,
+
+    /// Seconds a federation post's body may take to arrive after its head.
+    #[arg(long, env = "RMB_RELAY_BODY_TIMEOUT", default_value_t = rmb_http::ServeLimits::default().body_read_timeout.as_secs(), value_name = "SECONDS")]
+    body_timeout: u64,
+
+    /// Seconds an HTTP connection (not a WebSocket session) may stay open with nothing
+    /// moving.
+    #[arg(long, env = "RMB_RELAY_IDLE_TIMEOUT", default_value_t = rmb_http::ServeLimits::default().idle_timeout.as_secs(), value_name = "SECONDS")]
+    idle_timeout: u64,
+
+    /// Seconds between the relay's WebSocket pings to a session.
+    #[arg(
+        long,
+        env = "RMB_RELAY_WS_PING_INTERVAL",
+        default_value_t = 30,
+        value_name = "SECONDS"
+    )]
+    ws_ping_interval: u64,
+
+    /// Seconds a WebSocket session may stay silent (no frame, no pong) before it is
+    /// closed.
+    #[arg(
+        long,
+        env = "RMB_RELAY_WS_IDLE_TIMEOUT",
+        default_value_t = 90,
+        value_name = "SECONDS"
+    )]
+    ws_idle_timeout: u64,
+
     /// Keys the memory of accepted envelopes holds (one or two per envelope: its uid key
     /// and its signature key); copies of remembered envelopes are dropped. When full,
     /// the entry nearest its deadline is forgotten first. About 40 bytes per key.
@@ -159,6 +192,14 @@ async fn main() -> anyhow::Result<()> {
     config.rules.max_lifetime = args.max_lifetime;
     config.max_envelope_size = args.max_envelope_size;
     config.max_connections = args.max_connections;
+    config.http.max_connections = args
+        .max_connections
+        .saturating_add(rmb_relay::config::HTTP_HEADROOM);
+    config.http.header_read_timeout = Duration::from_secs(args.header_timeout);
+    config.http.body_read_timeout = Duration::from_secs(args.body_timeout);
+    config.http.idle_timeout = Duration::from_secs(args.idle_timeout);
+    config.ws_ping_interval = Duration::from_secs(args.ws_ping_interval.max(1));
+    config.ws_idle_timeout = Duration::from_secs(args.ws_idle_timeout.max(1));
     config.dedup_capacity = args.dedup_entries;
     config.mailbox.max_frames = args.queue_max_frames;
     config.mailbox.max_bytes = args.queue_max_bytes;

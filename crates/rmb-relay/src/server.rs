@@ -129,16 +129,11 @@ pub async fn start(
         .layer(DefaultBodyLimit::max(state.config.max_envelope_size))
         .with_state(state.clone());
     let stop = shutdown.clone();
+    let limits = state.config.http.clone();
     let server = tokio::spawn(async move {
-        use axum::serve::ListenerExt;
-        // Envelopes are small writes: without TCP_NODELAY a lone one can wait for the
-        // peer's delayed ACK (~40 ms per hop).
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-            }
-        });
-        let serve = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
+        // Header, body and idle timeouts and a cap on open sockets (design D5): a
+        // client that connects and trickles or sends nothing cannot hold sockets.
+        let serve = rmb_http::serve(listener, app, limits, stop.cancelled_owned());
         if let Err(e) = serve.await {
             tracing::error!(error = %e, "relay server stopped with an error");
         }
