@@ -140,6 +140,9 @@ async fn read_loop(
         bytes: 0,
     };
     // Heard from at this coarse second; checked now and then, not timed per frame.
+    // Whole seconds: a session heard from at 10.9 and checked at 11.0 is 1 "second"
+    // old, so the timeout is passed only when more than `idle` whole seconds went by
+    // (a session is closed after between `idle` and `idle` + 1 s of silence).
     let idle = state.config.ws_idle_timeout;
     let mut heard = state.clock.now();
     let mut check = tokio::time::interval((idle / 4).max(Duration::from_millis(10)));
@@ -156,7 +159,7 @@ async fn read_loop(
                         _ = &mut stopped => return,
                         msg = stream.next() => msg,
                         _ = check.tick() => {
-                            if state.clock.now().saturating_sub(heard) >= idle.as_secs().max(1) {
+                            if state.clock.now().saturating_sub(heard) > idle.as_secs().max(1) {
                                 Metrics::inc(&state.metrics.idle_closed);
                                 tracing::debug!(session = %key, "closing: idle");
                                 close_with(

@@ -152,9 +152,11 @@ fn time_left(deadline: u64) -> Duration {
 /// `POST /`: an envelope forwarded by another relay.
 pub async fn receive(State(state): State<Arc<RelayState>>, body: Bytes) -> (StatusCode, String) {
     let now = state.clock.now();
+    let size = body.len() as u64;
     match accept(&state, body, now).await {
         Ok(Accepted::New) => {
             Metrics::inc(&state.metrics.federation_received);
+            Metrics::add(&state.metrics.federation_received_bytes, size);
             (StatusCode::ACCEPTED, String::new())
         }
         // The sender must not take a copy for a failure: it was delivered the first time.

@@ -73,6 +73,7 @@ pub struct Metrics {
     pub expired: AtomicU64,
     pub rate_limited: AtomicU64,
     pub federation_received: AtomicU64,
+    pub federation_received_bytes: AtomicU64,
     /// Copies of envelopes already accepted, dropped (D1a).
     pub duplicates: AtomicU64,
     /// Envelopes forgotten by the de-duplication memory before their deadline, to make
@@ -120,6 +121,7 @@ impl Metrics {
             expired: AtomicU64::default(),
             rate_limited: AtomicU64::default(),
             federation_received: AtomicU64::default(),
+            federation_received_bytes: AtomicU64::default(),
             duplicates: AtomicU64::default(),
             dedup_evicted: AtomicU64::default(),
             idle_closed: AtomicU64::default(),
@@ -165,6 +167,14 @@ impl Metrics {
 
     pub fn federation(&self, relay: &str, result: &str) {
         let relay = self.relay_labels.value(relay);
+        // The original relay's names, for dashboards built on it: a success, or any
+        // attempt that did not deliver.
+        let original = if result == "ok" {
+            "federation_message_success"
+        } else {
+            "federation_message_error"
+        };
+        self.inc_labelled(original, format!("relay=\"{relay}\""));
         self.inc_labelled(
             "rmb_relay_federation_total",
             format!("relay=\"{relay}\",result=\"{result}\""),
@@ -278,6 +288,7 @@ impl Metrics {
             "counter",
             c(&self.unconfirmed_requests_dropped),
         );
+        self.render_original(&mut out);
         let mut rows: Vec<_> = self
             .labelled
             .iter()
@@ -293,6 +304,51 @@ impl Metrics {
             let _ = writeln!(out, "{name}{{{label}}} {value}");
         }
         out
+    }
+}
+
+impl Metrics {
+    /// The unlabelled series of the original relay (threefoldtech/rmb-rs), under its
+    /// names, so its dashboards and alerts keep working: envelopes (and bytes) received
+    /// from sessions and from other relays, envelopes (and bytes) written to sessions,
+    /// and open sessions as the connections of one "worker".
+    fn render_original(&self, out: &mut String) {
+        let c = |a: &AtomicU64| a.load(Relaxed);
+        let rx = c(&self.messages_in).saturating_add(c(&self.federation_received));
+        let rx_bytes = c(&self.bytes_in).saturating_add(c(&self.federation_received_bytes));
+        for (name, help, value) in [
+            (
+                "relay_message_rx",
+                "number of messages received by relay",
+                rx,
+            ),
+            (
+                "relay_message_tx",
+                "number of messages forwarded by relay",
+                c(&self.messages_out),
+            ),
+            (
+                "relay_message_rx_bytes",
+                "size of messages received by relay in bytes",
+                rx_bytes,
+            ),
+            (
+                "relay_message_tx_bytes",
+                "size of messages forwarded by relay in bytes",
+                c(&self.bytes_out),
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP relay_worker_connections number of connections handled by this worker\n\
+             # TYPE relay_worker_connections gauge\nrelay_worker_connections{{worker=\"0\"}} {}",
+            self.connections.load(Relaxed)
+        );
     }
 }
 

@@ -6,6 +6,10 @@ use rmb_core::Address;
 
 /// A session is the pair (twin, sid); `sid: None` is the twin's default session, the one
 /// rmb-peer uses and the one messages without `destination.connection` go to.
+///
+/// `Some("")` is a session of its own, as on the original relay (design D2): the
+/// TypeScript client connects with session `""` (its JWT says `"sid":""` and its
+/// envelopes carry `connection: ""`), and must not replace the twin's rmb-peer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionKey {
     pub twin: u32,
@@ -14,11 +18,7 @@ pub struct SessionKey {
 
 impl SessionKey {
     pub fn new(twin: u32, sid: Option<String>) -> Self {
-        // Clients differ: an empty sid means "no sid".
-        SessionKey {
-            twin,
-            sid: sid.filter(|s| !s.is_empty()),
-        }
+        SessionKey { twin, sid }
     }
 
     /// The session an address points at.
@@ -28,7 +28,7 @@ impl SessionKey {
 
     /// True when `addr` names exactly this session.
     pub fn matches(&self, addr: &Address) -> bool {
-        addr.twin == self.twin && addr.session_id() == self.sid.as_deref()
+        addr.twin == self.twin && addr.connection.as_deref() == self.sid.as_deref()
     }
 
     pub fn address(&self) -> Address {
@@ -62,16 +62,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn empty_sid_is_no_sid() {
-        assert_eq!(
-            SessionKey::new(7, Some(String::new())),
-            SessionKey::new(7, None)
-        );
-        let key = SessionKey::new(7, None);
-        assert!(key.matches(&Address::twin(7)));
-        assert!(key.matches(&Address::session(7, "")));
-        assert!(!key.matches(&Address::session(7, "s")));
-        assert!(!key.matches(&Address::twin(8)));
+    fn empty_sid_is_a_session_of_its_own() {
+        let empty = SessionKey::new(7, Some(String::new()));
+        let default = SessionKey::new(7, None);
+        assert_ne!(empty, default);
+        assert!(default.matches(&Address::twin(7)));
+        assert!(!default.matches(&Address::session(7, "")));
+        assert!(empty.matches(&Address::session(7, "")));
+        assert!(!empty.matches(&Address::twin(7)));
+        assert!(!default.matches(&Address::session(7, "s")));
+        assert!(!default.matches(&Address::twin(8)));
     }
 
     #[test]
@@ -79,6 +79,7 @@ mod tests {
         for key in [
             SessionKey::new(7, None),
             SessionKey::new(7, Some("a:b".into())),
+            SessionKey::new(7, Some(String::new())),
         ] {
             assert_eq!(SessionKey::parse(&key.to_string()), Some(key));
         }
