@@ -22,6 +22,11 @@ pub struct DirectoryError(pub String);
 pub trait TwinDirectory: Send + Sync + 'static {
     /// `Ok(None)` when the twin is not registered.
     async fn twin(&self, twin_id: u32) -> Result<Option<Arc<TwinRecord>>, DirectoryError>;
+
+    /// The twin as the registrar has it now, not from a cache (which it refreshes).
+    async fn fresh_twin(&self, twin_id: u32) -> Result<Option<Arc<TwinRecord>>, DirectoryError> {
+        self.twin(twin_id).await
+    }
 }
 
 /// A fixed in-process directory: for embedding a relay in a program that already knows

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod ranker;
 pub mod ratelimit;
+pub mod recheck;
 pub mod registrar_directory;
 pub mod route;
 pub mod server;

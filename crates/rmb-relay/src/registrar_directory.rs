@@ -38,4 +38,9 @@ impl TwinDirectory for RegistrarDirectory {
             })
         }))
     }
+
+    async fn fresh_twin(&self, twin_id: u32) -> Result<Option<Arc<TwinRecord>>, DirectoryError> {
+        self.client.invalidate(twin_id);
+        self.twin(twin_id).await
+    }
 }

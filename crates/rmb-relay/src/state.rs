@@ -27,6 +27,7 @@ use crate::mailbox::QueuedFrame;
 use crate::metrics::Metrics;
 use crate::ranker::Ranker;
 use crate::ratelimit::RateLimiter;
+use crate::recheck::Rechecks;
 use crate::route::{self, Forward, Inbound, Rejection, ReplyTo};
 use crate::session_key::SessionKey;
 use crate::{federation, outbound};
@@ -38,6 +39,8 @@ pub struct RelayState {
     pub metrics: Arc<Metrics>,
     pub limiter: RateLimiter,
     pub ranker: Ranker,
+    /// Bounds the fresh registrar lookups federation posts can cause.
+    pub rechecks: Rechecks,
     pub http: reqwest::Client,
     /// Federation attempts in flight at once; more wait for a permit.
     pub federation_slots: Arc<Semaphore>,
@@ -176,6 +179,7 @@ impl RelayState {
         Ok(RelayState {
             limiter: RateLimiter::new(config.rate_limit),
             ranker: Ranker::new(config.ranker_period, config.ranker_relays),
+            rechecks: Rechecks::new(crate::recheck::DEFAULT_RECHECKS_PER_SECOND),
             federation_slots: Arc::new(Semaphore::new(config.federation_concurrency)),
             federation_backlog: Arc::new(Semaphore::new(config.federation_backlog)),
             connections: Arc::new(Semaphore::new(config.max_connections)),
@@ -257,9 +261,7 @@ impl RelayState {
                             Err(refusal) => Outcome::Refused(refusal),
                         }
                     }
-                    Via::Federation => {
-                        Outcome::Refused(Refusal::NotHostedHere(fwd.destination.twin))
-                    }
+                    Via::Federation => self.recheck_then_queue(fwd, frame.clone(), now).await,
                 },
                 Err(refusal) => Outcome::Refused(refusal),
             },
@@ -306,11 +308,45 @@ impl RelayState {
         if !route::lives_here(&twin.relays, &self.config.domains) {
             return Ok(Routed::Elsewhere { fwd, twin });
         }
+        self.queue_here(&fwd, frame).await
+    }
+
+    /// Queues an envelope for an offline twin that lives here (unless `fail-fast`).
+    async fn queue_here(&self, fwd: &Forward, frame: QueuedFrame) -> Result<Routed, Refusal> {
         if fwd.fail_fast {
-            return Err(Refusal::Offline(fwd.destination));
+            return Err(Refusal::Offline(fwd.destination.clone()));
         }
         self.backend.enqueue(&fwd.destination, frame).await?;
         Ok(Routed::Queued)
+    }
+
+    /// A federation post for a twin our cached record puts elsewhere. The posting relay
+    /// thinks it lives here, and the twin may have just moved (the original relay
+    /// queues every post and reads our 4xx as final): ask the registrar afresh (bounded
+    /// by [`Rechecks`]) before refusing, and queue it if the twin lives here now. An
+    /// envelope for a twin that lives elsewhere is never federated again: relays that
+    /// disagree about a twin would bounce it between them.
+    async fn recheck_then_queue(&self, fwd: Forward, frame: Bytes, now: u64) -> Outcome {
+        let twin_id = fwd.destination.twin;
+        if !self.rechecks.allow(now) {
+            return Outcome::Refused(Refusal::NotHostedHere(twin_id));
+        }
+        let lives_here = match self.directory.fresh_twin(twin_id).await {
+            Ok(Some(twin)) => route::lives_here(&twin.relays, &self.config.domains),
+            Ok(None) => return Outcome::Refused(Refusal::UnknownTwin(twin_id)),
+            Err(e) => return Outcome::Refused(Refusal::Directory(e)),
+        };
+        if !lives_here {
+            return Outcome::Refused(Refusal::NotHostedHere(twin_id));
+        }
+        let frame = QueuedFrame {
+            data: frame,
+            deadline: fwd.deadline,
+        };
+        match self.queue_here(&fwd, frame).await {
+            Ok(_) => Outcome::Queued,
+            Err(refusal) => Outcome::Refused(refusal),
+        }
     }
 
     /// The error policy for an envelope from a session that was not routed: counted,

@@ -123,3 +123,37 @@ async fn elsewhere_twin(setup: &OneRelay) -> u32 {
     .await
     .id
 }
+
+/// POSTs `env` the way the original relay federates: `POST https://<relay>/` with the
+/// envelope's bytes as the body and no other header than reqwest's defaults.
+async fn post_like_the_original(relay: std::net::SocketAddr, env: &Envelope) -> (u16, String) {
+    federation_post(relay, rmb_core::prost::Message::encode_to_vec(env)).await
+}
+
+#[tokio::test]
+async fn a_federation_post_for_a_twin_that_just_moved_here_is_queued_not_refused() {
+    let reg = registrar().await;
+    let url = reg.url();
+    let relay = start_relay("127.0.0.1", &url, |_| {}).await;
+    let sender = twin(
+        &url,
+        rmb_core::KeyType::Ed25519,
+        &["elsewhere.example".into()],
+    )
+    .await;
+    let mover = twin(&url, rmb_core::KeyType::Ed25519, &["old.example".into()]).await;
+    // The relay looks the twin up (and caches the answer): it lives elsewhere.
+    let early = request(&sender, Address::twin(mover.id), "x", b"early");
+    let (status, _) = post_like_the_original(relay.addr(), &early).await;
+    assert_eq!(status, 404, "a twin that does not live here");
+    // The twin moves here: the relay's cached record is now stale.
+    test_client(&url)
+        .update_account(&mover.signer, mover.id, Some(&[domain(&relay)]), None)
+        .await
+        .unwrap();
+    let late = request(&sender, Address::twin(mover.id), "x", b"late");
+    let (status, body) = post_like_the_original(relay.addr(), &late).await;
+    assert_eq!(status, 202, "refused on a stale record: {body}");
+    let mut conn = connect(relay.addr(), &mover, None).await;
+    assert_eq!(conn.recv().await, late, "queued until the twin connected");
+}
