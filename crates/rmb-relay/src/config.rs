@@ -21,7 +21,14 @@ pub struct Config {
     pub rate_limit: RateLimit,
     pub max_envelope_size: usize,
     pub max_connections: usize,
+    /// Bounds of one session's queue (beyond them its oldest envelopes are dropped).
     pub mailbox: MailboxLimits,
+    /// Bounds of everything queued for one destination twin, across all its session
+    /// ids (which the sender chooses); beyond them new envelopes are refused.
+    pub twin_queue: MailboxLimits,
+    /// Bounds of everything queued by the relay (with Redis: by all its instances
+    /// together, in Redis); beyond them new envelopes are refused. Redis backend only.
+    pub queue_total: MailboxLimits,
     pub jwt: JwtPolicy,
     /// `https` in production; `http` for local test networks.
     pub federation_scheme: &'static str,
@@ -42,6 +49,15 @@ pub struct Config {
 }
 
 impl Config {
+    /// The queue bounds the backend enforces.
+    pub fn queue_bounds(&self) -> crate::backend::QueueBounds {
+        crate::backend::QueueBounds {
+            session: self.mailbox,
+            twin: self.twin_queue,
+            total: self.queue_total,
+        }
+    }
+
     /// Defaults for a relay serving `domains`.
     pub fn new(domains: Vec<String>) -> Self {
         Config {
@@ -55,6 +71,14 @@ impl Config {
             max_envelope_size: DEFAULT_MAX_ENVELOPE,
             max_connections: 50_000,
             mailbox: MailboxLimits::default(),
+            twin_queue: MailboxLimits {
+                max_frames: 20_000,
+                max_bytes: 128 << 20,
+            },
+            queue_total: MailboxLimits {
+                max_frames: 1_000_000,
+                max_bytes: 1 << 30,
+            },
             jwt: JwtPolicy::default(),
             federation_scheme: "https",
             federation_timeout: Duration::from_secs(10),

@@ -242,10 +242,10 @@ async fn handle_frame(
             // The pong echoes the ping's payload, so this one is decoded in full.
             let ping = Envelope::decode(&data[..])
                 .map_err(|e| format!("frame is not a valid protobuf envelope: {e}"))?;
-            mailbox.push(QueuedFrame {
-                data: Bytes::from(route::pong(&ping, key).encode_to_vec()),
-                deadline: now + route::ERROR_EXPIRATION,
-            });
+            mailbox.push(QueuedFrame::new(
+                Bytes::from(route::pong(&ping, key).encode_to_vec()),
+                now + route::ERROR_EXPIRATION,
+            ));
             return Ok(());
         }
         Ok(Inbound::Forward(fwd)) => fwd,
@@ -337,6 +337,8 @@ async fn write_loop(
             mailbox.requeue_front(std::mem::take(&mut batch));
             break;
         }
+        // Durable copies of what was written may go now.
+        mailbox.confirm_written(&batch);
         Metrics::add(&metrics.messages_out, batch.len() as u64);
         Metrics::add(
             &metrics.bytes_out,

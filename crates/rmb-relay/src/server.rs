@@ -94,7 +94,7 @@ pub async fn start(
         Some(url) => Arc::new(
             RedisBackend::connect(
                 url,
-                config.mailbox,
+                config.queue_bounds(),
                 metrics.clone(),
                 config.redis_heartbeat,
                 shutdown.clone(),

@@ -67,10 +67,7 @@ impl RelayState {
     /// Routes one envelope (§3.2): to the connected session, else by the destination
     /// twin's registered relays to a queue here or to federation.
     pub async fn dispatch(&self, fwd: &Forward, frame: Bytes) -> Result<Dispatched, DispatchError> {
-        let frame = QueuedFrame {
-            data: frame,
-            deadline: fwd.deadline,
-        };
+        let frame = QueuedFrame::new(frame, fwd.deadline);
         if self
             .backend
             .deliver_connected(&fwd.destination, &frame)
@@ -99,10 +96,10 @@ impl RelayState {
         let now = rmb_core::time::now();
         tracing::debug!(session = %to, uid, %message, "sending relay error");
         let env = route::error_envelope(uid, to, message, now);
-        let frame = QueuedFrame {
-            data: Bytes::from(env.encode_to_vec()),
-            deadline: now + route::ERROR_EXPIRATION,
-        };
+        let frame = QueuedFrame::new(
+            Bytes::from(env.encode_to_vec()),
+            now + route::ERROR_EXPIRATION,
+        );
         let result = match self.backend.deliver_connected(to, &frame).await {
             Ok(true) => Ok(()),
             Ok(false) => self.backend.enqueue(to, frame).await,

@@ -23,6 +23,23 @@ use crate::session_key::SessionKey;
 pub enum BackendError {
     #[error("redis: {0}")]
     Redis(#[from] ::redis::RedisError),
+    #[error("the queue of twin {twin} is full (at most {} envelopes or {} bytes across its sessions), retry later", limits.max_frames, limits.max_bytes)]
+    TwinQueueFull { twin: u32, limits: MailboxLimits },
+    #[error("the relay's storage is full (at most {} envelopes or {} bytes queued), retry later", limits.max_frames, limits.max_bytes)]
+    StorageFull { limits: MailboxLimits },
+    #[error("the relay is shutting down")]
+    Stopped,
+}
+
+/// How much may be queued: per session (beyond it the oldest frames are dropped), per
+/// destination twin across all its session ids, and in the whole relay (beyond those
+/// new frames are refused). The Redis backend enforces all three in Redis; the memory
+/// backend the per-session bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueBounds {
+    pub session: MailboxLimits,
+    pub twin: MailboxLimits,
+    pub total: MailboxLimits,
 }
 
 #[async_trait]
@@ -40,12 +57,9 @@ pub trait Backend: Send + Sync + 'static {
     /// The connection `conn` of `key` ended.
     async fn detach(&self, key: &SessionKey, conn: u64);
 
-    /// The fast path: hands the frame to the session if it is connected to this
-    /// process. Synchronous, so the common case costs no future and no Redis round trip.
-    fn deliver_local(&self, key: &SessionKey, frame: &QueuedFrame) -> bool;
-
     /// Hands the frame to the session if it is connected (to this process or, with
     /// Redis, to another instance). `Ok(false)`: nobody is connected, frame not taken.
+    /// A durable backend returns `Ok(true)` only once the frame is stored.
     async fn deliver_connected(
         &self,
         key: &SessionKey,
@@ -53,7 +67,8 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<bool, BackendError>;
 
     /// Queues the frame for a session of a twin that lives on this relay, to be written
-    /// when it connects (or at once if it is connected).
+    /// when it connects (or at once if it is connected). A durable backend returns once
+    /// the frame is stored.
     async fn enqueue(&self, key: &SessionKey, frame: QueuedFrame) -> Result<(), BackendError>;
 
     /// Periodic housekeeping: drop expired frames and idle mailboxes. Returns the number
@@ -83,6 +98,24 @@ impl LocalSessions {
             mailboxes: DashMap::with_hasher(FastHash::default()),
             limits,
         }
+    }
+
+    /// Makes `conn` the connection of `key` with a new, empty mailbox (the backend
+    /// feeds it); cancels the connection it replaces, which keeps its own mailbox.
+    pub fn attach_fresh(
+        &self,
+        key: &SessionKey,
+        conn: u64,
+        stop: CancellationToken,
+    ) -> Arc<Mailbox> {
+        let mailbox = Arc::new(Mailbox::new(self.limits));
+        mailbox.set_connection(conn, stop);
+        if let Some(previous) = self.mailboxes.insert(key.clone(), mailbox.clone()) {
+            if previous.kick() {
+                tracing::info!(session = %key, "newer connection replaces the current one");
+            }
+        }
+        mailbox
     }
 
     /// Makes `conn` the connection of `key`; cancels the one it replaces.

@@ -1,0 +1,155 @@
+//! Storing frames in Redis, batched: every envelope the relay accepts for a session of
+//! its domains is stored before the relay confirms it to the sender, and callers on all
+//! connections share round trips: while one pipeline is out, the next one fills.
+
+use std::sync::Arc;
+
+use redis::Value;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::Inner;
+use crate::backend::BackendError;
+use crate::mailbox::QueuedFrame;
+use crate::session_key::SessionKey;
+
+/// Most frames, and bytes, in one pipeline.
+const BATCH_FRAMES: usize = 256;
+const BATCH_BYTES: usize = 8 << 20;
+/// Frames waiting for a pipeline before callers wait for room.
+const WAITING: usize = 4096;
+
+/// What became of a frame to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Appended {
+    /// Nobody holds the session (asked to store only if somebody does): not stored.
+    NotConnected,
+    /// Stored. `owner`: the instance holding the session, if any (already poked when
+    /// it is another one); `dropped`: the session's oldest frames dropped for room.
+    Stored {
+        owner: Option<String>,
+        dropped: usize,
+    },
+}
+
+pub struct Request {
+    key: SessionKey,
+    frame: QueuedFrame,
+    require_owner: bool,
+    reply: oneshot::Sender<Result<Appended, BackendError>>,
+}
+
+/// The handle callers use; the batching task runs until `shutdown`.
+pub struct Appender {
+    tx: mpsc::Sender<Request>,
+}
+
+impl Appender {
+    /// The handle, and the batching task for the caller to spawn.
+    pub fn start(
+        inner: Arc<Inner>,
+        shutdown: CancellationToken,
+    ) -> (Self, impl std::future::Future<Output = ()>) {
+        let (tx, rx) = mpsc::channel(WAITING);
+        (Appender { tx }, run(inner, rx, shutdown))
+    }
+
+    /// Stores `frame` for `key` (only if the session is connected somewhere when
+    /// `require_owner`); returns once Redis has it, or why it does not.
+    pub async fn append(
+        &self,
+        key: &SessionKey,
+        frame: &QueuedFrame,
+        require_owner: bool,
+    ) -> Result<Appended, BackendError> {
+        let (reply, answer) = oneshot::channel();
+        let request = Request {
+            key: key.clone(),
+            frame: frame.clone(),
+            require_owner,
+            reply,
+        };
+        self.tx
+            .send(request)
+            .await
+            .map_err(|_| BackendError::Stopped)?;
+        answer.await.map_err(|_| BackendError::Stopped)?
+    }
+}
+
+async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Request>, shutdown: CancellationToken) {
+    let mut batch = Vec::with_capacity(BATCH_FRAMES);
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = rx.recv() => match r { Some(r) => r, None => return },
+        };
+        let mut bytes = first.frame.data.len();
+        batch.push(first);
+        while batch.len() < BATCH_FRAMES && bytes < BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(r) => {
+                    bytes += r.frame.data.len();
+                    batch.push(r);
+                }
+                Err(_) => break,
+            }
+        }
+        store(&inner, &mut batch).await;
+    }
+}
+
+async fn store(inner: &Inner, batch: &mut Vec<Request>) {
+    let cmds = batch
+        .iter()
+        .map(|r| inner.append_cmd(&r.key, &r.frame, r.require_owner))
+        .collect();
+    let mut redis = inner.redis.clone();
+    match inner.scripts.run(&mut redis, cmds).await {
+        Ok(answers) => {
+            for (request, answer) in batch.drain(..).zip(answers) {
+                let result = answer
+                    .map_err(BackendError::from)
+                    .and_then(|v| parse(&request.key, v, inner));
+                let _ = request.reply.send(result);
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, frames = batch.len(), "could not store frames in redis");
+            for request in batch.drain(..) {
+                let _ = request
+                    .reply
+                    .send(Err(BackendError::Redis(e.clone_mostly("storing frames"))));
+            }
+        }
+    }
+}
+
+fn parse(key: &SessionKey, answer: Value, inner: &Inner) -> Result<Appended, BackendError> {
+    let (status, owner, dropped, _id): (i64, String, usize, String) =
+        redis::from_owned_redis_value(answer)?;
+    let owner = (!owner.is_empty()).then_some(owner);
+    match status {
+        0 => Ok(Appended::NotConnected),
+        1 => Ok(Appended::Stored { owner, dropped }),
+        2 => Err(BackendError::TwinQueueFull {
+            twin: key.twin,
+            limits: inner.limits.twin,
+        }),
+        _ => Err(BackendError::StorageFull {
+            limits: inner.limits.total,
+        }),
+    }
+}
+
+trait CloneMostly {
+    fn clone_mostly(&self, what: &'static str) -> redis::RedisError;
+}
+
+impl CloneMostly for redis::RedisError {
+    /// `RedisError` is not `Clone`; every caller of a failed pipeline gets its kind and
+    /// text.
+    fn clone_mostly(&self, what: &'static str) -> redis::RedisError {
+        redis::RedisError::from((self.kind(), what, self.to_string()))
+    }
+}

@@ -1,0 +1,339 @@
+//! Redis backend: several relay processes serving the same domains share sessions and
+//! queues, and what the relay accepted survives the crash of any of them.
+//!
+//! Every envelope for a session of our domains is stored in that session's queue in
+//! Redis (a stream) before the relay confirms it to the sender (the pong after it is
+//! written only once the store returned); the instance holding the session reads the
+//! queue into the session's mailbox a bounded window at a time ([`feeder`]) and removes
+//! each frame once the writer has flushed it to the socket. So a queue is never moved
+//! whole into memory, and whatever an instance held when it died is still in Redis for
+//! the session's next connection. The formats are in [`wire`], the atomic steps in
+//! [`scripts`].
+//!
+//! Storing is batched ([`appender`]): the frames of all connections share one pipeline
+//! per round trip. Reading costs one pipeline per window (which also removes what was
+//! written). Another instance holding the session is poked through its inbox, by the
+//! same script that stores the frame.
+//!
+//! Bounds: per session queue (frames, bytes; beyond them the oldest are dropped), per
+//! destination twin across its session ids and for the whole relay (beyond them new
+//! frames are refused), all counted in Redis by the scripts that change the queues.
+
+mod appender;
+mod feeder;
+mod scripts;
+mod tasks;
+pub mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use dashmap::DashMap;
+use redis::aio::ConnectionManager;
+use redis::{Cmd, Value};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use self::appender::{Appended, Appender};
+use self::scripts::{Lua, Scripts};
+use super::memory::note_dropped;
+use super::{Backend, BackendError, LocalSessions, QueueBounds};
+use crate::mailbox::{Done, Mailbox, QueuedFrame, StoredId};
+use crate::metrics::Metrics;
+use crate::session_key::SessionKey;
+
+/// Longest wait for Redis to answer a pipeline.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(5);
+/// Offline queues whose frames all expired, deleted per sweep.
+const SWEEP_QUEUES: usize = 100;
+
+pub struct RedisBackend {
+    inner: Arc<Inner>,
+    appender: Appender,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+pub(crate) struct Inner {
+    id: String,
+    redis: ConnectionManager,
+    url: String,
+    scripts: Scripts,
+    local: LocalSessions,
+    limits: QueueBounds,
+    metrics: Arc<Metrics>,
+    owner_ttl_secs: u64,
+    /// The mailbox and feeder of each connection here, by connection id.
+    feeders: DashMap<u64, (Arc<Mailbox>, JoinHandle<Vec<Done>>)>,
+}
+
+impl RedisBackend {
+    pub async fn connect(
+        url: &str,
+        limits: QueueBounds,
+        metrics: Arc<Metrics>,
+        heartbeat: Duration,
+        shutdown: CancellationToken,
+    ) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(url)?;
+        let redis = ConnectionManager::new(client).await?;
+        let id = format!("{:016x}", rand::random::<u64>());
+        let inner = Arc::new(Inner {
+            id,
+            redis,
+            url: url.to_string(),
+            scripts: Scripts::new(REDIS_TIMEOUT),
+            local: LocalSessions::new(limits.session),
+            limits,
+            metrics,
+            // Three missed heartbeats and the mark is gone.
+            owner_ttl_secs: (heartbeat.as_secs() * 3).max(3),
+            feeders: DashMap::new(),
+        });
+        tracing::info!(instance = %inner.id, "redis backend connected");
+        let tasks = TaskTracker::new();
+        let (appender, appending) = Appender::start(inner.clone(), shutdown.clone());
+        tasks.spawn(appending);
+        tasks.spawn(tasks::inbox_loop(inner.clone(), shutdown.clone()));
+        tasks.spawn(tasks::heartbeat_loop(
+            inner.clone(),
+            heartbeat,
+            shutdown.clone(),
+        ));
+        Ok(RedisBackend {
+            inner,
+            appender,
+            tasks,
+            shutdown,
+        })
+    }
+
+    async fn store(
+        &self,
+        key: &SessionKey,
+        frame: &QueuedFrame,
+        require_owner: bool,
+    ) -> Result<bool, BackendError> {
+        match self.appender.append(key, frame, require_owner).await? {
+            Appended::NotConnected => Ok(false),
+            Appended::Stored { owner, dropped } => {
+                note_dropped(&self.inner.metrics, key, dropped);
+                if owner.as_deref() == Some(self.inner.id.as_str()) {
+                    if let Some(mailbox) = self.inner.local.connected_mailbox(key) {
+                        mailbox.signal_arrival();
+                    }
+                }
+                Ok(true)
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// The script call storing `frame` for `key`.
+    fn append_cmd(&self, key: &SessionKey, frame: &QueuedFrame, require_owner: bool) -> Cmd {
+        let session = key.to_string();
+        let mut cmd = self.scripts.call(
+            Lua::Append,
+            &[
+                &wire::queue_key(key),
+                &wire::twin_key(key.twin),
+                wire::TOTAL_KEY,
+                &wire::owner_key(key),
+                wire::EXPIRY_KEY,
+            ],
+        );
+        let l = &self.limits;
+        cmd.arg(wire::encode_stored(frame))
+            .arg(frame.deadline)
+            .arg(&session)
+            .arg(wire::session_bytes_field(key))
+            .arg(&self.id)
+            .arg(if require_owner { "1" } else { "0" })
+            .arg(l.session.max_frames)
+            .arg(l.session.max_bytes)
+            .arg(l.twin.max_frames)
+            .arg(l.twin.max_bytes)
+            .arg(l.total.max_frames)
+            .arg(l.total.max_bytes)
+            .arg(wire::inbox_key(""))
+            .arg(wire::wake_key(""))
+            .arg(self.owner_ttl_secs);
+        cmd
+    }
+
+    /// The script call removing `done` frames of `key`'s queue.
+    fn ack_cmd(&self, key: &SessionKey, done: &[Done]) -> Cmd {
+        let mut cmd = self.scripts.call(
+            Lua::Ack,
+            &[
+                &wire::queue_key(key),
+                &wire::twin_key(key.twin),
+                wire::TOTAL_KEY,
+                wire::EXPIRY_KEY,
+            ],
+        );
+        cmd.arg(wire::session_bytes_field(key)).arg(key.to_string());
+        for d in done {
+            cmd.arg(wire::format_id(d.id)).arg(wire::stored_len(d.len));
+        }
+        cmd
+    }
+
+    /// One round of a feeder: removes `done` from the queue and, when `read` is given,
+    /// reads the next window after that entry (`Some(None)`: from the start).
+    async fn feed_round(
+        &self,
+        key: &SessionKey,
+        done: &[Done],
+        read: Option<Option<StoredId>>,
+    ) -> Result<Option<Vec<QueuedFrame>>, BackendError> {
+        let mut cmds = Vec::with_capacity(2);
+        if !done.is_empty() {
+            cmds.push(self.ack_cmd(key, done));
+        }
+        if let Some(after) = read {
+            let start = match after {
+                Some(id) => format!("({}", wire::format_id(id)),
+                None => "-".into(),
+            };
+            let mut cmd = self.scripts.call(Lua::Read, &[&wire::queue_key(key)]);
+            cmd.arg(start)
+                .arg(feeder::WINDOW_FRAMES)
+                .arg(feeder::WINDOW_BYTES);
+            cmds.push(cmd);
+        }
+        let mut redis = self.redis.clone();
+        let mut answers = self.scripts.run(&mut redis, cmds).await?;
+        if read.is_none() {
+            answers.pop().transpose()?;
+            return Ok(None);
+        }
+        let entries = answers.pop().expect("one answer per command")?;
+        for answer in answers {
+            answer?;
+        }
+        let entries: Vec<(String, Vec<u8>)> = redis::from_owned_redis_value(entries)?;
+        let mut frames = Vec::with_capacity(entries.len());
+        for (id, raw) in entries {
+            match wire::parse_id(&id).and_then(|id| wire::decode_stored(id, raw.into())) {
+                Some(frame) => frames.push(frame),
+                None => tracing::warn!(session = %key, id, "skipping a malformed queue entry"),
+            }
+        }
+        Ok(Some(frames))
+    }
+
+    async fn run_one(&self, cmd: Cmd) -> Result<Value, BackendError> {
+        let mut redis = self.redis.clone();
+        let answer = self
+            .scripts
+            .run(&mut redis, vec![cmd])
+            .await?
+            .pop()
+            .expect("one answer per command")?;
+        Ok(answer)
+    }
+}
+
+#[async_trait]
+impl Backend for RedisBackend {
+    async fn attach(
+        &self,
+        key: &SessionKey,
+        conn: u64,
+        stop: CancellationToken,
+    ) -> Result<Arc<Mailbox>, BackendError> {
+        let inner = &self.inner;
+        // A mailbox of its own: frames a replaced connection still holds are in Redis
+        // too, and this connection reads them from there.
+        let mailbox = inner.local.attach_fresh(key, conn, stop.clone());
+        let mut claim = inner.scripts.call(Lua::Claim, &[&wire::owner_key(key)]);
+        claim
+            .arg(&inner.id)
+            .arg(inner.owner_ttl_secs)
+            .arg(wire::inbox_key(""))
+            .arg(wire::wake_key(""))
+            .arg(key.to_string());
+        if let Err(e) = inner.run_one(claim).await {
+            inner.local.detach(key, conn);
+            return Err(e);
+        }
+        let feeder = self.tasks.spawn(feeder::run(
+            inner.clone(),
+            key.clone(),
+            mailbox.clone(),
+            stop,
+        ));
+        inner.feeders.insert(conn, (mailbox.clone(), feeder));
+        Ok(mailbox)
+    }
+
+    async fn detach(&self, key: &SessionKey, conn: u64) {
+        let inner = &self.inner;
+        let current = inner.local.detach(key, conn);
+        let mut done = Vec::new();
+        if let Some((_, (mailbox, feeder))) = inner.feeders.remove(&conn) {
+            // The connection (hence the feeder's stop) has ended and its writer has
+            // stopped: what it wrote is final.
+            if let Ok(left) = feeder.await {
+                done = left;
+            }
+            done.extend(mailbox.take_done());
+        }
+        if !done.is_empty() {
+            if let Err(e) = inner.run_one(inner.ack_cmd(key, &done)).await {
+                tracing::warn!(session = %key, frames = done.len(), error = %e, "could not remove written frames from redis: the next connection gets them again");
+            }
+        }
+        // Another connection of the session may have replaced this one here.
+        if current.is_some() && inner.local.connected_mailbox(key).is_none() {
+            let mut release = inner.scripts.call(Lua::Release, &[&wire::owner_key(key)]);
+            release.arg(&inner.id);
+            if let Err(e) = inner.run_one(release).await {
+                tracing::debug!(session = %key, error = %e, "could not release a session's owner mark");
+            }
+        }
+    }
+
+    async fn deliver_connected(
+        &self,
+        key: &SessionKey,
+        frame: &QueuedFrame,
+    ) -> Result<bool, BackendError> {
+        self.store(key, frame, true).await
+    }
+
+    async fn enqueue(&self, key: &SessionKey, frame: QueuedFrame) -> Result<(), BackendError> {
+        self.store(key, &frame, false).await.map(drop)
+    }
+
+    async fn sweep(&self, now: u64) -> usize {
+        let inner = &self.inner;
+        let mut sweep = inner
+            .scripts
+            .call(Lua::Sweep, &[wire::EXPIRY_KEY, wire::TOTAL_KEY]);
+        sweep.arg(now).arg(SWEEP_QUEUES).arg(wire::PREFIX);
+        let dropped = match inner.run_one(sweep).await {
+            Ok(n) => redis::from_owned_redis_value::<usize>(n).unwrap_or(0),
+            Err(e) => {
+                tracing::debug!(error = %e, "could not sweep expired queues in redis");
+                0
+            }
+        };
+        dropped + inner.local.sweep(now)
+    }
+
+    fn local_queue_depth(&self) -> usize {
+        self.inner.local.queue_depth()
+    }
+
+    async fn shutdown(&self) {
+        // Everything accepted is in Redis already; sessions were detached.
+        self.shutdown.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}

@@ -1,0 +1,296 @@
+//! The Lua scripts that change the relay's state in Redis. Each decision that touches
+//! several keys (store a frame and account for it, remove written frames, hand a
+//! session to a new instance) is one script, so it is atomic however many instances
+//! share the Redis, and many of them go to Redis in one pipeline (one round trip).
+//!
+//! Scripts are sent by hash (`EVALSHA`); a Redis that does not know them (restarted,
+//! or flushed) answers `NOSCRIPT` to each, and exactly those commands are sent again
+//! after loading the scripts, so none runs twice.
+//!
+//! The accounting keys ([`super::wire::twin_key`], [`super::wire::TOTAL_KEY`]) change
+//! only inside these scripts, in the same step as the queue they count, so they never
+//! drift from it. Key names are built inside `sweep` from the session; the backend
+//! needs a single Redis (or a primary with replicas), not a cluster.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::{Cmd, ErrorKind, Pipeline, RedisError, Value};
+
+/// Lua: leaves `entry` in `instance`'s inbox set and wakes it (its wake list holds at
+/// most one element); both expire after `ttl` unless poked again.
+macro_rules! poke_fn {
+    () => {
+        r#"
+local function poke(inbox_prefix, wake_prefix, instance, entry, ttl)
+  local inbox, wake = inbox_prefix .. instance, wake_prefix .. instance
+  redis.call('SADD', inbox, entry)
+  redis.call('EXPIRE', inbox, ttl)
+  redis.call('RPUSH', wake, '1')
+  redis.call('LTRIM', wake, -1, -1)
+  redis.call('EXPIRE', wake, ttl)
+end
+"#
+    };
+}
+
+/// Stores a frame in a session's queue, within the session's, the destination twin's
+/// and the relay's bounds, and pokes the instance holding the session.
+///
+/// KEYS: queue, twin accounting, total accounting, owner, expiry set.
+/// ARGV: stored frame, deadline, session, session bytes field, this instance,
+/// require an owner (`1`/`0`), session frames, session bytes, twin frames, twin bytes,
+/// total frames, total bytes, inbox prefix, wake prefix, inbox ttl.
+/// Returns `{status, owner, dropped, id}`; status 0: nobody holds the session (nothing
+/// stored), 1: stored, 2: the twin's bounds are reached, 3: the relay's are.
+/// Over the session's bounds its oldest frames are dropped to make room (and counted).
+pub const APPEND: &str = concat!(
+    poke_fn!(),
+    r#"
+local owner = redis.call('GET', KEYS[4])
+if ARGV[6] == '1' and not owner then return {0, '', 0, ''} end
+owner = owner or ''
+local size = string.len(ARGV[1])
+local slen = redis.call('XLEN', KEYS[1])
+local sbytes = tonumber(redis.call('HGET', KEYS[2], ARGV[4]) or '0')
+local sf, sb = tonumber(ARGV[7]), tonumber(ARGV[8])
+local drop, dropped_bytes, cursor = {}, 0, '-'
+while slen - #drop > 0 and (slen - #drop + 1 > sf or sbytes - dropped_bytes + size > sb) do
+  local e = redis.call('XRANGE', KEYS[1], cursor, '+', 'COUNT', 1)[1]
+  if not e then break end
+  drop[#drop + 1] = e[1]
+  dropped_bytes = dropped_bytes + string.len(e[2][2])
+  cursor = '(' .. e[1]
+end
+local df, db = 1 - #drop, size - dropped_bytes
+local function over(key, max_f, max_b)
+  local f = tonumber(redis.call('HGET', key, 'f') or '0')
+  local b = tonumber(redis.call('HGET', key, 'b') or '0')
+  return (df > 0 and f + df > tonumber(max_f)) or (db > 0 and b + db > tonumber(max_b))
+end
+if over(KEYS[2], ARGV[9], ARGV[10]) then return {2, owner, 0, ''} end
+if over(KEYS[3], ARGV[11], ARGV[12]) then return {3, owner, 0, ''} end
+for _, id in ipairs(drop) do redis.call('XDEL', KEYS[1], id) end
+local id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[1])
+redis.call('HINCRBY', KEYS[2], 'f', df)
+redis.call('HINCRBY', KEYS[2], 'b', db)
+redis.call('HINCRBY', KEYS[2], ARGV[4], db)
+redis.call('HINCRBY', KEYS[3], 'f', df)
+redis.call('HINCRBY', KEYS[3], 'b', db)
+redis.call('ZADD', KEYS[5], 'GT', ARGV[2], ARGV[3])
+if owner ~= '' and owner ~= ARGV[5] then
+  poke(ARGV[13], ARGV[14], owner, 'D' .. ARGV[3], ARGV[15])
+end
+return {1, owner, #drop, id}
+"#
+);
+
+/// Removes frames that were written (or expired) from a session's queue and releases
+/// their accounting; deletes the queue once empty.
+///
+/// KEYS: queue, twin accounting, total accounting, expiry set.
+/// ARGV: session bytes field, session, then pairs of entry id and stored length.
+/// Returns how many entries were still there (a frame dropped meanwhile for room, or
+/// removed by another instance, is not counted twice).
+pub const ACK: &str = r#"
+local n, bytes = 0, 0
+for i = 3, #ARGV, 2 do
+  if redis.call('XDEL', KEYS[1], ARGV[i]) == 1 then
+    n = n + 1
+    bytes = bytes + tonumber(ARGV[i + 1])
+  end
+end
+if n > 0 then
+  redis.call('HINCRBY', KEYS[2], 'f', -n)
+  redis.call('HINCRBY', KEYS[2], 'b', -bytes)
+  redis.call('HINCRBY', KEYS[2], ARGV[1], -bytes)
+  redis.call('HINCRBY', KEYS[3], 'f', -n)
+  redis.call('HINCRBY', KEYS[3], 'b', -bytes)
+end
+if redis.call('XLEN', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  redis.call('ZREM', KEYS[4], ARGV[2])
+  if tonumber(redis.call('HGET', KEYS[2], 'f') or '0') <= 0 then redis.call('DEL', KEYS[2]) end
+end
+return n
+"#;
+
+/// Reads a session's queue after an entry, at most a count and (but for the first
+/// entry) a number of bytes.
+///
+/// KEYS: queue. ARGV: start (`-` or `(<id>`), most entries, most bytes.
+/// Returns `{{id, stored frame}, ...}`.
+pub const READ: &str = r#"
+local out, bytes, start = {}, 0, ARGV[1]
+local max_n, max_b = tonumber(ARGV[2]), tonumber(ARGV[3])
+while #out < max_n and bytes < max_b do
+  local batch = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', 16)
+  for _, e in ipairs(batch) do
+    if #out >= max_n or bytes >= max_b then break end
+    out[#out + 1] = {e[1], e[2][2]}
+    bytes = bytes + string.len(e[2][2])
+    start = '(' .. e[1]
+  end
+  if #batch < 16 then break end
+end
+return out
+"#;
+
+/// A session connected to this instance: it becomes the owner (the newest connection
+/// wins) and the previous owner, if another instance, is told to close its connection.
+///
+/// KEYS: owner. ARGV: this instance, owner ttl, inbox prefix, wake prefix, session.
+/// Returns the previous owner or ''.
+pub const CLAIM: &str = concat!(
+    poke_fn!(),
+    r#"
+local prev = redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2], 'GET')
+if prev and prev ~= ARGV[1] then poke(ARGV[3], ARGV[4], prev, 'K' .. ARGV[5], ARGV[2]) end
+return prev or ''
+"#
+);
+
+/// Heartbeat of one session: keeps the owner mark if it is still ours (or was lost),
+/// never takes it from a newer connection elsewhere.
+///
+/// KEYS: owner. ARGV: this instance, owner ttl. Returns the owner before, or ''.
+pub const REFRESH: &str = r#"
+local v = redis.call('GET', KEYS[1])
+if not v or v == ARGV[1] then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end
+return v or ''
+"#;
+
+/// A session left this instance: drop the owner mark if it is still ours.
+///
+/// KEYS: owner. ARGV: this instance.
+pub const RELEASE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#;
+
+/// Deletes the queues of offline sessions whose every frame has expired, with their
+/// accounting. A session that is connected somewhere is looked at again a minute later
+/// (its feeder removes expired frames as it reads them).
+///
+/// KEYS: expiry set, total accounting. ARGV: now, most queues, key prefix.
+/// Returns the number of frames deleted.
+pub const SWEEP: &str = r#"
+local gone = 0
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, m in ipairs(due) do
+  if redis.call('EXISTS', ARGV[3] .. 'owner.' .. m) == 1 then
+    redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + 60, m)
+  else
+    local q = ARGV[3] .. 'q.' .. m
+    local twin = ARGV[3] .. 'twin.' .. string.match(m, '^%d+')
+    local field = 'b.' .. m
+    local n = redis.call('XLEN', q)
+    local b = tonumber(redis.call('HGET', twin, field) or '0')
+    redis.call('DEL', q)
+    redis.call('HDEL', twin, field)
+    redis.call('HINCRBY', twin, 'f', -n)
+    redis.call('HINCRBY', twin, 'b', -b)
+    redis.call('HINCRBY', KEYS[2], 'f', -n)
+    redis.call('HINCRBY', KEYS[2], 'b', -b)
+    if tonumber(redis.call('HGET', twin, 'f') or '0') <= 0 then redis.call('DEL', twin) end
+    redis.call('ZREM', KEYS[1], m)
+    gone = gone + n
+  end
+end
+return gone
+"#;
+
+/// Every script, with its hash; [`Scripts::run`] sends pipelines of them.
+pub struct Scripts {
+    all: Vec<redis::Script>,
+    timeout: Duration,
+}
+
+/// Which script a command runs.
+#[derive(Debug, Clone, Copy)]
+pub enum Lua {
+    Append,
+    Ack,
+    Read,
+    Claim,
+    Refresh,
+    Release,
+    Sweep,
+}
+
+const CODE: [&str; 7] = [APPEND, ACK, READ, CLAIM, REFRESH, RELEASE, SWEEP];
+
+impl Scripts {
+    /// `timeout`: longest wait for Redis's answer to one pipeline; past it the caller
+    /// gets an error (a hung Redis must not hang the relay's sessions).
+    pub fn new(timeout: Duration) -> Self {
+        Scripts {
+            all: CODE.iter().map(|code| redis::Script::new(code)).collect(),
+            timeout,
+        }
+    }
+
+    /// A command running `lua` with `keys` and `args`.
+    pub fn call(&self, lua: Lua, keys: &[&str]) -> Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.all[lua as usize].get_hash())
+            .arg(keys.len())
+            .arg(keys);
+        cmd
+    }
+
+    /// Sends `cmds` (script calls only) in one pipeline; returns each one's answer,
+    /// a server error as `Err` in its slot. An `Err` of the whole call means the
+    /// connection failed: any of them may or may not have run.
+    pub async fn run(
+        &self,
+        redis: &mut ConnectionManager,
+        cmds: Vec<Cmd>,
+    ) -> Result<Vec<Result<Value, RedisError>>, RedisError> {
+        let mut answers = self.send(redis, &cmds).await?;
+        let unknown: Vec<usize> = answers
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| matches!(a, Err(e) if e.kind() == ErrorKind::NoScriptError))
+            .map(|(i, _)| i)
+            .collect();
+        if unknown.is_empty() {
+            return Ok(answers);
+        }
+        self.load(redis).await?;
+        let again: Vec<Cmd> = unknown.iter().map(|&i| cmds[i].clone()).collect();
+        for (i, answer) in unknown.into_iter().zip(self.send(redis, &again).await?) {
+            answers[i] = answer;
+        }
+        Ok(answers)
+    }
+
+    async fn send(
+        &self,
+        redis: &mut ConnectionManager,
+        cmds: &[Cmd],
+    ) -> Result<Vec<Result<Value, RedisError>>, RedisError> {
+        let mut pipe = Pipeline::with_capacity(cmds.len());
+        for cmd in cmds {
+            pipe.add_command(cmd.clone());
+        }
+        let values = tokio::time::timeout(
+            self.timeout,
+            redis.req_packed_commands(&pipe, 0, cmds.len()),
+        )
+        .await
+        .map_err(|_| RedisError::from((ErrorKind::IoError, "redis did not answer in time")))??;
+        Ok(values.into_iter().map(Value::extract_error).collect())
+    }
+
+    async fn load(&self, redis: &mut ConnectionManager) -> Result<(), RedisError> {
+        let mut pipe = redis::pipe();
+        for code in CODE {
+            pipe.cmd("SCRIPT").arg("LOAD").arg(code);
+        }
+        tokio::time::timeout(self.timeout, pipe.query_async::<()>(redis))
+            .await
+            .map_err(|_| RedisError::from((ErrorKind::IoError, "redis did not answer in time")))?
+    }
+}
