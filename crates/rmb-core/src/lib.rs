@@ -15,7 +15,9 @@
 //! - [`e2e`]: secp256k1 ECDH + AES-256-GCM payload encryption;
 //! - [`address`]: `"7"` / `"7:session"` text addresses;
 //! - [`time`]: ttl and stamping rules;
-//! - [`peer_api`]: the rmb-peer Redis JSON API shapes and error codes.
+//! - [`peer_api`]: the rmb-peer Redis JSON API shapes and error codes;
+//! - [`rules`]: limits and shapes every relay and receiver checks, and the two
+//!   de-duplication keys.
 //!
 //! Time-dependent functions take `now` as an argument; [`time::now`] reads the clock.
 
@@ -26,6 +28,7 @@ pub mod identity;
 pub mod jwt;
 pub mod peer_api;
 pub mod proto;
+pub mod rules;
 pub mod time;
 
 pub use address::AddressError;

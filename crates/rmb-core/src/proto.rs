@@ -112,13 +112,15 @@ pub struct Backlog {
     pub ttl: u64,
 }
 
-/// The fields of an [`Envelope`] a relay routes by. Decoding an envelope's bytes as this
-/// message skips the signature, schema, payload and relays without copying them, and
-/// when decoded from a [`bytes::Bytes`] buffer the uid and tags are zero-copy slices of
-/// it: routing an envelope allocates nothing (unless an address carries a session id).
+/// The fields of an [`Envelope`] a relay routes and checks by: everything but the payload
+/// and an error's code and message. Decoding an envelope's bytes as this message skips
+/// the payload without copying it, and when decoded from a [`bytes::Bytes`] buffer the
+/// text and bytes fields are zero-copy slices of it: reading the header of a frame
+/// allocates nothing but session ids and the list of relays. Text fields are bytes here
+/// (not checked for UTF-8); [`crate::rules`] checks their shape.
 #[derive(Clone, PartialEq, Eq, ::prost::Message)]
 pub struct EnvelopeHeader {
-    /// The uid's bytes (a string on the wire; not checked for UTF-8 here).
+    /// The uid's bytes (a string on the wire).
     #[prost(bytes = "bytes", tag = "1")]
     pub uid: ::bytes::Bytes,
     #[prost(bytes = "bytes", optional, tag = "2")]
@@ -131,9 +133,17 @@ pub struct EnvelopeHeader {
     pub source: Option<Address>,
     #[prost(message, optional, tag = "6")]
     pub destination: Option<Address>,
-    /// Which message the envelope carries, without its contents.
+    /// Which message the envelope carries; for a request, its command.
     #[prost(oneof = "MessageKind", tags = "7, 8, 12, 15, 16")]
     pub kind: Option<MessageKind>,
+    #[prost(bytes = "bytes", optional, tag = "9")]
+    pub signature: Option<::bytes::Bytes>,
+    #[prost(bytes = "bytes", optional, tag = "10")]
+    pub schema: Option<::bytes::Bytes>,
+    #[prost(bytes = "bytes", optional, tag = "11")]
+    pub federation: Option<::bytes::Bytes>,
+    #[prost(bytes = "bytes", repeated, tag = "17")]
+    pub relays: Vec<::bytes::Bytes>,
 }
 
 impl EnvelopeHeader {
@@ -148,13 +158,33 @@ impl EnvelopeHeader {
             .as_deref()
             .and_then(|t| std::str::from_utf8(t).ok())
     }
+
+    /// A request's command bytes; `None` for any other kind of message.
+    pub fn command(&self) -> Option<&[u8]> {
+        match &self.kind {
+            Some(MessageKind::Request(req)) => Some(&req.command),
+            _ => None,
+        }
+    }
+
+    /// Which kind of message this is, without its contents.
+    pub fn message_kind(&self) -> Option<Kind> {
+        self.kind.as_ref().map(|k| match k {
+            MessageKind::Request(_) => Kind::Request,
+            MessageKind::Response(_) => Kind::Response,
+            MessageKind::Error(_) => Kind::Error,
+            MessageKind::Ping(_) => Kind::Ping,
+            MessageKind::Pong(_) => Kind::Pong,
+        })
+    }
 }
 
-/// The kind of message an [`EnvelopeHeader`] carries.
-#[derive(Clone, Copy, PartialEq, Eq, ::prost::Oneof)]
+/// The kind of message an [`EnvelopeHeader`] carries (a request with its command, the
+/// others with their contents skipped).
+#[derive(Clone, PartialEq, Eq, ::prost::Oneof)]
 pub enum MessageKind {
     #[prost(message, tag = "7")]
-    Request(Skipped),
+    Request(RequestHeader),
     #[prost(message, tag = "8")]
     Response(Skipped),
     #[prost(message, tag = "12")]
@@ -165,6 +195,49 @@ pub enum MessageKind {
     Pong(Skipped),
 }
 
+/// A request's command, as a zero-copy slice of the frame.
+#[derive(Clone, PartialEq, Eq, ::prost::Message)]
+pub struct RequestHeader {
+    #[prost(bytes = "bytes", tag = "1")]
+    pub command: ::bytes::Bytes,
+}
+
 /// A message whose fields are skipped when decoding.
 #[derive(Clone, Copy, PartialEq, Eq, ::prost::Message)]
 pub struct Skipped {}
+
+/// The five kinds of envelope message, without their contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Request,
+    Response,
+    Error,
+    Ping,
+    Pong,
+}
+
+impl Kind {
+    /// The message's field number on the wire (7, 8, 12, 15, 16): a stable byte to hash.
+    pub fn tag(self) -> u8 {
+        match self {
+            Kind::Request => 7,
+            Kind::Response => 8,
+            Kind::Error => 12,
+            Kind::Ping => 15,
+            Kind::Pong => 16,
+        }
+    }
+}
+
+impl Envelope {
+    /// Which kind of message this is, without its contents.
+    pub fn message_kind(&self) -> Option<Kind> {
+        self.message.as_ref().map(|m| match m {
+            Message::Request(_) => Kind::Request,
+            Message::Response(_) => Kind::Response,
+            Message::Error(_) => Kind::Error,
+            Message::Ping(_) => Kind::Ping,
+            Message::Pong(_) => Kind::Pong,
+        })
+    }
+}

@@ -19,7 +19,8 @@ pub enum Inbound {
     Forward(Forward),
 }
 
-/// Routing facts about an envelope to forward.
+/// Routing facts about an envelope to forward, read once from its header by
+/// [`forward`] whichever way it came in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Forward {
     pub destination: SessionKey,
@@ -29,7 +30,28 @@ pub struct Forward {
     pub fail_fast: bool,
 }
 
-/// Why an envelope from a session was refused; the text is what the sender reads.
+/// Whom to tell when an envelope from a session cannot be routed, and whether to: only
+/// requests get relay errors back (answering a response or an error with an error could
+/// loop between two parties).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyTo {
+    pub session: SessionKey,
+    pub uid: String,
+    pub is_request: bool,
+}
+
+impl ReplyTo {
+    /// The sender of `env`, the authenticated `session`.
+    pub fn of(env: &EnvelopeHeader, session: &SessionKey) -> Self {
+        ReplyTo {
+            session: session.clone(),
+            uid: env.uid_text(),
+            is_request: header_is_request(env),
+        }
+    }
+}
+
+/// Why an envelope was refused before routing; the text is what the sender reads.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
     #[error("source {found} does not match your session {session}: envelopes must be sent as the authenticated twin and session")]
@@ -40,6 +62,17 @@ pub enum Rejection {
         "envelope expired before the relay could route it (check your clock and the expiration)"
     )]
     Expired,
+}
+
+impl Rejection {
+    /// The `reason` label of `rmb_relay_rejected_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Rejection::SourceMismatch { .. } => "source_mismatch",
+            Rejection::NoDestination => "no_destination",
+            Rejection::Expired => "expired",
+        }
+    }
 }
 
 /// Classifies an envelope received from `session` at `now`, from its routing header
@@ -66,6 +99,12 @@ pub fn classify(
             session: session.to_string(),
         });
     }
+    forward(env, now).map(Inbound::Forward)
+}
+
+/// The routing facts of an envelope whose source has been checked (by the session it
+/// came from, or by its signature when another relay posted it).
+pub fn forward(env: &EnvelopeHeader, now: u64) -> Result<Forward, Rejection> {
     let destination = match &env.destination {
         Some(d) if d.twin != 0 => SessionKey::of(d),
         _ => return Err(Rejection::NoDestination),
@@ -73,21 +112,15 @@ pub fn classify(
     if time::ttl(env.timestamp, env.expiration, now).is_none() {
         return Err(Rejection::Expired);
     }
-    Ok(Inbound::Forward(Forward {
+    Ok(Forward {
         destination,
         deadline: env.timestamp.saturating_add(env.expiration),
-        is_request: matches!(env.kind, Some(MessageKind::Request(_))),
+        is_request: header_is_request(env),
         fail_fast: envelope::tags_say_fail_fast(env.tags_text()),
-    }))
+    })
 }
 
-/// Only requests get relay errors back: answering a response or an error with an
-/// error could loop between two parties.
-pub fn is_request(message: Option<&Message>) -> bool {
-    matches!(message, Some(Message::Request(_)))
-}
-
-/// [`is_request`] for a decoded header.
+/// True for a request: the only kind that gets relay errors back (see [`ReplyTo`]).
 pub fn header_is_request(env: &EnvelopeHeader) -> bool {
     matches!(env.kind, Some(MessageKind::Request(_)))
 }
@@ -139,7 +172,7 @@ pub fn lives_here(twin_relays: &[String], domains: &[String]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rmb_core::proto::{Ping, Skipped};
+    use rmb_core::proto::{Ping, RequestHeader, Skipped};
     use rmb_core::Address;
 
     fn env(source: Option<Address>, destination: Option<Address>) -> EnvelopeHeader {
@@ -149,7 +182,7 @@ mod tests {
             expiration: 60,
             source,
             destination,
-            kind: Some(MessageKind::Request(Skipped {})),
+            kind: Some(MessageKind::Request(RequestHeader::default())),
             ..Default::default()
         }
     }

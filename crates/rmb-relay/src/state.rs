@@ -1,23 +1,30 @@
 //! The relay's shared state and the routing step every envelope goes through, whether
 //! it came from a local session or from another relay.
+//!
+//! Every way in ends in one [`Outcome`], and every refusal of an envelope from a session
+//! goes through [`RelayState::refuse`], the one place that decides whether the sender
+//! hears of it. Nothing here reads the clock: `now` is passed in, so the routing step is
+//! unit-tested without sockets (see the tests below).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use rmb_core::prost::Message as _;
+use rmb_core::proto::EnvelopeHeader;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backend::{Backend, BackendError};
+use crate::clock::CoarseClock;
 use crate::config::Config;
 use crate::directory::{DirectoryError, TwinDirectory, TwinRecord};
 use crate::mailbox::QueuedFrame;
 use crate::metrics::Metrics;
 use crate::ranker::Ranker;
 use crate::ratelimit::RateLimiter;
-use crate::route::{self, Forward};
+use crate::route::{self, Forward, Inbound, Rejection, ReplyTo};
 use crate::session_key::SessionKey;
 
 pub struct RelayState {
@@ -28,73 +35,213 @@ pub struct RelayState {
     pub limiter: RateLimiter,
     pub ranker: Ranker,
     pub http: reqwest::Client,
+    /// Federation attempts in flight at once; more wait for a permit.
     pub federation_slots: Arc<Semaphore>,
-    pub federation_pending: AtomicUsize,
+    /// Federation deliveries waiting or in flight: each holds an owned permit for its
+    /// whole life, so however it ends (even by a panic) the slot comes back.
+    pub federation_backlog: Arc<Semaphore>,
+    /// WebSocket sessions: one owned permit per session, from the upgrade to its end.
+    pub connections: Arc<Semaphore>,
     pub next_connection: AtomicU64,
-    pub clock: crate::clock::CoarseClock,
-    pub open_connections: AtomicUsize,
+    pub clock: CoarseClock,
     /// Cancelled when the relay shuts down: every connection closes.
     pub shutdown: CancellationToken,
-    /// Connection and federation tasks, awaited at shutdown.
+    /// Connection, federation and background tasks, awaited at shutdown.
     pub tasks: TaskTracker,
 }
 
-/// Where an envelope went.
+/// What became of one envelope.
 #[derive(Debug)]
-pub enum Dispatched {
+pub enum Outcome {
+    /// An envelope ping from a session: answer it with a pong.
+    Pong,
     /// Handed to the connected destination session.
     Delivered,
     /// Queued until the destination connects.
     Queued,
-    /// The destination lives on other relays: federate to these.
-    Elsewhere(Arc<TwinRecord>),
+    /// The destination lives on other relays: federate it there.
+    Elsewhere { fwd: Forward, twin: Arc<TwinRecord> },
+    /// Not routed, for this reason.
+    Refused(Refusal),
 }
 
-/// Why an envelope could not be routed; the text goes back to the sender.
+/// Why an envelope was not routed; the text is what its sender reads (a relay error
+/// over WebSocket, the body of the answer to a federation post).
 #[derive(Debug, thiserror::Error)]
-pub enum DispatchError {
+pub enum Refusal {
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    #[error("rate limit exceeded for twin {twin}: at most {limit}")]
+    RateLimited { twin: u32, limit: String },
     #[error("twin {0} is not registered")]
     UnknownTwin(u32),
     #[error("destination {0} is offline (fail-fast)")]
     Offline(SessionKey),
     #[error("cannot look up the destination twin: {0}")]
-    Directory(#[from] DirectoryError),
+    Directory(#[source] DirectoryError),
     #[error("relay storage error: {0}")]
     Backend(#[from] BackendError),
+    #[error("relay federation backlog is full, retry later")]
+    FederationBacklogFull,
+    /// Federation gave up: every relay of the destination failed or one refused.
+    #[error("{0}")]
+    FederationFailed(String),
+    /// A federated envelope for a twin that does not live here (forwarding it again
+    /// could loop between relays that disagree about the twin).
+    #[error("twin {0} does not live on this relay")]
+    NotHostedHere(u32),
+    /// The rest are federation posts only.
+    #[error("body is not a valid protobuf envelope: {0}")]
+    Undecodable(#[from] rmb_core::prost::DecodeError),
+    #[error("envelope has no source twin (unsigned relay envelopes are not federated)")]
+    NoSource,
+    #[error("source twin {0} is not registered")]
+    UnknownSource(u32),
+    #[error("cannot look up the source twin: {0}")]
+    SourceLookup(#[source] DirectoryError),
+    #[error("signature does not verify against twin {twin}'s key: {source}")]
+    BadSignature {
+        twin: u32,
+        source: rmb_core::SignatureError,
+    },
+}
+
+impl Refusal {
+    /// The `reason` label of `rmb_relay_rejected_total` for a refusal of an envelope
+    /// from a session.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Refusal::Rejected(r) => r.label(),
+            Refusal::RateLimited { .. } => "rate_limited",
+            Refusal::FederationBacklogFull => "federation_backlog_full",
+            Refusal::FederationFailed(_) => "federation_failed",
+            _ => "unroutable",
+        }
+    }
 }
 
 impl RelayState {
+    /// The state of a relay with these parts; starts the coarse clock on `tasks`.
+    pub fn new(
+        config: Config,
+        directory: Arc<dyn TwinDirectory>,
+        backend: Arc<dyn Backend>,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .connect_timeout(config.federation_timeout)
+            .build()?;
+        Ok(RelayState {
+            limiter: RateLimiter::new(config.rate_limit),
+            ranker: Ranker::new(config.ranker_period),
+            federation_slots: Arc::new(Semaphore::new(config.federation_concurrency)),
+            federation_backlog: Arc::new(Semaphore::new(config.federation_backlog)),
+            connections: Arc::new(Semaphore::new(config.max_connections)),
+            next_connection: AtomicU64::new(1),
+            clock: CoarseClock::start(shutdown.clone(), &tasks),
+            shutdown,
+            tasks,
+            http,
+            directory,
+            backend,
+            metrics,
+            config,
+        })
+    }
+
+    /// Sessions holding a connection slot (upgrading or connected).
+    pub fn open_connections(&self) -> usize {
+        self.config
+            .max_connections
+            .saturating_sub(self.connections.available_permits())
+    }
+
+    /// The routing step for an envelope the authenticated `session` sent (its header
+    /// `env`, the bytes `frame`) at `now`: checks, rate limit, then [`dispatch`].
+    ///
+    /// [`dispatch`]: RelayState::dispatch
+    pub async fn from_session(
+        &self,
+        session: &SessionKey,
+        env: &EnvelopeHeader,
+        frame: &Bytes,
+        now: u64,
+    ) -> Outcome {
+        let fwd = match route::classify(env, session, now) {
+            Ok(Inbound::Ping) => return Outcome::Pong,
+            Ok(Inbound::Forward(fwd)) => fwd,
+            Err(rejection) => return Outcome::Refused(rejection.into()),
+        };
+        if let Err(refusal) = self.charge(session.twin, frame.len(), now) {
+            return Outcome::Refused(refusal);
+        }
+        self.dispatch(fwd, frame.clone()).await
+    }
+
+    /// Counts an envelope of `size` bytes against `twin`'s rate limit.
+    pub fn charge(&self, twin: u32, size: usize, now: u64) -> Result<(), Refusal> {
+        if self.limiter.allow(twin, size, now) {
+            Ok(())
+        } else {
+            Err(Refusal::RateLimited {
+                twin,
+                limit: self.limiter.describe(),
+            })
+        }
+    }
+
     /// Routes one envelope (§3.2): to the connected session, else by the destination
-    /// twin's registered relays to a queue here or to federation.
-    pub async fn dispatch(&self, fwd: &Forward, frame: Bytes) -> Result<Dispatched, DispatchError> {
+    /// twin's registered relays to a queue here or elsewhere (federation).
+    pub async fn dispatch(&self, fwd: Forward, frame: Bytes) -> Outcome {
+        match self.try_dispatch(fwd, frame).await {
+            Ok(outcome) | Err(outcome) => outcome,
+        }
+    }
+
+    async fn try_dispatch(&self, fwd: Forward, frame: Bytes) -> Result<Outcome, Outcome> {
+        let refused = |r: Refusal| Outcome::Refused(r);
         let frame = QueuedFrame::new(frame, fwd.deadline);
-        if self
-            .backend
-            .deliver_connected(&fwd.destination, &frame)
-            .await?
-        {
-            return Ok(Dispatched::Delivered);
+        let connected = self.backend.deliver_connected(&fwd.destination, &frame);
+        if connected.await.map_err(|e| refused(e.into()))? {
+            return Ok(Outcome::Delivered);
         }
         let twin_id = fwd.destination.twin;
         let twin = self
             .directory
             .twin(twin_id)
-            .await?
-            .ok_or(DispatchError::UnknownTwin(twin_id))?;
+            .await
+            .map_err(|e| refused(Refusal::Directory(e)))?
+            .ok_or(refused(Refusal::UnknownTwin(twin_id)))?;
         if !route::lives_here(&twin.relays, &self.config.domains) {
-            return Ok(Dispatched::Elsewhere(twin));
+            return Ok(Outcome::Elsewhere { fwd, twin });
         }
         if fwd.fail_fast {
-            return Err(DispatchError::Offline(fwd.destination.clone()));
+            return Err(refused(Refusal::Offline(fwd.destination)));
         }
-        self.backend.enqueue(&fwd.destination, frame).await?;
-        Ok(Dispatched::Queued)
+        let queued = self.backend.enqueue(&fwd.destination, frame);
+        queued.await.map_err(|e| refused(e.into()))?;
+        Ok(Outcome::Queued)
+    }
+
+    /// The error policy for an envelope from a session that was not routed: counted,
+    /// logged, and a relay error back to the sender if it was a request.
+    pub async fn refuse(&self, to: &ReplyTo, refusal: &Refusal, now: u64) {
+        match refusal {
+            Refusal::RateLimited { .. } => Metrics::inc(&self.metrics.rate_limited),
+            other => self.metrics.rejected(other.label()),
+        }
+        tracing::debug!(session = %to.session, uid = %to.uid, %refusal, "envelope not routed");
+        if to.is_request {
+            self.send_relay_error(&to.session, &to.uid, refusal.to_string(), now)
+                .await;
+        }
     }
 
     /// Sends a relay error envelope for `uid` to a session of this relay.
-    pub async fn send_relay_error(&self, to: &SessionKey, uid: &str, message: String) {
-        let now = rmb_core::time::now();
-        tracing::debug!(session = %to, uid, %message, "sending relay error");
+    async fn send_relay_error(&self, to: &SessionKey, uid: &str, message: String, now: u64) {
         let env = route::error_envelope(uid, to, message, now);
         let frame = QueuedFrame::new(
             Bytes::from(env.encode_to_vec()),
@@ -108,5 +255,191 @@ impl RelayState {
         if let Err(e) = result {
             tracing::warn!(session = %to, uid, error = %e, "could not send a relay error");
         }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::backend::memory::MemoryBackend;
+    use crate::directory::StaticDirectory;
+    use crate::mailbox::Mailbox;
+    use rmb_core::proto::{MessageKind, RequestHeader, Skipped};
+    use rmb_core::Address;
+
+    pub(crate) const NOW: u64 = 1_700_000_000;
+    pub(crate) const HERE: &str = "relay.here";
+
+    /// A relay serving [`HERE`] with the memory backend and twins 1 and 2 living here,
+    /// 3 elsewhere; no socket anywhere.
+    pub(crate) fn relay(
+        tweak: impl FnOnce(&mut Config),
+    ) -> (Arc<RelayState>, Arc<StaticDirectory>) {
+        let mut config = Config::new(vec![HERE.into()]);
+        tweak(&mut config);
+        let directory = Arc::new(StaticDirectory::default());
+        for (twin, relay) in [(1, HERE), (2, HERE), (3, "relay.there")] {
+            let record = TwinRecord {
+                public_key: [twin as u8; 32],
+                relays: vec![relay.into()],
+            };
+            directory.insert(twin, record);
+        }
+        let metrics = Arc::new(Metrics::default());
+        let backend = Arc::new(MemoryBackend::new(config.mailbox, metrics.clone()));
+        let state = RelayState::new(
+            config,
+            directory.clone(),
+            backend,
+            metrics,
+            CancellationToken::new(),
+            TaskTracker::new(),
+        )
+        .unwrap();
+        (Arc::new(state), directory)
+    }
+
+    pub(crate) async fn attach(state: &RelayState, key: &SessionKey) -> Arc<Mailbox> {
+        state
+            .backend
+            .attach(key, 1, CancellationToken::new())
+            .await
+            .unwrap()
+    }
+
+    fn header(from: u32, to: Address, kind: MessageKind) -> EnvelopeHeader {
+        EnvelopeHeader {
+            uid: Bytes::from_static(b"uid-1"),
+            timestamp: NOW,
+            expiration: 60,
+            source: Some(Address::twin(from)),
+            destination: Some(to),
+            kind: Some(kind),
+            ..Default::default()
+        }
+    }
+
+    fn request(from: u32, to: Address) -> EnvelopeHeader {
+        header(from, to, MessageKind::Request(RequestHeader::default()))
+    }
+
+    fn frame(env: &EnvelopeHeader) -> Bytes {
+        Bytes::from(env.encode_to_vec())
+    }
+
+    fn drain(mailbox: &Mailbox) -> Vec<rmb_core::Envelope> {
+        let mut out = Vec::new();
+        mailbox.pop_batch(NOW, 100, &mut out);
+        out.iter()
+            .map(|f| rmb_core::Envelope::decode(&f.data[..]).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_connected_destination_gets_the_frame() {
+        let (state, _) = relay(|_| {});
+        let b = attach(&state, &SessionKey::new(2, None)).await;
+        let env = request(1, Address::twin(2));
+        let outcome = state
+            .from_session(&SessionKey::new(1, None), &env, &frame(&env), NOW)
+            .await;
+        assert!(matches!(outcome, Outcome::Delivered), "{outcome:?}");
+        assert_eq!(drain(&b).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_offline_destination_living_here_is_queued_unless_fail_fast() {
+        let (state, _) = relay(|_| {});
+        let a = SessionKey::new(1, None);
+        let env = request(1, Address::session(2, "s"));
+        let outcome = state.from_session(&a, &env, &frame(&env), NOW).await;
+        assert!(matches!(outcome, Outcome::Queued), "{outcome:?}");
+        let mut ff = request(1, Address::twin(2));
+        ff.tags = Some(Bytes::from_static(b"fail-fast"));
+        let outcome = state.from_session(&a, &ff, &frame(&ff), NOW).await;
+        assert!(
+            matches!(outcome, Outcome::Refused(Refusal::Offline(_))),
+            "{outcome:?}"
+        );
+        let queued = attach(&state, &SessionKey::new(2, Some("s".into()))).await;
+        assert_eq!(
+            drain(&queued).len(),
+            1,
+            "the queued one, not the fail-fast one"
+        );
+    }
+
+    #[tokio::test]
+    async fn twins_elsewhere_are_federated_and_unknown_twins_refused() {
+        let (state, _) = relay(|_| {});
+        let a = SessionKey::new(1, None);
+        let env = request(1, Address::twin(3));
+        let outcome = state.from_session(&a, &env, &frame(&env), NOW).await;
+        let Outcome::Elsewhere { fwd, twin } = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(twin.relays, ["relay.there"]);
+        assert_eq!((fwd.destination.twin, fwd.deadline), (3, NOW + 60));
+        let env = request(1, Address::twin(99));
+        let outcome = state.from_session(&a, &env, &frame(&env), NOW).await;
+        assert!(
+            matches!(outcome, Outcome::Refused(Refusal::UnknownTwin(99))),
+            "{outcome:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn pings_spoofs_and_the_rate_limit() {
+        let (state, _) = relay(|c| {
+            c.rate_limit.messages = Some(1);
+        });
+        let a = SessionKey::new(1, None);
+        let ping = header(0, Address::twin(0), MessageKind::Ping(Skipped {}));
+        let outcome = state.from_session(&a, &ping, &frame(&ping), NOW).await;
+        assert!(matches!(outcome, Outcome::Pong), "{outcome:?}");
+        let spoof = request(2, Address::twin(1));
+        let outcome = state.from_session(&a, &spoof, &frame(&spoof), NOW).await;
+        assert!(
+            matches!(
+                outcome,
+                Outcome::Refused(Refusal::Rejected(Rejection::SourceMismatch { .. }))
+            ),
+            "{outcome:?}"
+        );
+        let env = request(1, Address::twin(2));
+        let first = state.from_session(&a, &env, &frame(&env), NOW).await;
+        assert!(matches!(first, Outcome::Queued), "{first:?}");
+        let second = state.from_session(&a, &env, &frame(&env), NOW).await;
+        assert!(
+            matches!(
+                second,
+                Outcome::Refused(Refusal::RateLimited { twin: 1, .. })
+            ),
+            "{second:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn refusals_reach_the_sender_of_a_request_only() {
+        let (state, _) = relay(|_| {});
+        let a = SessionKey::new(1, None);
+        let mailbox = attach(&state, &a).await;
+        let mut to = ReplyTo {
+            session: a.clone(),
+            uid: "u-1".into(),
+            is_request: true,
+        };
+        state.refuse(&to, &Refusal::UnknownTwin(9), NOW).await;
+        to.is_request = false;
+        state.refuse(&to, &Refusal::UnknownTwin(9), NOW).await;
+        let errors = drain(&mailbox);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].uid, "u-1");
+        assert_eq!(
+            state
+                .metrics
+                .labelled("rmb_relay_rejected_total", "reason=\"unroutable\""),
+            2
+        );
     }
 }

@@ -199,10 +199,6 @@ impl LocalSessions {
         self.mailboxes.iter().map(|m| m.len()).sum()
     }
 
-    pub fn session_count(&self) -> usize {
-        self.mailboxes.iter().filter(|m| m.is_connected()).count()
-    }
-
     /// Every mailbox with its key (for shutdown).
     pub fn drain_all(&self) -> Vec<(SessionKey, Vec<QueuedFrame>)> {
         self.mailboxes

@@ -52,8 +52,8 @@ const SWEEP_QUEUES: usize = 100;
 pub struct RedisBackend {
     inner: Arc<Inner>,
     appender: Appender,
+    /// The relay's tracked tasks (feeders are spawned there too).
     tasks: TaskTracker,
-    shutdown: CancellationToken,
 }
 
 pub(crate) struct Inner {
@@ -76,6 +76,7 @@ impl RedisBackend {
         metrics: Arc<Metrics>,
         heartbeat: Duration,
         shutdown: CancellationToken,
+        tasks: &TaskTracker,
     ) -> Result<Self, redis::RedisError> {
         let client = redis::Client::open(url)?;
         let redis = ConnectionManager::new(client).await?;
@@ -93,7 +94,6 @@ impl RedisBackend {
             feeders: DashMap::new(),
         });
         tracing::info!(instance = %inner.id, "redis backend connected");
-        let tasks = TaskTracker::new();
         let (appender, appending) = Appender::start(inner.clone(), shutdown.clone());
         tasks.spawn(appending);
         tasks.spawn(tasks::inbox_loop(inner.clone(), shutdown.clone()));
@@ -105,8 +105,7 @@ impl RedisBackend {
         Ok(RedisBackend {
             inner,
             appender,
-            tasks,
-            shutdown,
+            tasks: tasks.clone(),
         })
     }
 
@@ -331,9 +330,7 @@ impl Backend for RedisBackend {
     }
 
     async fn shutdown(&self) {
-        // Everything accepted is in Redis already; sessions were detached.
-        self.shutdown.cancel();
-        self.tasks.close();
-        self.tasks.wait().await;
+        // Everything accepted is in Redis already, sessions were detached and the
+        // background tasks have stopped with the relay's.
     }
 }
