@@ -247,6 +247,11 @@ impl RelayState {
             Bytes::from(env.encode_to_vec()),
             now + route::ERROR_EXPIRATION,
         );
+        // The sender is usually connected here: straight to its mailbox, so it hears
+        // of the refusal even when storage is what failed.
+        if self.backend.deliver_here(to, &frame) {
+            return;
+        }
         let result = match self.backend.deliver_connected(to, &frame).await {
             Ok(true) => Ok(()),
             Ok(false) => self.backend.enqueue(to, frame).await,

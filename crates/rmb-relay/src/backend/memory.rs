@@ -40,6 +40,10 @@ impl Backend for MemoryBackend {
         self.sessions.detach(key, conn);
     }
 
+    fn deliver_here(&self, key: &SessionKey, frame: &QueuedFrame) -> bool {
+        self.sessions.deliver(key, frame, &self.metrics)
+    }
+
     async fn deliver_connected(
         &self,
         key: &SessionKey,

@@ -57,6 +57,11 @@ pub trait Backend: Send + Sync + 'static {
     /// The connection `conn` of `key` ended.
     async fn detach(&self, key: &SessionKey, conn: u64);
 
+    /// Hands a frame the relay made (a relay error) to the session if it is connected
+    /// to this process, without storing it: the sender of a refused envelope must hear
+    /// of it even when storage is what failed. `false`: not connected here.
+    fn deliver_here(&self, key: &SessionKey, frame: &QueuedFrame) -> bool;
+
     /// Hands the frame to the session if it is connected (to this process or, with
     /// Redis, to another instance). `Ok(false)`: nobody is connected, frame not taken.
     /// A durable backend returns `Ok(true)` only once the frame is stored.

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use dashmap::DashMap;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, Value};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -44,8 +44,8 @@ use crate::mailbox::{Done, Mailbox, QueuedFrame, StoredId};
 use crate::metrics::Metrics;
 use crate::session_key::SessionKey;
 
-/// Longest wait for Redis to answer a pipeline.
-const REDIS_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for Redis to answer a pipeline, or to accept a connection.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// Offline queues whose frames all expired, deleted per sweep.
 const SWEEP_QUEUES: usize = 100;
 
@@ -79,7 +79,15 @@ impl RedisBackend {
         tasks: &TaskTracker,
     ) -> Result<Self, redis::RedisError> {
         let client = redis::Client::open(url)?;
-        let redis = ConnectionManager::new(client).await?;
+        // While Redis is away, fail fast (each caller gets an error at once and the next
+        // one tries to reconnect) instead of holding every session's envelopes through
+        // seconds of reconnection back-off.
+        let config = ConnectionManagerConfig::new()
+            .set_number_of_retries(1)
+            .set_factor(50)
+            .set_connection_timeout(REDIS_TIMEOUT)
+            .set_response_timeout(REDIS_TIMEOUT);
+        let redis = ConnectionManager::new_with_config(client, config).await?;
         let id = format!("{:016x}", rand::random::<u64>());
         let inner = Arc::new(Inner {
             id,
@@ -295,6 +303,10 @@ impl Backend for RedisBackend {
                 tracing::debug!(session = %key, error = %e, "could not release a session's owner mark");
             }
         }
+    }
+
+    fn deliver_here(&self, key: &SessionKey, frame: &QueuedFrame) -> bool {
+        self.inner.local.deliver(key, frame, &self.inner.metrics)
     }
 
     async fn deliver_connected(
