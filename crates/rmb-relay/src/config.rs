@@ -39,6 +39,8 @@ pub struct Config {
     pub federation_concurrency: usize,
     /// Federation deliveries waiting or in flight before new ones are refused.
     pub federation_backlog: usize,
+    /// Bytes of federation work waiting before new work is refused (Redis backend).
+    pub federation_backlog_bytes: usize,
     /// WebSocket read buffer per connection (small keeps idle sessions cheap).
     pub read_buffer_size: usize,
     /// How often queues are swept of expired envelopes.
@@ -55,6 +57,10 @@ impl Config {
             session: self.mailbox,
             twin: self.twin_queue,
             total: self.queue_total,
+            outbox: MailboxLimits {
+                max_frames: self.federation_backlog,
+                max_bytes: self.federation_backlog_bytes,
+            },
         }
     }
 
@@ -85,6 +91,7 @@ impl Config {
             ranker_period: Duration::from_secs(3600),
             federation_concurrency: 256,
             federation_backlog: 100_000,
+            federation_backlog_bytes: 256 << 20,
             read_buffer_size: 4096,
             sweep_interval: Duration::from_secs(5),
             redis_heartbeat: Duration::from_secs(20),

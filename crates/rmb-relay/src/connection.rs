@@ -253,7 +253,7 @@ async fn handle_frame(
         }
         Outcome::Elsewhere { fwd, twin } => {
             let reply_to = ReplyTo::of(&env, key);
-            match federation::submit(state, data, fwd, reply_to, twin.relays.clone()) {
+            match federation::submit(state, data, fwd, reply_to, twin.relays.clone()).await {
                 Ok(()) => return Ok(()),
                 Err(refusal) => refusal,
             }

@@ -18,6 +18,7 @@ pub mod directory;
 pub mod federation;
 pub mod mailbox;
 pub mod metrics;
+pub mod outbox;
 pub mod ranker;
 pub mod ratelimit;
 pub mod registrar_directory;

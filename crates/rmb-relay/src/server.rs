@@ -121,6 +121,9 @@ pub async fn start(
         tasks,
     )?);
     state.tasks.spawn(sweeper(state.clone()));
+    if let Some(outbox) = state.backend.outbox() {
+        crate::outbox::start(&state, outbox);
+    }
     let app = Router::new()
         .route("/", get(websocket).post(federation::receive))
         .route("/metrics", get(metrics_text))

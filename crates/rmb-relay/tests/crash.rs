@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use rmb_core::prost::Message as _;
 use rmb_core::proto::Message;
 use rmb_core::{Address, Envelope, KeyType};
-use rmb_testkit::{Process, RedisServer};
+use rmb_testkit::{Process, Proxy, RedisServer, TestRelay};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 const BIN: &str = env!("CARGO_BIN_EXE_rmb-relay");
@@ -28,6 +28,11 @@ struct RelayProcess {
 }
 
 async fn relay_process(registrar: &str, redis: &str) -> RelayProcess {
+    relay_process_with(registrar, redis, &[]).await
+}
+
+/// [`relay_process`] with more flags.
+async fn relay_process_with(registrar: &str, redis: &str, more: &[&str]) -> RelayProcess {
     let addr: SocketAddr = format!("127.0.0.1:{}", rmb_testkit::free_port())
         .parse()
         .unwrap();
@@ -42,6 +47,7 @@ async fn relay_process(registrar: &str, redis: &str) -> RelayProcess {
         redis,
     ]
     .iter()
+    .chain(more)
     .map(|a| OsStr::new(a).to_owned())
     .collect();
     let process = tokio::task::spawn_blocking(move || {
@@ -201,4 +207,52 @@ async fn a_sender_hears_when_the_relay_cannot_store_its_envelope() {
     );
     assert!(relay_error(&first).contains("storage"), "{first:?}");
     assert_eq!(ca.recv().await.uid, p.uid);
+}
+
+#[tokio::test]
+async fn federation_work_of_a_killed_instance_is_picked_up_by_another() {
+    // Relay A runs as two instances on one Redis; relay B is behind a proxy that
+    // black-holes traffic. X (on instance one) sends to Y (on B): the envelopes wait in
+    // A's federation work when instance one is killed. Instance two must deliver them
+    // once B is reachable again.
+    let redis = RedisServer::start_persistent().unwrap();
+    let reg = registrar().await;
+    let proxy = Proxy::bind("127.0.0.2").await.unwrap();
+    let b_relay = TestRelay::start_with(
+        "127.0.0.2",
+        &reg.url(),
+        Some(vec![proxy.addr().to_string()]),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    proxy.set_target(b_relay.addr());
+    let fast = [
+        "--federation-http",
+        "--federation-timeout",
+        "1",
+        "--redis-heartbeat",
+        "1",
+    ];
+    let one = relay_process_with(&reg.url(), &redis.url(), &fast).await;
+    let two = relay_process_with(&reg.url(), &redis.url(), &fast).await;
+    let x = twin(&reg.url(), KeyType::Ed25519, &[DOMAIN.into()]).await;
+    let y = twin(&reg.url(), KeyType::Ed25519, &[proxy.addr().to_string()]).await;
+    let mut cy = connect(b_relay.addr(), &y, None).await;
+    let mut cx = connect(one.addr, &x, None).await;
+
+    proxy.partition();
+    const N: u16 = 20;
+    for i in 0..N {
+        cx.send(&numbered(&x, &y, i, 2)).await;
+    }
+    barrier(&mut cx, &x).await;
+    one.process.kill();
+    proxy.heal();
+
+    let mut seen = BTreeSet::new();
+    while !(0..N).all(|n| seen.contains(&n)) {
+        seen.insert(number(&cy.recv().await));
+    }
+    drop(two);
 }

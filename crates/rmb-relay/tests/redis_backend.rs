@@ -368,3 +368,47 @@ async fn expired_offline_queues_leave_redis_with_their_accounting() {
     assert_eq!(queued_in_redis(&redis.url()).await.0, 2);
     until_redis_is_drained(&redis.url()).await;
 }
+
+#[tokio::test]
+async fn federation_goes_through_the_outbox_and_failures_reach_the_sender() {
+    let c = cluster().await;
+    let other = start_relay("127.0.0.2", &c.reg.url(), |_| {}).await;
+    // A relay address nothing listens on (bound, then closed).
+    let dead = std::net::TcpListener::bind("127.0.0.3:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let y = twin(&c.reg.url(), KeyType::Ed25519, &[domain(&other)]).await;
+    let z = twin(&c.reg.url(), KeyType::Ed25519, &[dead]).await;
+    let mut ca = connect(c.one.addr(), &c.a, None).await;
+    let mut cy = connect(other.addr(), &y, None).await;
+
+    let req = request(&c.a, Address::twin(y.id), "x", b"over there");
+    ca.send(&req).await;
+    assert_eq!(cy.recv().await, req);
+
+    let mut lost = request(&c.a, Address::twin(z.id), "x", b"nowhere");
+    lost.tags = Some("fail-fast".into());
+    rmb_core::envelope::sign(&mut lost, &c.a.signer);
+    ca.send(&lost).await;
+    let err = ca.recv().await;
+    assert_eq!(err.uid, lost.uid);
+    assert!(relay_error(&err).contains("could not reach"), "{err:?}");
+
+    // Both entries left the outbox, and its accounting with them.
+    let client = redis::Client::open(c.redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let left: usize = redis::cmd("XLEN")
+        .arg("rmb.relay.outbox")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let counted: Option<i64> = redis::cmd("HGET")
+        .arg("rmb.relay.outbox.count")
+        .arg("f")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!((left, counted.unwrap_or(0)), (0, 0));
+}

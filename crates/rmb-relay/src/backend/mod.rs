@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 use tokio_util::sync::CancellationToken;
 
-use crate::mailbox::{Mailbox, MailboxLimits, PushOutcome, QueuedFrame};
+use crate::mailbox::{Done, Mailbox, MailboxLimits, PushOutcome, QueuedFrame};
 use crate::metrics::Metrics;
 use crate::session_key::SessionKey;
 
@@ -27,6 +27,8 @@ pub enum BackendError {
     TwinQueueFull { twin: u32, limits: MailboxLimits },
     #[error("the relay's storage is full (at most {} envelopes or {} bytes queued), retry later", limits.max_frames, limits.max_bytes)]
     StorageFull { limits: MailboxLimits },
+    #[error("the relay's federation backlog is full (at most {} envelopes or {} bytes), retry later", limits.max_frames, limits.max_bytes)]
+    OutboxFull { limits: MailboxLimits },
     #[error("the relay is shutting down")]
     Stopped,
 }
@@ -40,6 +42,8 @@ pub struct QueueBounds {
     pub session: MailboxLimits,
     pub twin: MailboxLimits,
     pub total: MailboxLimits,
+    /// Federation work waiting (the durable outbox of the Redis backend).
+    pub outbox: MailboxLimits,
 }
 
 #[async_trait]
@@ -85,6 +89,31 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Shutdown: keep what can be kept (Redis moves local mailboxes back to Redis).
     async fn shutdown(&self);
+
+    /// Durable federation work shared by the relay's instances, if this backend keeps
+    /// one (Redis); `None`: federation work lives in this process (memory).
+    fn outbox(&self) -> Option<Arc<dyn Outbox>> {
+        None
+    }
+}
+
+/// Federation work in storage: envelopes to post to other relays, taken by whichever
+/// instance has room, reclaimed from instances that died holding some.
+#[async_trait]
+pub trait Outbox: Send + Sync + 'static {
+    /// Stores an envelope to federate; returns once it is durable.
+    async fn put(&self, frame: &QueuedFrame) -> Result<(), BackendError>;
+
+    /// Up to `max` envelopes to federate (new ones, and those a dead instance had
+    /// taken); waits up to a second for some. Each stays this instance's until
+    /// [`Outbox::done`] (or until it dies, when another instance takes it over).
+    async fn take(&self, max: usize) -> Result<Vec<QueuedFrame>, BackendError>;
+
+    /// The envelope was federated, or given up on (its sender was told): remove it.
+    async fn done(&self, done: Done) -> Result<(), BackendError>;
+
+    /// This instance is stopping: other instances may take over what it holds at once.
+    async fn leave(&self);
 }
 
 /// The sessions connected to this process and the mailboxes of local queues.

@@ -1,6 +1,7 @@
-//! Storing frames in Redis, batched: every envelope the relay accepts for a session of
-//! its domains is stored before the relay confirms it to the sender, and callers on all
-//! connections share round trips: while one pipeline is out, the next one fills.
+//! Storing frames in Redis, batched: every envelope the relay accepts (for a session of
+//! its domains, or to federate) is stored before the relay confirms it to the sender,
+//! and callers on all connections share round trips: while one pipeline is out, the
+//! next one fills.
 
 use std::sync::Arc;
 
@@ -32,14 +33,27 @@ pub enum Appended {
     },
 }
 
+/// Where a frame goes.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A session's queue (only if the session is connected somewhere, when
+    /// `require_owner`).
+    Session {
+        key: SessionKey,
+        require_owner: bool,
+    },
+    /// The federation outbox.
+    Outbox,
+}
+
 pub struct Request {
-    key: SessionKey,
+    target: Target,
     frame: QueuedFrame,
-    require_owner: bool,
     reply: oneshot::Sender<Result<Appended, BackendError>>,
 }
 
 /// The handle callers use; the batching task runs until `shutdown`.
+#[derive(Clone)]
 pub struct Appender {
     tx: mpsc::Sender<Request>,
 }
@@ -54,19 +68,16 @@ impl Appender {
         (Appender { tx }, run(inner, rx, shutdown))
     }
 
-    /// Stores `frame` for `key` (only if the session is connected somewhere when
-    /// `require_owner`); returns once Redis has it, or why it does not.
+    /// Stores `frame` at `target`; returns once Redis has it, or why it does not.
     pub async fn append(
         &self,
-        key: &SessionKey,
+        target: Target,
         frame: &QueuedFrame,
-        require_owner: bool,
     ) -> Result<Appended, BackendError> {
         let (reply, answer) = oneshot::channel();
         let request = Request {
-            key: key.clone(),
+            target,
             frame: frame.clone(),
-            require_owner,
             reply,
         };
         self.tx
@@ -102,7 +113,12 @@ async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Request>, shutdown: Cance
 async fn store(inner: &Inner, batch: &mut Vec<Request>) {
     let cmds = batch
         .iter()
-        .map(|r| inner.append_cmd(&r.key, &r.frame, r.require_owner))
+        .map(|r| match &r.target {
+            Target::Session { key, require_owner } => {
+                inner.append_cmd(key, &r.frame, *require_owner)
+            }
+            Target::Outbox => inner.outbox_put_cmd(&r.frame),
+        })
         .collect();
     let mut redis = inner.redis.clone();
     match inner.scripts.run(&mut redis, cmds).await {
@@ -110,7 +126,7 @@ async fn store(inner: &Inner, batch: &mut Vec<Request>) {
             for (request, answer) in batch.drain(..).zip(answers) {
                 let result = answer
                     .map_err(BackendError::from)
-                    .and_then(|v| parse(&request.key, v, inner));
+                    .and_then(|v| parse(&request.target, v, inner));
                 let _ = request.reply.send(result);
             }
         }
@@ -125,16 +141,19 @@ async fn store(inner: &Inner, batch: &mut Vec<Request>) {
     }
 }
 
-fn parse(key: &SessionKey, answer: Value, inner: &Inner) -> Result<Appended, BackendError> {
+fn parse(target: &Target, answer: Value, inner: &Inner) -> Result<Appended, BackendError> {
     let (status, owner, dropped, _id): (i64, String, usize, String) =
         redis::from_owned_redis_value(answer)?;
     let owner = (!owner.is_empty()).then_some(owner);
-    match status {
-        0 => Ok(Appended::NotConnected),
-        1 => Ok(Appended::Stored { owner, dropped }),
-        2 => Err(BackendError::TwinQueueFull {
+    match (status, target) {
+        (0, _) => Ok(Appended::NotConnected),
+        (1, _) => Ok(Appended::Stored { owner, dropped }),
+        (2, Target::Session { key, .. }) => Err(BackendError::TwinQueueFull {
             twin: key.twin,
             limits: inner.limits.twin,
+        }),
+        (2, Target::Outbox) => Err(BackendError::OutboxFull {
+            limits: inner.limits.outbox,
         }),
         _ => Err(BackendError::StorageFull {
             limits: inner.limits.total,

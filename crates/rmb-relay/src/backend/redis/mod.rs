@@ -21,6 +21,7 @@
 
 mod appender;
 mod feeder;
+mod outbox;
 mod scripts;
 mod tasks;
 pub mod wire;
@@ -36,10 +37,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use self::appender::{Appended, Appender};
+use self::appender::{Appended, Appender, Target};
+use self::outbox::RedisOutbox;
 use self::scripts::{Lua, Scripts};
 use super::memory::note_dropped;
-use super::{Backend, BackendError, LocalSessions, QueueBounds};
+use super::{Backend, BackendError, LocalSessions, Outbox, QueueBounds};
 use crate::mailbox::{Done, Mailbox, QueuedFrame, StoredId};
 use crate::metrics::Metrics;
 use crate::session_key::SessionKey;
@@ -52,6 +54,7 @@ const SWEEP_QUEUES: usize = 100;
 pub struct RedisBackend {
     inner: Arc<Inner>,
     appender: Appender,
+    outbox: Arc<RedisOutbox>,
     /// The relay's tracked tasks (feeders are spawned there too).
     tasks: TaskTracker,
 }
@@ -101,6 +104,9 @@ impl RedisBackend {
             owner_ttl_secs: (heartbeat.as_secs() * 3).max(3),
             feeders: DashMap::new(),
         });
+        // Alive before taking any federation work, or another instance could take it
+        // over as a dead one's.
+        tasks::announce(&inner).await?;
         tracing::info!(instance = %inner.id, "redis backend connected");
         let (appender, appending) = Appender::start(inner.clone(), shutdown.clone());
         tasks.spawn(appending);
@@ -110,9 +116,11 @@ impl RedisBackend {
             heartbeat,
             shutdown.clone(),
         ));
+        let outbox = Arc::new(RedisOutbox::new(inner.clone(), appender.clone(), heartbeat));
         Ok(RedisBackend {
             inner,
             appender,
+            outbox,
             tasks: tasks.clone(),
         })
     }
@@ -123,7 +131,11 @@ impl RedisBackend {
         frame: &QueuedFrame,
         require_owner: bool,
     ) -> Result<bool, BackendError> {
-        match self.appender.append(key, frame, require_owner).await? {
+        let target = Target::Session {
+            key: key.clone(),
+            require_owner,
+        };
+        match self.appender.append(target, frame).await? {
             Appended::NotConnected => Ok(false),
             Appended::Stored { owner, dropped } => {
                 note_dropped(&self.inner.metrics, key, dropped);
@@ -168,6 +180,17 @@ impl Inner {
             .arg(wire::inbox_key(""))
             .arg(wire::wake_key(""))
             .arg(self.owner_ttl_secs);
+        cmd
+    }
+
+    /// The script call storing `frame` in the federation outbox.
+    fn outbox_put_cmd(&self, frame: &QueuedFrame) -> Cmd {
+        let mut cmd = self
+            .scripts
+            .call(Lua::OutboxPut, &[wire::OUTBOX_KEY, wire::OUTBOX_COUNT_KEY]);
+        cmd.arg(wire::encode_stored(frame))
+            .arg(self.limits.outbox.max_frames)
+            .arg(self.limits.outbox.max_bytes);
         cmd
     }
 
@@ -344,5 +367,9 @@ impl Backend for RedisBackend {
     async fn shutdown(&self) {
         // Everything accepted is in Redis already, sessions were detached and the
         // background tasks have stopped with the relay's.
+    }
+
+    fn outbox(&self) -> Option<Arc<dyn Outbox>> {
+        Some(self.outbox.clone())
     }
 }

@@ -201,6 +201,60 @@ end
 return gone
 "#;
 
+/// Stores an envelope to federate in the outbox stream, within the outbox's bounds.
+///
+/// KEYS: outbox, outbox accounting. ARGV: stored frame, most frames, most bytes.
+/// Returns `{1, '', 0, id}`, or `{2, '', 0, ''}` when the outbox is full.
+pub const OUTBOX_PUT: &str = r#"
+local size = string.len(ARGV[1])
+local f = tonumber(redis.call('HGET', KEYS[2], 'f') or '0')
+local b = tonumber(redis.call('HGET', KEYS[2], 'b') or '0')
+if f + 1 > tonumber(ARGV[2]) or b + size > tonumber(ARGV[3]) then return {2, '', 0, ''} end
+local id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[1])
+redis.call('HINCRBY', KEYS[2], 'f', 1)
+redis.call('HINCRBY', KEYS[2], 'b', size)
+return {1, '', 0, id}
+"#;
+
+/// An outbox entry is done with: acknowledged, deleted, released from the accounting.
+///
+/// KEYS: outbox, outbox accounting. ARGV: group, entry id, stored length.
+pub const OUTBOX_DONE: &str = r#"
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+if redis.call('XDEL', KEYS[1], ARGV[2]) == 1 then
+  redis.call('HINCRBY', KEYS[2], 'f', -1)
+  redis.call('HINCRBY', KEYS[2], 'b', -tonumber(ARGV[3]))
+end
+return 1
+"#;
+
+/// Takes over the outbox entries held by instances that are no longer alive (their
+/// liveness mark expired), and forgets those instances once they hold nothing.
+///
+/// KEYS: outbox. ARGV: group, this instance, liveness key prefix, most entries.
+/// Returns `{{id, stored frame}, ...}`, now this instance's.
+pub const RECLAIM: &str = r#"
+local summary = redis.call('XPENDING', KEYS[1], ARGV[1])
+local consumers = summary[4]
+local out, max = {}, tonumber(ARGV[4])
+if not consumers then return out end
+for _, c in ipairs(consumers) do
+  local name = c[1]
+  if #out < max and name ~= ARGV[2] and redis.call('EXISTS', ARGV[3] .. name) == 0 then
+    local pending = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', max - #out, name)
+    local ids = {}
+    for _, p in ipairs(pending) do ids[#ids + 1] = p[1] end
+    if #ids > 0 then
+      for _, e in ipairs(redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(ids))) do
+        out[#out + 1] = {e[1], e[2][2]}
+      end
+    end
+    if #pending < max then redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], name) end
+  end
+end
+return out
+"#;
+
 /// Every script, with its hash; [`Scripts::run`] sends pipelines of them.
 pub struct Scripts {
     all: Vec<redis::Script>,
@@ -217,9 +271,23 @@ pub enum Lua {
     Refresh,
     Release,
     Sweep,
+    OutboxPut,
+    OutboxDone,
+    Reclaim,
 }
 
-const CODE: [&str; 7] = [APPEND, ACK, READ, CLAIM, REFRESH, RELEASE, SWEEP];
+const CODE: [&str; 10] = [
+    APPEND,
+    ACK,
+    READ,
+    CLAIM,
+    REFRESH,
+    RELEASE,
+    SWEEP,
+    OUTBOX_PUT,
+    OUTBOX_DONE,
+    RECLAIM,
+];
 
 impl Scripts {
     /// `timeout`: longest wait for Redis's answer to one pipeline; past it the caller

@@ -128,7 +128,8 @@ pub async fn heartbeat_loop(inner: Arc<Inner>, every: Duration, shutdown: Cancel
     }
 }
 
-async fn beat(inner: &Inner) -> Result<(), redis::RedisError> {
+/// Sets (or refreshes) this instance's liveness mark.
+pub async fn announce(inner: &Inner) -> Result<(), redis::RedisError> {
     let mut redis = inner.redis.clone();
     redis::cmd("SET")
         .arg(wire::alive_key(&inner.id))
@@ -136,7 +137,12 @@ async fn beat(inner: &Inner) -> Result<(), redis::RedisError> {
         .arg("EX")
         .arg(inner.owner_ttl_secs)
         .query_async::<()>(&mut redis)
-        .await?;
+        .await
+}
+
+async fn beat(inner: &Inner) -> Result<(), redis::RedisError> {
+    announce(inner).await?;
+    let mut redis = inner.redis.clone();
     let sessions = inner.local.connected();
     for chunk in sessions.chunks(HEARTBEAT_BATCH) {
         let cmds = chunk

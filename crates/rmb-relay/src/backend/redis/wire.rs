@@ -38,6 +38,14 @@ pub const TOTAL_KEY: &str = "rmb.relay.total";
 /// queue is deleted (and its accounting released) once all of it has expired.
 pub const EXPIRY_KEY: &str = "rmb.relay.expiry";
 
+/// The federation outbox: a stream of [`encode_stored`] entries (field `e`), consumed by
+/// the instances through the consumer group [`OUTBOX_GROUP`], each instance being a
+/// consumer named by its id.
+pub const OUTBOX_KEY: &str = "rmb.relay.outbox";
+pub const OUTBOX_GROUP: &str = "relays";
+/// The outbox's accounting: fields `f` and `b`.
+pub const OUTBOX_COUNT_KEY: &str = "rmb.relay.outbox.count";
+
 /// The set of [`InboxEntry`] other instances left for `instance`.
 pub fn inbox_key(instance: &str) -> String {
     format!("{PREFIX}inbox.{instance}")
