@@ -11,7 +11,7 @@ use clap::Args;
 use rmb_core::prost::Message as _;
 use rmb_core::proto::{Message, Payload, Request};
 use rmb_core::{envelope, jwt, Address, Envelope, KeyType, Signer};
-use rmb_registrar::RegistrarClient;
+use rmb_registrar_client::RegistrarClient;
 use rmb_relay::registrar_directory::RegistrarDirectory;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use rmb_core::{E2eKey, KeyType, Signer};
-use rmb_registrar::{ClientConfig, RegistrarClient};
+use rmb_registrar_client::{ClientConfig, RegistrarClient};
 use rmb_relay::registrar_directory::RegistrarDirectory;
 use rmb_sdk::Client;
 use tokio::net::TcpListener;

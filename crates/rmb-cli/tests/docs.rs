@@ -8,7 +8,7 @@
 //!   keep every field it shows (a misspelt field fails): `peer-request`,
 //!   `peer-incoming-request`, `peer-reply`, `peer-incoming-reply` (rmb_core::peer_api,
 //!   PROTOCOL.md §4), `registrar-account`, `registrar-accounts`, `registrar-create`,
-//!   `registrar-update`, `registrar-error` (rmb_registrar::wire). Unknown types fail.
+//!   `registrar-update`, `registrar-error` (rmb_registrar_client::wire). Unknown types fail.
 //! - ` ```toml ` — must parse as TOML.
 //! - ` ```http ` — a request (`METHOD /path HTTP/1.1`, headers, blank line, body)
 //!   followed by its response (`HTTP/1.1 <status> <reason>`, headers, blank line, JSON
@@ -44,7 +44,7 @@ use std::time::Duration;
 
 use rmb_core::peer_api::{IncomingRequest, IncomingResponse, OutgoingRequest, OutgoingResponse};
 use rmb_core::KeyType;
-use rmb_registrar::wire::{AccountJson, CreateRequest, ErrorBody, UpdateRequest};
+use rmb_registrar_client::wire::{AccountJson, CreateRequest, ErrorBody, UpdateRequest};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;

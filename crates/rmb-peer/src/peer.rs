@@ -26,7 +26,7 @@ use rmb_core::prost::Message as _;
 use rmb_core::proto::Backlog;
 use rmb_core::time::now;
 use rmb_core::{Address, KeyType};
-use rmb_registrar::RegistrarClient;
+use rmb_registrar_client::RegistrarClient;
 use rmb_sdk::{Client, Event, Incoming, Outgoing, PoolConfig};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -63,7 +63,8 @@ pub struct PeerConfig {
     /// Concurrent poppers of each of the two system lists.
     pub workers: usize,
     /// Send a request again when its reply has not come after this long (doubling
-    /// each time); `None` never re-sends. See [`rmb_sdk::ClientBuilder::resend_after`].
+    /// each time), to receivers known to drop copies; `None` never re-sends. See
+    /// [`rmb_sdk::ClientBuilder::resend`].
     pub resend_after: Option<Duration>,
 }
 
@@ -227,7 +228,11 @@ impl Peer {
             .no_update(config.no_update)
             .e2e(config.e2e)
             .pool_config(config.pool.clone())
-            .resend_after(config.resend_after)
+            .resend(match config.resend_after {
+                Some(_) => rmb_sdk::Resend::KnownReceivers,
+                None => rmb_sdk::Resend::Off,
+            })
+            .resend_interval(config.resend_after.unwrap_or(rmb_sdk::DEFAULT_RESEND_AFTER))
             .unhandled(events_tx)
             .build()
             .await?;
@@ -369,7 +374,7 @@ async fn local_request(shared: &Shared, redis: &mut Redis, json: &str) {
     for envelope in prepared.envelopes {
         let dst = envelope.destination.twin;
         match shared.client.send(envelope).await {
-            Ok(()) => Stats::inc(&shared.stats.envelopes_sent),
+            Ok(_) => Stats::inc(&shared.stats.envelopes_sent),
             Err(e) => {
                 tracing::info!(uid, dst, "cannot send a request: {e}");
                 let error = e.code().with_message(e.to_string());
@@ -416,7 +421,7 @@ async fn local_reply(shared: &Shared, json: &str) {
         }
     };
     match shared.client.send(out).await {
-        Ok(()) => Stats::inc(&shared.stats.replies_sent),
+        Ok(_) => Stats::inc(&shared.stats.replies_sent),
         Err(e) => tracing::warn!("cannot send a reply: {e}"),
     }
 }

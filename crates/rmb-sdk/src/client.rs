@@ -15,20 +15,19 @@ use rmb_core::prost::Message as _;
 use rmb_core::proto::{EnvelopeHeader, Message, MessageKind};
 use rmb_core::time::DEFAULT_TTL;
 use rmb_core::{Address, Envelope, KeyType};
-use rmb_registrar::{RegistrarClient, Twin};
+use rmb_registrar_client::{RegistrarClient, Twin};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{BuildError, CallError, HandlerError, SendError};
+use crate::error::{BuildError, CallError, HandlerError, SendError, Unconfirmed};
 use crate::identity::Identity;
-use crate::incoming::{self, Classified, Dedup, Incoming, Kind, Rejection};
+use crate::incoming::{self, Classified, Incoming, Kind, Rejection};
+use crate::memory::{self, EnvelopeKeys, HashKey, InMemory, Memory, ReplyKey};
 use crate::outgoing::{self, Outgoing};
 use crate::pool::{Outbound, Pool, PoolConfig};
-use crate::resend::{Outstanding, ReplyCache};
+use crate::resend::{Deduplicators, Outstanding, Resend};
 use crate::serve::{HandlerResult, Registry, Request};
-
-/// Envelope uids remembered for de-duplication.
-const DEDUP_CAPACITY: usize = 200_000;
+use crate::tags;
 
 /// Something the client received that no call or handler took: handed to the
 /// application when it asked for them ([`ClientBuilder::unhandled`]).
@@ -55,17 +54,21 @@ pub struct ClientBuilder {
     pool: PoolConfig,
     unhandled: Option<mpsc::Sender<Event>>,
     max_concurrent_requests: usize,
-    resend_after: Option<Duration>,
+    resend: Resend,
+    resend_interval: Duration,
+    memory: Option<Arc<dyn Memory>>,
 }
 
-/// Default wait before a request with no reply is sent again (see
-/// [`ClientBuilder::resend_after`]).
+/// Default wait before a request with no reply is sent again, where the [`Resend`]
+/// policy allows (see [`ClientBuilder::resend_interval`]).
 pub const DEFAULT_RESEND_AFTER: Duration = Duration::from_secs(5);
 
-/// Replies kept for answering copies of requests: at most this many...
-const REPLY_CACHE_ENTRIES: usize = 16_384;
-/// ...and this many bytes.
-const REPLY_CACHE_BYTES: usize = 32 << 20;
+/// How long a receiver is believed to drop copies after its last reply that said so.
+const DEDUPLICATOR_TTL: Duration = Duration::from_secs(3600);
+/// Receivers remembered as dropping copies, at most.
+const DEDUPLICATORS: usize = 65_536;
+/// Bytes of unanswered requests kept for sending again, at most.
+const OUTSTANDING_BYTES: usize = 64 << 20;
 
 /// Default cap on incoming requests handled at once (see
 /// [`ClientBuilder::max_concurrent_requests`]).
@@ -139,14 +142,30 @@ impl ClientBuilder {
         self
     }
 
-    /// How long to wait for the reply to a request before sending the same envelope
-    /// again (then twice as long, and so on, until it expires). Default
-    /// [`DEFAULT_RESEND_AFTER`]; `None` never re-sends. This is what recovers an envelope
-    /// a relay accepted and then lost (e.g. it stopped before passing it on); the
-    /// receiver drops the copies of a request it has seen and answers them with the
-    /// reply it already sent, so a handler is not run twice.
-    pub fn resend_after(mut self, after: Option<Duration>) -> Self {
-        self.resend_after = after;
+    /// Which receivers get the same request again when its reply is late (default
+    /// [`Resend::KnownReceivers`]). This is what recovers a request a relay accepted and
+    /// then lost (e.g. it stopped before passing it on); a receiver that drops copies
+    /// answers a copy of a request it has seen with the reply it already sent, but one
+    /// that does not (the original rmb-peer, the Go router, the TypeScript client) runs
+    /// it again. See docs/compatibility.md, "Not running a request twice".
+    pub fn resend(mut self, policy: Resend) -> Self {
+        self.resend = policy;
+        self
+    }
+
+    /// How long to wait for a reply before the first copy (then twice as long, and so
+    /// on, until the request expires). Default [`DEFAULT_RESEND_AFTER`].
+    pub fn resend_interval(mut self, interval: Duration) -> Self {
+        self.resend_interval = interval;
+        self
+    }
+
+    /// Where this receiver remembers the envelopes it has seen and the replies it sent
+    /// (default: an [`InMemory`] with [`MemoryLimits::default`](crate::MemoryLimits)).
+    /// A memory that survives restarts (rmb-peer keeps it in Redis) means a restarted
+    /// receiver neither runs a copy again nor leaves it unanswered.
+    pub fn memory(mut self, memory: Arc<dyn Memory>) -> Self {
+        self.memory = Some(memory);
         self
     }
 
@@ -186,6 +205,7 @@ impl ClientBuilder {
             twin: twin.twin_id,
             connection: self.session.clone(),
         };
+        let memory = self.memory.unwrap_or_else(|| Arc::new(InMemory::default()));
         let cancel = CancellationToken::new();
         let (incoming_tx, incoming_rx) = mpsc::channel(1024);
         let pool = Pool::start(
@@ -205,18 +225,19 @@ impl ClientBuilder {
             pending: DashMap::new(),
             handlers: Registry::default(),
             unhandled: self.unhandled,
-            dedup: Mutex::new(Dedup::new(DEDUP_CAPACITY)),
+            hash_key: memory.hash_key(),
+            memory,
             cancel: cancel.clone(),
             request_slots: Arc::new(Semaphore::new(self.max_concurrent_requests)),
             requests_waiting: AtomicUsize::new(0),
-            outstanding: self
-                .resend_after
-                .map(|after| Mutex::new(Outstanding::new(after))),
-            replies: Mutex::new(ReplyCache::new(REPLY_CACHE_ENTRIES, REPLY_CACHE_BYTES)),
+            resend: self.resend,
+            outstanding: (self.resend != Resend::Off)
+                .then(|| Mutex::new(Outstanding::new(self.resend_interval, OUTSTANDING_BYTES))),
+            deduplicators: Mutex::new(Deduplicators::new(DEDUPLICATOR_TTL, DEDUPLICATORS)),
             started: Instant::now(),
         });
-        if let Some(after) = self.resend_after {
-            tokio::spawn(resend_loop(inner.clone(), after));
+        if inner.outstanding.is_some() {
+            tokio::spawn(resend_loop(inner.clone(), self.resend_interval));
         }
         tokio::spawn(dispatch(
             inner.clone(),
@@ -266,18 +287,53 @@ struct Inner {
     pending: DashMap<String, Pending>,
     handlers: Registry,
     unhandled: Option<mpsc::Sender<Event>>,
-    dedup: Mutex<Dedup>,
+    /// What this receiver has seen and answered.
+    memory: Arc<dyn Memory>,
+    /// The key envelope and reply keys are hashed with (the memory's).
+    hash_key: HashKey,
     cancel: CancellationToken,
     /// One permit per incoming request being handled.
     request_slots: Arc<Semaphore>,
     /// Requests queued for a slot (see [`Client::requests_waiting`]).
     requests_waiting: AtomicUsize,
+    /// Who gets copies of late requests.
+    resend: Resend,
     /// Requests sent and not yet answered; `None` when re-sending is off.
     outstanding: Option<Mutex<Outstanding>>,
-    /// Replies sent, for answering copies of requests already handled.
-    replies: Mutex<ReplyCache>,
+    /// Receivers known to drop copies.
+    deduplicators: Mutex<Deduplicators>,
     /// The origin of the monotonic milliseconds `outstanding` is scheduled in.
     started: Instant,
+}
+
+/// An envelope handed to the relays by [`Client::send`].
+#[derive(Debug)]
+pub struct Sent {
+    uid: String,
+    deadline: u64,
+    confirmed: oneshot::Receiver<Result<(), Unconfirmed>>,
+}
+
+impl Sent {
+    /// The envelope's uid.
+    pub fn uid(&self) -> &str {
+        &self.uid
+    }
+
+    /// Resolves once a relay confirmed the envelope (the pong to the ping written after
+    /// it: the relay has accepted it and routes or queues it), or says why no relay did:
+    /// it expired first, the link it was written on broke where a copy could run twice
+    /// (so it was not sent again), or the client shut down. Waits at most until a
+    /// second after the envelope's deadline.
+    pub async fn confirmed(self) -> Result<(), Unconfirmed> {
+        let left = self.deadline.saturating_sub(rmb_core::time::now());
+        let grace = Duration::from_secs(left.saturating_add(1));
+        match tokio::time::timeout(grace, self.confirmed).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Unconfirmed::Closed),
+            Err(_) => Err(Unconfirmed::Expired),
+        }
+    }
 }
 
 /// A call waiting for its reply.
@@ -327,7 +383,9 @@ impl Client {
             pool: PoolConfig::default(),
             unhandled: None,
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
-            resend_after: Some(DEFAULT_RESEND_AFTER),
+            resend: Resend::default(),
+            resend_interval: DEFAULT_RESEND_AFTER,
+            memory: None,
         }
     }
 
@@ -421,7 +479,16 @@ impl Client {
             twin,
         };
         let work = async {
-            self.send(request).await?;
+            let sent = self.send(request).await?;
+            let mut rx = rx;
+            tokio::select! {
+                reply = &mut rx => return reply.map_err(|_| CallError::NotConnected)?,
+                confirmed = sent.confirmed() => match confirmed {
+                    Ok(()) => {}
+                    Err(Unconfirmed::Closed) => return Err(CallError::NotConnected),
+                    Err(e) => return Err(CallError::Unconfirmed(e)),
+                },
+            }
             rx.await.map_err(|_| CallError::NotConnected)?
         };
         tokio::time::timeout(timeout, work)
@@ -430,8 +497,10 @@ impl Client {
     }
 
     /// Encrypts (when the destination has an e2e key), stamps, signs and queues an
-    /// envelope for the relays. Returns once it is queued.
-    pub async fn send(&self, out: Outgoing) -> Result<(), SendError> {
+    /// envelope for the relays. Returns once it is queued, with a handle that tells when
+    /// a relay confirmed it ([`Sent::confirmed`]). Replies are tagged `dedup` (we drop
+    /// copies of requests we have seen).
+    pub async fn send(&self, out: Outgoing) -> Result<Sent, SendError> {
         self.inner.send(out).await
     }
 
@@ -442,7 +511,10 @@ impl Client {
 }
 
 impl Inner {
-    async fn send(&self, out: Outgoing) -> Result<(), SendError> {
+    async fn send(&self, mut out: Outgoing) -> Result<Sent, SendError> {
+        if matches!(out.message, Message::Response(_) | Message::Error(_)) {
+            out.tags = tags::with(out.tags.take(), tags::DEDUP);
+        }
         let twin = self.lookup(out.destination.twin).await?;
         let shared = self
             .identity
@@ -460,35 +532,54 @@ impl Inner {
         self.send_envelope(&env).await
     }
 
-    async fn send_envelope(&self, env: &Envelope) -> Result<(), SendError> {
-        let frame = Outbound {
-            frame: env.encode_to_vec().into(),
-            deadline: env.timestamp.saturating_add(env.expiration),
-        };
-        let destination = env.destination.as_ref();
-        match (&env.message, destination) {
+    async fn send_envelope(&self, env: &Envelope) -> Result<Sent, SendError> {
+        let frame: Bytes = env.encode_to_vec().into();
+        let deadline = env.timestamp.saturating_add(env.expiration);
+        let copy_safe = match (&env.message, env.destination.as_ref()) {
             (Some(Message::Request(_)), Some(to)) => {
                 if let Some(outstanding) = &self.outstanding {
-                    outstanding.lock().track(
+                    let kept = outstanding.lock().track(
                         env.uid.clone(),
-                        to.twin,
-                        frame.frame.clone(),
-                        frame.deadline,
+                        to.clone(),
+                        frame.clone(),
+                        deadline,
                         self.now_ms(),
                     );
+                    if !kept {
+                        tracing::warn!(
+                            uid = env.uid,
+                            "too many unanswered requests kept: this one will not be sent again"
+                        );
+                    }
                 }
+                self.resend == Resend::Always || self.deduplicators.lock().knows(to, self.now_ms())
             }
             (Some(Message::Response(_) | Message::Error(_)), Some(to)) => {
-                self.replies.lock().insert(
-                    ReplyCache::key(to, &env.uid),
-                    frame.frame.clone(),
-                    frame.deadline,
-                    rmb_core::time::now(),
-                );
+                // Kept before it goes, so a copy of the request arriving next finds it.
+                let key = ReplyKey::of(to, &env.uid, &self.hash_key);
+                let now = rmb_core::time::now();
+                if let Err(e) = self
+                    .memory
+                    .keep_reply(key, frame.clone(), deadline, now)
+                    .await
+                {
+                    tracing::warn!(
+                        uid = env.uid,
+                        "a copy of this request will get no reply: {e}"
+                    );
+                }
+                true
             }
-            _ => {}
-        }
-        self.pool.send(frame).await.map_err(|_| SendError::Closed)
+            _ => true,
+        };
+        let (confirm, confirmed) = oneshot::channel();
+        let out = Outbound::new(frame, deadline, copy_safe).confirmed_to(confirm);
+        self.pool.send(out).await.map_err(|_| SendError::Closed)?;
+        Ok(Sent {
+            uid: env.uid.clone(),
+            deadline,
+            confirmed,
+        })
     }
 
     fn now_ms(&self) -> u64 {
@@ -498,23 +589,32 @@ impl Inner {
     /// The reply already sent for request `uid` from `requester`, sent once more: the
     /// requester is re-sending because it did not get it.
     async fn resend_reply(&self, requester: &Address, uid: &str) {
-        let cached = self
-            .replies
-            .lock()
-            .get(&ReplyCache::key(requester, uid), rmb_core::time::now());
-        if let Some((frame, deadline)) = cached {
-            tracing::debug!(uid, %requester, "answering a copy of a request with the reply already sent");
-            let _ = self.pool.send(Outbound { frame, deadline }).await;
-        }
+        let key = ReplyKey::of(requester, uid, &self.hash_key);
+        let frame = match self.memory.reply(key, rmb_core::time::now()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return,
+            Err(e) => return tracing::warn!(uid, "cannot answer a copy of a request: {e}"),
+        };
+        let Ok(header) = EnvelopeHeader::decode(frame.clone()) else {
+            return tracing::warn!(uid, "the reply kept for a request does not decode");
+        };
+        let deadline = header.timestamp.saturating_add(header.expiration);
+        tracing::debug!(uid, %requester, "answering a copy of a request with the reply already sent");
+        let _ = self.pool.send(Outbound::new(frame, deadline, true)).await;
     }
 
-    /// A reply (or relay error) for request `uid` arrived: stop re-sending it.
-    fn settled(&self, uid: &str, twin: Option<u32>) {
-        if let Some(outstanding) = &self.outstanding {
-            let mut outstanding = outstanding.lock();
-            match twin {
-                Some(twin) => outstanding.answered(uid, twin),
-                None => outstanding.refused(uid),
+    /// A reply (or relay error) for request `uid` arrived: stop re-sending it. True if
+    /// it answers a request kept for re-sending.
+    fn settled(&self, uid: &str, twin: Option<u32>) -> bool {
+        let Some(outstanding) = &self.outstanding else {
+            return false;
+        };
+        let mut outstanding = outstanding.lock();
+        match twin {
+            Some(twin) => outstanding.answered(uid, twin),
+            None => {
+                outstanding.refused(uid);
+                true
             }
         }
     }
@@ -647,9 +747,11 @@ async fn resend_loop(inner: Arc<Inner>, after: Duration) {
             _ = tick.tick() => {}
             _ = inner.cancel.cancelled() => return,
         }
-        let due = outstanding
-            .lock()
-            .due(inner.now_ms(), rmb_core::time::now());
+        let now_ms = inner.now_ms();
+        let due = outstanding.lock().due(now_ms, rmb_core::time::now(), |to| {
+            let known = inner.deduplicators.lock().knows(to, now_ms);
+            inner.resend.allows(known)
+        });
         if !due.is_empty() {
             tracing::debug!(
                 count = due.len(),
@@ -657,7 +759,9 @@ async fn resend_loop(inner: Arc<Inner>, after: Duration) {
             );
         }
         for (frame, deadline) in due {
-            if inner.pool.send(Outbound { frame, deadline }).await.is_err() {
+            // Only receivers that drop copies get these, so any link may carry them.
+            let copy = Outbound::new(frame, deadline, true);
+            if inner.pool.send(copy).await.is_err() {
                 return;
             }
         }
@@ -755,14 +859,26 @@ async fn verify(inner: &Inner, env: Envelope, source: u32) -> Result<Option<Inco
         twin = lookup(true).await?;
         incoming::verify(&env, &twin.public_key, now)?;
     }
-    let fresh = inner.dedup.lock().first_time(
-        incoming::dedup_key(&env),
-        incoming::dedup_deadline(&env, now),
-        now,
-    );
+    let keys = EnvelopeKeys::of(&env, &inner.hash_key);
+    let until = memory::remember_until(&env, now);
+    let is_request = matches!(env.message, Some(Message::Request(_)));
+    let fresh = match inner.memory.first_time(keys, until, now).await {
+        Ok(fresh) => fresh,
+        // Better an error than a second run; a reply is delivered all the same.
+        Err(e) if is_request => {
+            return Err(Rejection::new(
+                ErrorCode::Other,
+                format!("cannot tell whether this request was already handled: {e}"),
+            ))
+        }
+        Err(e) => {
+            tracing::warn!(uid = env.uid, source, "{e}");
+            true
+        }
+    };
     if !fresh {
         tracing::debug!(uid = env.uid, source, "dropping a duplicate envelope");
-        if let (Some(Message::Request(_)), Some(requester)) = (&env.message, &env.source) {
+        if let (true, Some(requester)) = (is_request, &env.source) {
             inner.resend_reply(requester, &env.uid).await;
         }
         return Ok(None);
@@ -796,8 +912,17 @@ async fn deliver(inner: &Arc<Inner>, msg: Incoming) {
         }
         Kind::Response | Kind::Error { .. } => {
             let source = msg.source.twin;
-            inner.settled(&msg.uid, Some(source));
-            if let Some((_, call)) = inner.pending.remove_if(&msg.uid, |_, p| p.twin == source) {
+            let kept = inner.settled(&msg.uid, Some(source));
+            let call = inner.pending.remove_if(&msg.uid, |_, p| p.twin == source);
+            // Learned only from answers to our own requests, so strangers cannot fill
+            // the table.
+            if (kept || call.is_some()) && tags::has(msg.tags.as_deref(), tags::DEDUP) {
+                inner
+                    .deduplicators
+                    .lock()
+                    .learned(&msg.source, inner.now_ms());
+            }
+            if let Some((_, call)) = call {
                 let result = match msg.kind {
                     Kind::Error { code, message } => Err(CallError::Remote { code, message }),
                     _ => Ok(msg.payload),

@@ -14,7 +14,7 @@ pub enum BuildError {
     #[error("no registrar given")]
     NoRegistrar,
     #[error("registrar: {0}")]
-    Registrar(#[from] rmb_registrar::ClientError),
+    Registrar(#[from] rmb_registrar_client::ClientError),
     #[error("this key is not registered and no_update is set, so the account cannot be created")]
     NotRegistered,
     #[error("session id must not be empty")]
@@ -48,6 +48,46 @@ pub enum CallError {
     /// The client is shut down.
     #[error("the client is shut down")]
     NotConnected,
+    /// The request may or may not have reached a relay, and it was not sent again so
+    /// that it cannot run twice: the caller decides whether trying again is safe.
+    #[error("the request's fate is unknown: {0}")]
+    Unconfirmed(#[source] Unconfirmed),
+}
+
+/// Why a relay never confirmed an envelope (see [`Sent::confirmed`](crate::Sent::confirmed)).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Unconfirmed {
+    /// Its deadline passed before a relay confirmed it. Usually it never left this
+    /// process (no relay was up); it may also have reached a relay whose confirmation
+    /// never came.
+    #[error("it expired before a relay confirmed it")]
+    Expired,
+    /// It was written to `relay`, whose link broke before the relay confirmed it, so the
+    /// relay may have passed it on; sending it again could run it twice, so it was not.
+    #[error("relay {relay} may have received it before its link broke, and {why}; it was not sent again, so that it cannot run twice")]
+    MaybeDelivered {
+        /// The relay URL the link went to.
+        relay: String,
+        /// Why it was not sent again.
+        why: NotResent,
+    },
+    /// The client shut down before a relay confirmed it (it may have reached one).
+    #[error("the client shut down before a relay confirmed it")]
+    Closed,
+}
+
+/// Why an envelope a relay may have received was not sent to it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NotResent {
+    /// The relay's new connection did not advertise `rmb-dedup: 1`: a copy might be
+    /// delivered a second time.
+    #[error("the relay does not say that it drops copies")]
+    RelayKeepsCopies,
+    /// The envelope expired before a new connection to the relay was up.
+    #[error("it expired before the relay was reachable again")]
+    Expired,
 }
 
 /// Why sending an envelope failed before it left this process.

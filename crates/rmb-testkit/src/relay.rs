@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rmb_registrar::{ClientConfig, RegistrarClient};
+use rmb_registrar_client::{ClientConfig, RegistrarClient};
 use rmb_relay::registrar_directory::RegistrarDirectory;
 use rmb_relay::{Config, RelayHandle};
 

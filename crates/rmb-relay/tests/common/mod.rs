@@ -10,7 +10,7 @@ use futures_util::{SinkExt, StreamExt};
 use rmb_core::prost::Message as _;
 use rmb_core::proto::{Message, Payload, Request, Response};
 use rmb_core::{envelope, jwt, Address, Envelope, KeyType, Signer};
-use rmb_registrar::RegistrarClient;
+use rmb_registrar_client::RegistrarClient;
 use rmb_relay::Config;
 use rmb_testkit::{RawConn, TestRelay};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
