@@ -112,6 +112,7 @@ pub async fn serve_relay(args: ServeRelayArgs) -> anyhow::Result<()> {
     config.redis_url = args.redis;
     config.max_connections = 1_000_000;
     config.federation_scheme = "http";
+    config.federation_allow_private = true;
     if let Some(n) = args.limit_per_second {
         config.rate_limit = rmb_relay::ratelimit::RateLimit {
             messages: Some(n),

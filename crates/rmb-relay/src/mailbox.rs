@@ -19,6 +19,8 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::budget::Charge;
+
 /// One serialized envelope plus the unix second after which it is worthless.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuedFrame {
@@ -77,9 +79,30 @@ pub struct PushOutcome {
     pub dropped: usize,
 }
 
+/// A frame in a mailbox, with its share of the offline-queue budget if it was queued
+/// while nobody was connected (given back when the entry is dropped).
+#[derive(Debug)]
+struct Entry {
+    frame: QueuedFrame,
+    _charge: Option<Charge>,
+}
+
+impl Entry {
+    fn new(frame: QueuedFrame) -> Self {
+        Entry {
+            frame,
+            _charge: None,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.frame.data.len()
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
-    frames: VecDeque<QueuedFrame>,
+    frames: VecDeque<Entry>,
     bytes: usize,
     /// The connection currently draining this mailbox, if any: its id and the token
     /// that stops it (when a newer connection replaces it).
@@ -122,21 +145,35 @@ impl Mailbox {
     /// Appends a frame and wakes the writer. Over the limits, the oldest frames that
     /// live only here are dropped (stored frames are bounded by their feeder).
     pub fn push(&self, frame: QueuedFrame) -> PushOutcome {
+        self.push_entry(Entry::new(frame))
+    }
+
+    /// Appends a frame holding `charge` (its share of the offline-queue budget) until
+    /// it leaves the mailbox.
+    pub fn push_charged(&self, frame: QueuedFrame, charge: Charge) -> PushOutcome {
+        self.push_entry(Entry {
+            frame,
+            _charge: Some(charge),
+        })
+    }
+
+    fn push_entry(&self, entry: Entry) -> PushOutcome {
         let mut outcome = PushOutcome::default();
         {
             let mut st = self.state.lock();
-            st.bytes += frame.data.len();
-            st.frames.push_back(frame);
+            st.bytes += entry.len();
+            st.frames.push_back(entry);
             while st.frames.len() > self.limits.max_frames
                 || (st.bytes > self.limits.max_bytes && st.frames.len() > 1)
             {
                 // Never the frame just pushed: the newest is the most likely wanted.
                 let older = st.frames.len() - 1;
-                let Some(oldest) = st.frames.range(..older).position(|f| f.id.is_none()) else {
+                let Some(oldest) = st.frames.range(..older).position(|e| e.frame.id.is_none())
+                else {
                     break;
                 };
                 let old = st.frames.remove(oldest).expect("found");
-                st.bytes -= old.data.len();
+                st.bytes -= old.len();
                 outcome.dropped += 1;
             }
         }
@@ -152,7 +189,7 @@ impl Mailbox {
         let mut st = self.state.lock();
         for frame in frames {
             st.bytes += frame.data.len();
-            st.frames.push_back(frame);
+            st.frames.push_back(Entry::new(frame));
         }
         drop(st);
         self.notify.notify_one();
@@ -201,7 +238,7 @@ impl Mailbox {
         let mut st = self.state.lock();
         for frame in frames.into_iter().rev() {
             st.bytes += frame.data.len();
-            st.frames.push_front(frame);
+            st.frames.push_front(Entry::new(frame));
         }
         drop(st);
         self.notify.notify_one();
@@ -214,15 +251,15 @@ impl Mailbox {
         let mut st = self.state.lock();
         let done_before = st.done.len();
         while out.len() < max {
-            let Some(frame) = st.frames.pop_front() else {
+            let Some(entry) = st.frames.pop_front() else {
                 break;
             };
-            st.bytes -= frame.data.len();
-            if frame.deadline <= now {
+            st.bytes -= entry.len();
+            if entry.frame.deadline <= now {
                 expired += 1;
-                st.note_done(&frame);
+                st.note_done(&entry.frame);
             } else {
-                out.push(frame);
+                out.push(entry.frame);
             }
         }
         let stored_expired = st.done.len() > done_before;
@@ -237,23 +274,24 @@ impl Mailbox {
     pub fn take_all(&self) -> Vec<QueuedFrame> {
         let mut st = self.state.lock();
         st.bytes = 0;
-        st.frames.drain(..).collect()
+        st.frames.drain(..).map(|e| e.frame).collect()
     }
 
     /// Drops expired frames; returns how many.
     pub fn purge_expired(&self, now: u64) -> usize {
         let mut st = self.state.lock();
-        if st.frames.iter().all(|f| f.deadline > now) {
+        if st.frames.iter().all(|e| e.frame.deadline > now) {
             return 0;
         }
-        let (live, expired): (Vec<_>, Vec<_>) = st.frames.drain(..).partition(|f| f.deadline > now);
+        let (live, expired): (Vec<_>, Vec<_>) =
+            st.frames.drain(..).partition(|e| e.frame.deadline > now);
         st.frames = live.into();
-        st.bytes = st.frames.iter().map(|f| f.data.len()).sum();
-        for frame in &expired {
-            st.note_done(frame);
+        st.bytes = st.frames.iter().map(Entry::len).sum();
+        for entry in &expired {
+            st.note_done(&entry.frame);
         }
         drop(st);
-        if expired.iter().any(|f| f.id.is_some()) {
+        if expired.iter().any(|e| e.frame.id.is_some()) {
             self.progress.notify_one();
         }
         expired.len()

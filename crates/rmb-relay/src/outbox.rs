@@ -127,7 +127,7 @@ async fn attempt(state: &Arc<RelayState>, frame: &QueuedFrame) -> Attempt {
         return Attempt::Dropped;
     };
     let reply_to = ReplyTo::of(&header, &SessionKey::of(source));
-    let fwd = match route::forward(&header, state.clock.now()) {
+    let fwd = match route::forward(&header, &state.config.rules, state.clock.now()) {
         Ok(fwd) => fwd,
         Err(_) => {
             Metrics::inc(&state.metrics.expired);

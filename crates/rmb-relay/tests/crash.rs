@@ -229,6 +229,7 @@ async fn federation_work_of_a_killed_instance_is_picked_up_by_another() {
     proxy.set_target(b_relay.addr());
     let fast = [
         "--federation-http",
+        "--federation-allow-private",
         "--federation-timeout",
         "1",
         "--redis-heartbeat",

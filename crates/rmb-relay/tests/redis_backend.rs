@@ -257,7 +257,7 @@ async fn redis_queues_are_capped_in_bytes_per_session_and_per_twin() {
     let one = start_relay_for(vec![DOMAIN.into()], &reg.url(), move |c| {
         c.redis_url = Some(url);
         c.mailbox.max_bytes = SESSION_BYTES;
-        c.twin_queue.max_bytes = TWIN_BYTES;
+        c.queues.twin_max_bytes = TWIN_BYTES;
     })
     .await;
     let a = twin(&reg.url(), KeyType::Ed25519, &[DOMAIN.into()]).await;

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Inner;
 use crate::backend::BackendError;
+use crate::budget::OverBudget;
 use crate::mailbox::QueuedFrame;
 use crate::session_key::SessionKey;
 
@@ -148,16 +149,20 @@ fn parse(target: &Target, answer: Value, inner: &Inner) -> Result<Appended, Back
     match (status, target) {
         (0, _) => Ok(Appended::NotConnected),
         (1, _) => Ok(Appended::Stored { owner, dropped }),
-        (2, Target::Session { key, .. }) => Err(BackendError::TwinQueueFull {
+        (2, Target::Session { key, .. }) => Err(OverBudget::Twin {
             twin: key.twin,
-            limits: inner.limits.twin,
-        }),
+            frames: inner.limits.twin.max_frames,
+            bytes: inner.limits.twin.max_bytes,
+        }
+        .into()),
         (2, Target::Outbox) => Err(BackendError::OutboxFull {
             limits: inner.limits.outbox,
         }),
-        _ => Err(BackendError::StorageFull {
-            limits: inner.limits.total,
-        }),
+        _ => Err(OverBudget::Relay {
+            frames: inner.limits.total.max_frames,
+            bytes: inner.limits.total.max_bytes,
+        }
+        .into()),
     }
 }
 

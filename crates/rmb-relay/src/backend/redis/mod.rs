@@ -42,6 +42,7 @@ use self::outbox::RedisOutbox;
 use self::scripts::{Lua, Scripts};
 use super::memory::note_dropped;
 use super::{Backend, BackendError, LocalSessions, Outbox, QueueBounds};
+use crate::dedup::{Claim, SeenKeys, SeenMemory};
 use crate::mailbox::{Done, Mailbox, QueuedFrame, StoredId};
 use crate::metrics::Metrics;
 use crate::session_key::SessionKey;
@@ -55,6 +56,8 @@ pub struct RedisBackend {
     inner: Arc<Inner>,
     appender: Appender,
     outbox: Arc<RedisOutbox>,
+    /// Per instance until the de-dup memory is shared through Redis.
+    seen: SeenMemory,
     /// The relay's tracked tasks (feeders are spawned there too).
     tasks: TaskTracker,
 }
@@ -76,6 +79,7 @@ impl RedisBackend {
     pub async fn connect(
         url: &str,
         limits: QueueBounds,
+        seen_capacity: usize,
         metrics: Arc<Metrics>,
         heartbeat: Duration,
         shutdown: CancellationToken,
@@ -121,6 +125,7 @@ impl RedisBackend {
             inner,
             appender,
             outbox,
+            seen: SeenMemory::new(seen_capacity),
             tasks: tasks.clone(),
         })
     }
@@ -344,7 +349,16 @@ impl Backend for RedisBackend {
         self.store(key, &frame, false).await.map(drop)
     }
 
+    async fn claim(&self, keys: &SeenKeys, deadline: u64, now: u64) -> Result<Claim, BackendError> {
+        Ok(self.seen.claim(keys, deadline, now))
+    }
+
+    async fn release(&self, keys: &SeenKeys) {
+        self.seen.release(keys);
+    }
+
     async fn sweep(&self, now: u64) -> usize {
+        self.seen.sweep(now);
         let inner = &self.inner;
         let mut sweep = inner
             .scripts
