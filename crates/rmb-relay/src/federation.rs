@@ -37,13 +37,13 @@ use crate::state::{Outcome, Refusal, RelayState, Via};
 /// toward `reply_to`.
 pub async fn submit(
     state: &Arc<RelayState>,
-    frame: Bytes,
+    frame: QueuedFrame,
     fwd: Forward,
     reply_to: ReplyTo,
     relays: Vec<String>,
 ) -> Result<(), Refusal> {
     if let Some(outbox) = state.backend.outbox() {
-        return match outbox.put(&QueuedFrame::new(frame, fwd.deadline)).await {
+        return match outbox.put(&frame).await {
             Ok(()) => Ok(()),
             Err(BackendError::OutboxFull { .. }) => Err(Refusal::FederationBacklogFull),
             Err(e) => Err(e.into()),
@@ -58,7 +58,7 @@ pub async fn submit(
     let tasks = state.tasks.clone();
     tasks.spawn(async move {
         let _permit = permit;
-        if let Err(reason) = deliver(&state, &frame, &fwd, &relays).await {
+        if let Err(reason) = deliver(&state, &frame.data, &fwd, &relays).await {
             tracing::info!(uid = %reply_to.uid, destination = %fwd.destination, %reason, "federation failed");
             let now = state.clock.now();
             state

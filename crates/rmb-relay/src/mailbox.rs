@@ -20,6 +20,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::budget::Charge;
+use crate::dedup::Remember;
 
 /// One serialized envelope plus the unix second after which it is worthless.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +29,8 @@ pub struct QueuedFrame {
     pub deadline: u64,
     /// Where a durable backend keeps this frame until it is written (`None`: only here).
     pub id: Option<StoredId>,
+    /// For an envelope being accepted: the keys a durable backend remembers with it.
+    pub remember: Option<Remember>,
 }
 
 impl QueuedFrame {
@@ -37,6 +40,15 @@ impl QueuedFrame {
             data,
             deadline,
             id: None,
+            remember: None,
+        }
+    }
+
+    /// The same frame, remembered by a durable backend as it stores it.
+    pub fn remembering(self, remember: Remember) -> Self {
+        QueuedFrame {
+            remember: Some(remember),
+            ..self
         }
     }
 }

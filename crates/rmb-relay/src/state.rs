@@ -21,7 +21,7 @@ use crate::backend::{Backend, BackendError};
 use crate::budget::OverBudget;
 use crate::clock::CoarseClock;
 use crate::config::Config;
-use crate::dedup::{Claim, SeenKeys};
+use crate::dedup::{Claim, Remember, SeenKeys};
 use crate::directory::{DirectoryError, TwinDirectory, TwinRecord};
 use crate::mailbox::QueuedFrame;
 use crate::metrics::Metrics;
@@ -181,7 +181,8 @@ impl RelayState {
             connections: Arc::new(Semaphore::new(config.max_connections)),
             next_connection: AtomicU64::new(1),
             clock: CoarseClock::start(shutdown.clone(), &tasks),
-            hash_key: HashKey::random(),
+            // Instances sharing a de-dup memory (Redis) must hash alike.
+            hash_key: backend.hash_key().unwrap_or_else(HashKey::random),
             shutdown,
             tasks,
             http,
@@ -244,16 +245,18 @@ impl RelayState {
             }
             Err(e) => return Outcome::Refused(e.into()),
         }
+        let remember = Remember { keys, until };
         let outcome = match self.charge(source, frame.len(), now) {
             Err(refusal) => Outcome::Refused(refusal),
-            Ok(()) => match self.dispatch(fwd, frame.clone()).await {
+            Ok(()) => match self.dispatch(fwd, frame.clone(), Some(remember)).await {
                 Ok(Routed::Delivered) => Outcome::Delivered,
                 Ok(Routed::Queued) => Outcome::Queued,
                 Ok(Routed::Elsewhere { fwd, twin }) => match via {
                     Via::Session(reply_to) => {
                         let relays = twin.relays.clone();
-                        let submitted =
-                            federation::submit(self, frame.clone(), fwd, reply_to, relays);
+                        let frame =
+                            QueuedFrame::new(frame.clone(), fwd.deadline).remembering(remember);
+                        let submitted = federation::submit(self, frame, fwd, reply_to, relays);
                         match submitted.await {
                             Ok(()) => Outcome::Federated,
                             Err(refusal) => Outcome::Refused(refusal),
@@ -266,10 +269,16 @@ impl RelayState {
                 Err(refusal) => Outcome::Refused(refusal),
             },
         };
-        if matches!(outcome, Outcome::Refused(_)) {
-            self.backend.release(&keys).await;
+        match outcome {
+            // A durable backend found, as it stored the envelope, that another instance
+            // had just accepted a copy: nothing was stored.
+            Outcome::Refused(Refusal::Backend(BackendError::Copy)) => Outcome::Duplicate,
+            Outcome::Refused(_) => {
+                self.backend.release(&keys).await;
+                outcome
+            }
+            _ => outcome,
         }
-        outcome
     }
 
     /// Counts an envelope of `size` bytes against `twin`'s rate limit.
@@ -286,8 +295,16 @@ impl RelayState {
 
     /// Routes one envelope (§3.2): to the connected session, else by the destination
     /// twin's registered relays to a queue here or elsewhere.
-    pub async fn dispatch(&self, fwd: Forward, frame: Bytes) -> Result<Routed, Refusal> {
-        let frame = QueuedFrame::new(frame, fwd.deadline);
+    /// `remember`: the keys of the envelope being accepted, for a backend that remembers
+    /// them as it stores the frame.
+    pub async fn dispatch(
+        &self,
+        fwd: Forward,
+        frame: Bytes,
+        remember: Option<Remember>,
+    ) -> Result<Routed, Refusal> {
+        let mut frame = QueuedFrame::new(frame, fwd.deadline);
+        frame.remember = remember;
         if self
             .backend
             .deliver_connected(&fwd.destination, &frame)
@@ -490,7 +507,8 @@ pub(crate) mod tests {
         let outcome = state.from_session(&a, &env, &frame(&env), NOW).await;
         assert!(matches!(outcome, Outcome::Federated), "{outcome:?}");
         let fwd = route::forward(&env, &rmb_core::rules::Rules::default(), NOW).unwrap();
-        let Ok(Routed::Elsewhere { twin, .. }) = state.dispatch(fwd, frame(&env)).await else {
+        let Ok(Routed::Elsewhere { twin, .. }) = state.dispatch(fwd, frame(&env), None).await
+        else {
             panic!("not elsewhere")
         };
         assert_eq!(twin.relays, ["relay.there"]);

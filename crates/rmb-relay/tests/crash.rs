@@ -257,3 +257,30 @@ async fn federation_work_of_a_killed_instance_is_picked_up_by_another() {
     }
     drop(two);
 }
+
+#[tokio::test]
+async fn a_relay_restarted_after_sigkill_still_drops_copies() {
+    // The sender re-sends what the killed relay had not confirmed, and here the relay
+    // had stored it: the restarted process, whose own memory is empty, must drop the
+    // copy, or a receiver that does not de-duplicate runs it twice.
+    let redis = RedisServer::start_persistent().unwrap();
+    let reg = registrar().await;
+    let one = relay_process(&reg.url(), &redis.url()).await;
+    let a = twin(&reg.url(), KeyType::Ed25519, &[DOMAIN.into()]).await;
+    let b = twin(&reg.url(), KeyType::Ed25519, &[DOMAIN.into()]).await;
+    let mut ca = connect(one.addr, &a, None).await;
+    let original = numbered(&a, &b, 1, 2);
+    ca.send(&original).await;
+    barrier(&mut ca, &a).await;
+    one.process.kill();
+    drop(ca);
+
+    let again = relay_process(&reg.url(), &redis.url()).await;
+    let mut ca = connect(again.addr, &a, None).await;
+    ca.send(&original).await;
+    ca.send(&numbered(&a, &b, 2, 2)).await;
+    barrier(&mut ca, &a).await;
+    let mut cb = connect(again.addr, &b, None).await;
+    assert_eq!(number(&cb.recv().await), 1);
+    assert_eq!(number(&cb.recv().await), 2, "the copy was dropped");
+}

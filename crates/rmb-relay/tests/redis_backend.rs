@@ -5,6 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use rmb_core::prost::Message as _;
 use rmb_core::{Address, KeyType};
 use rmb_testkit::RedisServer;
 
@@ -411,4 +412,78 @@ async fn federation_goes_through_the_outbox_and_failures_reach_the_sender() {
         .await
         .unwrap();
     assert_eq!((left, counted.unwrap_or(0)), (0, 0));
+}
+
+/// Entries of the shared memory of accepted envelopes in Redis.
+async fn remembered_in_redis(url: &str) -> usize {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("ZCARD")
+        .arg("rmb.relay.seen")
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_copy_through_another_instance_is_dropped() {
+    // The attack (D1a with several instances): an envelope accepted by instance one
+    // is sent again through instance two, over WebSocket and as a federation post. A
+    // receiver that does not de-duplicate would run it once per copy.
+    let Cluster {
+        redis,
+        reg,
+        one,
+        a,
+        b,
+    } = cluster().await;
+    let two = instance(&reg.url(), &redis.url()).await;
+    let mut on_one = connect(one.addr(), &a, None).await;
+    let original = request(&a, Address::twin(b.id), "x", b"once");
+    on_one.send(&original).await;
+    barrier(&mut on_one, &a).await;
+    // A reconnects through the other instance (as after losing instance one).
+    let mut on_two = connect(two.addr(), &a, None).await;
+    on_two.send(&original).await;
+    barrier(&mut on_two, &a).await;
+    let (status, text) = federation_post(two.addr(), original.encode_to_vec()).await;
+    assert_eq!(status, 202, "a copy is accepted and dropped: {text}");
+    let marker = request(&a, Address::twin(b.id), "x", b"after");
+    on_two.send(&marker).await;
+    barrier(&mut on_two, &a).await;
+
+    let mut cb = connect(one.addr(), &b, None).await;
+    assert_eq!(cb.recv().await, original);
+    assert_eq!(
+        plain(&cb.recv().await),
+        b"after",
+        "the copies were dropped, by the instance that did not accept the original too"
+    );
+}
+
+#[tokio::test]
+async fn the_shared_memory_of_accepted_envelopes_is_bounded() {
+    // The attack: distinct envelopes, each remembered until its deadline, would grow
+    // Redis without bound; the memory keeps at most `dedup_capacity` keys.
+    let redis = RedisServer::start().unwrap();
+    let reg = registrar().await;
+    let url = redis.url();
+    let relay = start_relay_for(vec![DOMAIN.into()], &reg.url(), move |c| {
+        c.redis_url = Some(url);
+        c.dedup_capacity = 10;
+    })
+    .await;
+    let a = twin(&reg.url(), KeyType::Ed25519, &[DOMAIN.into()]).await;
+    let b = twin(&reg.url(), KeyType::Ed25519, &[DOMAIN.into()]).await;
+    let mut ca = connect(relay.addr(), &a, None).await;
+    for i in 0..30u8 {
+        ca.send(&request(&a, Address::twin(b.id), "x", &[i])).await;
+    }
+    let errors = barrier_counting_errors(&mut ca, &a).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    let remembered = remembered_in_redis(&redis.url()).await;
+    assert!(
+        (1..=10).contains(&remembered),
+        "{remembered} keys remembered"
+    );
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use dashmap::DashMap;
+use rmb_core::rules::HashKey;
 use tokio_util::sync::CancellationToken;
 
 use crate::budget::{Charge, OverBudget};
@@ -32,6 +33,10 @@ pub enum BackendError {
     OutboxFull { limits: MailboxLimits },
     #[error("the relay is shutting down")]
     Stopped,
+    /// Not stored: a copy of this envelope was stored (accepted) before. Found by a
+    /// backend that checks as it stores ([`Backend::claim`]); the envelope is dropped.
+    #[error("a copy of this envelope was accepted already")]
+    Copy,
 }
 
 /// How much may be queued: per session (beyond it the oldest frames are dropped), per
@@ -83,7 +88,11 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Claims the keys of an envelope being accepted, remembered until `deadline`
     /// (D1a): [`Claim::Copy`] when one of them was accepted before. The in-memory
-    /// backend and, for now, the Redis one keep this memory per process.
+    /// backend remembers them here, per process. The Redis backend shares the memory
+    /// among its instances and keeps it across restarts: here it only looks, and
+    /// remembers the keys a frame carries ([`QueuedFrame::remember`]) in the same atomic
+    /// step that stores the frame, refusing a copy found then with [`BackendError::Copy`]
+    /// (so a crash can never leave remembered an envelope that was not stored).
     async fn claim(&self, keys: &SeenKeys, deadline: u64, now: u64) -> Result<Claim, BackendError>;
 
     /// Forgets claimed keys: the envelope was refused after all.
@@ -102,6 +111,12 @@ pub trait Backend: Send + Sync + 'static {
     /// Durable federation work shared by the relay's instances, if this backend keeps
     /// one (Redis); `None`: federation work lives in this process (memory).
     fn outbox(&self) -> Option<Arc<dyn Outbox>> {
+        None
+    }
+
+    /// The key de-duplication hashes use, if this backend's memory is shared by several
+    /// processes (which must all hash alike); `None`: any key of this process's own.
+    fn hash_key(&self) -> Option<HashKey> {
         None
     }
 }

@@ -13,6 +13,7 @@ use super::Inner;
 use crate::backend::BackendError;
 use crate::budget::OverBudget;
 use crate::mailbox::QueuedFrame;
+use crate::metrics::Metrics;
 use crate::session_key::SessionKey;
 
 /// Most frames, and bytes, in one pipeline.
@@ -143,12 +144,14 @@ async fn store(inner: &Inner, batch: &mut Vec<Request>) {
 }
 
 fn parse(target: &Target, answer: Value, inner: &Inner) -> Result<Appended, BackendError> {
-    let (status, owner, dropped, _id): (i64, String, usize, String) =
+    let (status, owner, dropped, _id, evicted): (i64, String, usize, String, u64) =
         redis::from_owned_redis_value(answer)?;
     let owner = (!owner.is_empty()).then_some(owner);
+    Metrics::add(&inner.metrics.dedup_evicted, evicted);
     match (status, target) {
         (0, _) => Ok(Appended::NotConnected),
         (1, _) => Ok(Appended::Stored { owner, dropped }),
+        (4, _) => Err(BackendError::Copy),
         (2, Target::Session { key, .. }) => Err(OverBudget::Twin {
             twin: key.twin,
             frames: inner.limits.twin.max_frames,

@@ -42,10 +42,11 @@ use self::outbox::RedisOutbox;
 use self::scripts::{Lua, Scripts};
 use super::memory::note_dropped;
 use super::{Backend, BackendError, LocalSessions, Outbox, QueueBounds};
-use crate::dedup::{Claim, SeenKeys, SeenMemory};
+use crate::dedup::{Claim, SeenKeys};
 use crate::mailbox::{Done, Mailbox, QueuedFrame, StoredId};
 use crate::metrics::Metrics;
 use crate::session_key::SessionKey;
+use rmb_core::rules::HashKey;
 
 /// Longest wait for Redis to answer a pipeline, or to accept a connection.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -56,8 +57,8 @@ pub struct RedisBackend {
     inner: Arc<Inner>,
     appender: Appender,
     outbox: Arc<RedisOutbox>,
-    /// Per instance until the de-dup memory is shared through Redis.
-    seen: SeenMemory,
+    /// The key all instances hash de-dup keys with.
+    hash_key: HashKey,
     /// The relay's tracked tasks (feeders are spawned there too).
     tasks: TaskTracker,
 }
@@ -71,6 +72,8 @@ pub(crate) struct Inner {
     limits: QueueBounds,
     metrics: Arc<Metrics>,
     owner_ttl_secs: u64,
+    /// Keys the shared memory of accepted envelopes holds at most.
+    seen_capacity: usize,
     /// The mailbox and feeder of each connection here, by connection id.
     feeders: DashMap<u64, (Arc<Mailbox>, JoinHandle<Vec<Done>>)>,
 }
@@ -106,11 +109,13 @@ impl RedisBackend {
             metrics,
             // Three missed heartbeats and the mark is gone.
             owner_ttl_secs: (heartbeat.as_secs() * 3).max(3),
+            seen_capacity,
             feeders: DashMap::new(),
         });
         // Alive before taking any federation work, or another instance could take it
         // over as a dead one's.
         tasks::announce(&inner).await?;
+        let hash_key = shared_hash_key(&inner.redis).await?;
         tracing::info!(instance = %inner.id, "redis backend connected");
         let (appender, appending) = Appender::start(inner.clone(), shutdown.clone());
         tasks.spawn(appending);
@@ -125,7 +130,7 @@ impl RedisBackend {
             inner,
             appender,
             outbox,
-            seen: SeenMemory::new(seen_capacity),
+            hash_key,
             tasks: tasks.clone(),
         })
     }
@@ -167,6 +172,7 @@ impl Inner {
                 wire::TOTAL_KEY,
                 &wire::owner_key(key),
                 wire::EXPIRY_KEY,
+                wire::SEEN_KEY,
             ],
         );
         let l = &self.limits;
@@ -185,17 +191,37 @@ impl Inner {
             .arg(wire::inbox_key(""))
             .arg(wire::wake_key(""))
             .arg(self.owner_ttl_secs);
+        self.remember_args(&mut cmd, frame);
         cmd
+    }
+
+    /// The arguments of the scripts' `seen_fn`: the keys `frame` is remembered under
+    /// (none for a frame the relay made).
+    fn remember_args(&self, cmd: &mut Cmd, frame: &QueuedFrame) {
+        let (until, message, signature) = match &frame.remember {
+            Some(r) => (
+                r.until,
+                wire::seen_member(r.keys.message),
+                r.keys.signature.map(wire::seen_member).unwrap_or_default(),
+            ),
+            None => (0, String::new(), String::new()),
+        };
+        cmd.arg(self.seen_capacity)
+            .arg(until)
+            .arg(message)
+            .arg(signature);
     }
 
     /// The script call storing `frame` in the federation outbox.
     fn outbox_put_cmd(&self, frame: &QueuedFrame) -> Cmd {
-        let mut cmd = self
-            .scripts
-            .call(Lua::OutboxPut, &[wire::OUTBOX_KEY, wire::OUTBOX_COUNT_KEY]);
+        let mut cmd = self.scripts.call(
+            Lua::OutboxPut,
+            &[wire::OUTBOX_KEY, wire::OUTBOX_COUNT_KEY, wire::SEEN_KEY],
+        );
         cmd.arg(wire::encode_stored(frame))
             .arg(self.limits.outbox.max_frames)
             .arg(self.limits.outbox.max_bytes);
+        self.remember_args(&mut cmd, frame);
         cmd
     }
 
@@ -259,6 +285,16 @@ impl Inner {
             }
         }
         Ok(Some(frames))
+    }
+
+    /// One plain command, within [`REDIS_TIMEOUT`].
+    async fn query<T: redis::FromRedisValue>(&self, cmd: Cmd) -> Result<T, BackendError> {
+        let mut redis = self.redis.clone();
+        let answer = tokio::time::timeout(REDIS_TIMEOUT, cmd.query_async(&mut redis)).await;
+        let answer = answer.map_err(|_| {
+            redis::RedisError::from((redis::ErrorKind::IoError, "redis did not answer in time"))
+        })?;
+        Ok(answer?)
     }
 
     async fn run_one(&self, cmd: Cmd) -> Result<Value, BackendError> {
@@ -349,17 +385,28 @@ impl Backend for RedisBackend {
         self.store(key, &frame, false).await.map(drop)
     }
 
-    async fn claim(&self, keys: &SeenKeys, deadline: u64, now: u64) -> Result<Claim, BackendError> {
-        Ok(self.seen.claim(keys, deadline, now))
+    /// Only looks: the store that accepts the envelope remembers it (see the trait).
+    async fn claim(&self, keys: &SeenKeys, _until: u64, now: u64) -> Result<Claim, BackendError> {
+        let members: Vec<String> = keys.iter().map(wire::seen_member).collect();
+        let mut zmscore = redis::cmd("ZMSCORE");
+        zmscore.arg(wire::SEEN_KEY).arg(&members);
+        let untils: Vec<Option<u64>> = self.inner.query(zmscore).await?;
+        if untils.into_iter().flatten().any(|until| until > now) {
+            return Ok(Claim::Copy);
+        }
+        Ok(Claim::New { evicted: 0 })
     }
 
-    async fn release(&self, keys: &SeenKeys) {
-        self.seen.release(keys);
-    }
+    /// Nothing was remembered for a refused envelope.
+    async fn release(&self, _keys: &SeenKeys) {}
 
     async fn sweep(&self, now: u64) -> usize {
-        self.seen.sweep(now);
         let inner = &self.inner;
+        let mut forget = redis::cmd("ZREMRANGEBYSCORE");
+        forget.arg(wire::SEEN_KEY).arg("-inf").arg(now);
+        if let Err(e) = inner.query::<usize>(forget).await {
+            tracing::debug!(error = %e, "could not sweep the memory of accepted envelopes");
+        }
         let mut sweep = inner
             .scripts
             .call(Lua::Sweep, &[wire::EXPIRY_KEY, wire::TOTAL_KEY]);
@@ -386,4 +433,34 @@ impl Backend for RedisBackend {
     fn outbox(&self) -> Option<Arc<dyn Outbox>> {
         Some(self.outbox.clone())
     }
+
+    fn hash_key(&self) -> Option<HashKey> {
+        Some(self.hash_key.clone())
+    }
+}
+
+/// The de-dup hash key every instance on this Redis uses: the first one to start sets
+/// it (at random), the others read it.
+async fn shared_hash_key(redis: &ConnectionManager) -> Result<HashKey, redis::RedisError> {
+    let mut redis = redis.clone();
+    let mut fresh = [0u8; 64];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut fresh);
+    let (stored,): (Vec<u8>,) = redis::pipe()
+        .cmd("SET")
+        .arg(wire::HASH_KEY_KEY)
+        .arg(&fresh[..])
+        .arg("NX")
+        .ignore()
+        .cmd("GET")
+        .arg(wire::HASH_KEY_KEY)
+        .query_async(&mut redis)
+        .await?;
+    let bytes: [u8; 64] = stored.try_into().map_err(|_| {
+        redis::RedisError::from((
+            redis::ErrorKind::TypeError,
+            "the relay's de-dup hash key in redis is not 64 bytes",
+            wire::HASH_KEY_KEY.to_string(),
+        ))
+    })?;
+    Ok(HashKey::from_bytes(&bytes))
 }

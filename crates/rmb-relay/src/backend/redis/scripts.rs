@@ -34,22 +34,63 @@ end
     };
 }
 
+/// Lua: the relay's memory of accepted envelopes (design D1a), shared by its instances:
+/// a sorted set of de-dup keys (16 hex digits each) scored by the unix second until
+/// which each is remembered. `is_copy`: one of the keys (`''`: none) is remembered and
+/// not expired. `remember`: adds the keys, first forgetting the entries nearest their
+/// end while the set holds `max` keys; returns how many still-live ones it forgot.
+/// Time is Redis's, so instances agree on it.
+macro_rules! seen_fn {
+    () => {
+        r#"
+local seen_now = tonumber(redis.call('TIME')[1])
+local function is_copy(set, k1, k2)
+  for _, k in ipairs({k1, k2}) do
+    if k ~= '' then
+      local until_ = redis.call('ZSCORE', set, k)
+      if until_ and tonumber(until_) > seen_now then return true end
+    end
+  end
+  return false
+end
+local function remember(set, max, until_, k1, k2)
+  local evicted, cap = 0, tonumber(max)
+  for _, k in ipairs({k1, k2}) do
+    if k ~= '' then
+      while redis.call('ZCARD', set) >= cap do
+        local gone = redis.call('ZPOPMIN', set)
+        if not gone[2] then break end
+        if tonumber(gone[2]) > seen_now then evicted = evicted + 1 end
+      end
+      redis.call('ZADD', set, until_, k)
+    end
+  end
+  return evicted
+end
+"#
+    };
+}
+
 /// Stores a frame in a session's queue, within the session's, the destination twin's
 /// and the relay's bounds, and pokes the instance holding the session.
 ///
-/// KEYS: queue, twin accounting, total accounting, owner, expiry set.
+/// KEYS: queue, twin accounting, total accounting, owner, expiry set, seen set.
 /// ARGV: stored frame, deadline, session, session bytes field, this instance,
 /// require an owner (`1`/`0`), session frames, session bytes, twin frames, twin bytes,
-/// total frames, total bytes, inbox prefix, wake prefix, inbox ttl.
-/// Returns `{status, owner, dropped, id}`; status 0: nobody holds the session (nothing
-/// stored), 1: stored, 2: the twin's bounds are reached, 3: the relay's are.
+/// total frames, total bytes, inbox prefix, wake prefix, inbox ttl, then the
+/// [`seen_fn`] arguments (most keys, remember until, message key, signature key).
+/// Returns `{status, owner, dropped, id, evicted}`; status 0: nobody holds the session
+/// (nothing stored), 1: stored, 2: the twin's bounds are reached, 3: the relay's are,
+/// 4: a copy of an envelope stored before (nothing stored).
 /// Over the session's bounds its oldest frames are dropped to make room (and counted).
 pub const APPEND: &str = concat!(
     poke_fn!(),
+    seen_fn!(),
     r#"
 local owner = redis.call('GET', KEYS[4])
-if ARGV[6] == '1' and not owner then return {0, '', 0, ''} end
+if ARGV[6] == '1' and not owner then return {0, '', 0, '', 0} end
 owner = owner or ''
+if is_copy(KEYS[6], ARGV[18], ARGV[19]) then return {4, owner, 0, '', 0} end
 local size = string.len(ARGV[1])
 local slen = redis.call('XLEN', KEYS[1])
 local sbytes = tonumber(redis.call('HGET', KEYS[2], ARGV[4]) or '0')
@@ -68,8 +109,8 @@ local function over(key, max_f, max_b)
   local b = tonumber(redis.call('HGET', key, 'b') or '0')
   return (df > 0 and f + df > tonumber(max_f)) or (db > 0 and b + db > tonumber(max_b))
 end
-if over(KEYS[2], ARGV[9], ARGV[10]) then return {2, owner, 0, ''} end
-if over(KEYS[3], ARGV[11], ARGV[12]) then return {3, owner, 0, ''} end
+if over(KEYS[2], ARGV[9], ARGV[10]) then return {2, owner, 0, '', 0} end
+if over(KEYS[3], ARGV[11], ARGV[12]) then return {3, owner, 0, '', 0} end
 for _, id in ipairs(drop) do redis.call('XDEL', KEYS[1], id) end
 local id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[1])
 redis.call('HINCRBY', KEYS[2], 'f', df)
@@ -81,7 +122,8 @@ redis.call('ZADD', KEYS[5], 'GT', ARGV[2], ARGV[3])
 if owner ~= '' and owner ~= ARGV[5] then
   poke(ARGV[13], ARGV[14], owner, 'D' .. ARGV[3], ARGV[15])
 end
-return {1, owner, #drop, id}
+local evicted = remember(KEYS[6], ARGV[16], ARGV[17], ARGV[18], ARGV[19])
+return {1, owner, #drop, id, evicted}
 "#
 );
 
@@ -203,18 +245,25 @@ return gone
 
 /// Stores an envelope to federate in the outbox stream, within the outbox's bounds.
 ///
-/// KEYS: outbox, outbox accounting. ARGV: stored frame, most frames, most bytes.
-/// Returns `{1, '', 0, id}`, or `{2, '', 0, ''}` when the outbox is full.
-pub const OUTBOX_PUT: &str = r#"
+/// KEYS: outbox, outbox accounting, seen set. ARGV: stored frame, most frames, most
+/// bytes, then the [`seen_fn`] arguments.
+/// Returns `{1, '', 0, id, evicted}`, `{2, '', 0, '', 0}` when the outbox is full, or
+/// `{4, '', 0, '', 0}` for a copy of an envelope stored before.
+pub const OUTBOX_PUT: &str = concat!(
+    seen_fn!(),
+    r#"
+if is_copy(KEYS[3], ARGV[6], ARGV[7]) then return {4, '', 0, '', 0} end
 local size = string.len(ARGV[1])
 local f = tonumber(redis.call('HGET', KEYS[2], 'f') or '0')
 local b = tonumber(redis.call('HGET', KEYS[2], 'b') or '0')
-if f + 1 > tonumber(ARGV[2]) or b + size > tonumber(ARGV[3]) then return {2, '', 0, ''} end
+if f + 1 > tonumber(ARGV[2]) or b + size > tonumber(ARGV[3]) then return {2, '', 0, '', 0} end
 local id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[1])
 redis.call('HINCRBY', KEYS[2], 'f', 1)
 redis.call('HINCRBY', KEYS[2], 'b', size)
-return {1, '', 0, id}
-"#;
+local evicted = remember(KEYS[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+return {1, '', 0, id, evicted}
+"#
+);
 
 /// An outbox entry is done with: acknowledged, deleted, released from the accounting.
 ///

@@ -46,6 +46,18 @@ pub const OUTBOX_GROUP: &str = "relays";
 /// The outbox's accounting: fields `f` and `b`.
 pub const OUTBOX_COUNT_KEY: &str = "rmb.relay.outbox.count";
 
+/// Sorted set: the relay's memory of accepted envelopes, [`seen_member`] → the unix
+/// second until which it is remembered (design D1a; shared by all instances).
+pub const SEEN_KEY: &str = "rmb.relay.seen";
+
+/// The secret (64 bytes) every instance hashes de-dup keys with, set by the first one.
+pub const HASH_KEY_KEY: &str = "rmb.relay.hashkey";
+
+/// A de-dup key as a member of [`SEEN_KEY`]: 16 hex digits.
+pub fn seen_member(key: u64) -> String {
+    format!("{key:016x}")
+}
+
 /// The set of [`InboxEntry`] other instances left for `instance`.
 pub fn inbox_key(instance: &str) -> String {
     format!("{PREFIX}inbox.{instance}")
@@ -77,6 +89,7 @@ pub fn decode_stored(id: StoredId, raw: Bytes) -> Option<QueuedFrame> {
         data: raw.slice(8..),
         deadline,
         id: Some(id),
+        remember: None,
     })
 }
 
