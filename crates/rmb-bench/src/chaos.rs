@@ -93,12 +93,17 @@ pub struct Outcome {
     pub errors: u64,
     /// Requests with no answer at all.
     pub lost: u64,
+    /// Of those, the ones the service ran (so the reply was lost, not the request).
+    pub lost_after_running: u64,
     /// Requests the app got more than one answer for.
     pub duplicate_answers: u64,
     /// Requests the service ran more than once.
     pub run_twice: u64,
     /// Kill windows in milliseconds, per kind.
     pub windows_ms: BTreeMap<Kind, Vec<u64>>,
+    /// Requests lost, or answered twice, or run twice, by the kill that started
+    /// nearest to when each was sent (the kill most likely to blame).
+    pub trouble_by_kill: BTreeMap<Kind, u64>,
     /// A few of the distinct error messages.
     pub error_samples: Vec<String>,
 }
@@ -331,9 +336,12 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<Outcome> {
 
     // The steady stream, open loop: it does not wait for answers or for restarts.
     let sent = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let sent_at: Arc<parking_lot::Mutex<Vec<Duration>>> = Arc::default();
     let duration = Duration::from_secs(args.duration);
     let sender = {
         let (mut c, sent, twin_b) = (conn(&net.redis_a).await?, sent.clone(), net.twin_b);
+        let sent_at = sent_at.clone();
         let (rate, expiration) = (args.rate.max(0.1), args.expiration);
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
@@ -353,6 +361,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<Outcome> {
                     schema: None,
                     timestamp: rmb_core::time::now(),
                 };
+                sent_at.lock().push(started.elapsed());
                 let _: () = c
                     .lpush(peer_api::SYSTEM_LOCAL, serde_json::to_string(&request)?)
                     .await?;
@@ -363,18 +372,17 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<Outcome> {
     };
 
     let mut windows: BTreeMap<Kind, Vec<u64>> = BTreeMap::new();
+    let mut kill_times: Vec<(Duration, Kind)> = Vec::new();
     let every = duration / (args.kills.max(1) as u32 + 1);
     let down = Duration::from_millis(args.down_ms);
     for k in 0..args.kills {
         tokio::time::sleep(every.saturating_sub(down)).await;
         let kind = Kind::ROTATION[k % Kind::ROTATION.len()];
+        let at = started.elapsed();
+        kill_times.push((at, kind));
         let window = net.kill_and_restart(kind, down).await?;
-        eprintln!(
-            "kill {}: {} down {} ms",
-            k + 1,
-            kind.name(),
-            window.as_millis()
-        );
+        let (at, ms) = (at.as_secs_f64(), window.as_millis());
+        eprintln!("kill {} at {at:.1} s: {} down {ms} ms", k + 1, kind.name());
         windows
             .entry(kind)
             .or_default()
@@ -398,14 +406,27 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<Outcome> {
         replies: 0,
         errors: 0,
         lost: 0,
+        lost_after_running: 0,
         duplicate_answers: 0,
         run_twice: runs.iter().filter(|r| *r.value() > 1).count() as u64,
         windows_ms: windows,
+        trouble_by_kill: BTreeMap::new(),
         error_samples: samples.lock().clone(),
     };
+    let sent_at = sent_at.lock().clone();
     for n in 0..total {
-        match answers.get(&request_id(n)) {
-            None => outcome.lost += 1,
+        let id = request_id(n);
+        let mut trouble = runs.get(&id).is_some_and(|r| *r > 1);
+        match answers.get(&id) {
+            None => {
+                outcome.lost += 1;
+                trouble = true;
+                let ran = runs.contains_key(&id);
+                outcome.lost_after_running += u64::from(ran);
+                let at = sent_at.get(n as usize).copied().unwrap_or_default();
+                let what = if ran { "its reply" } else { "the request" };
+                eprintln!("lost: {what} of {id}, sent at {:.1} s", at.as_secs_f64());
+            }
             Some(a) => {
                 if a.replies > 0 {
                     outcome.replies += 1;
@@ -414,11 +435,24 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<Outcome> {
                 }
                 if a.replies + a.errors > 1 {
                     outcome.duplicate_answers += 1;
+                    trouble = true;
                 }
             }
         }
+        let at = sent_at.get(n as usize).copied().unwrap_or_default();
+        if let (true, Some(kind)) = (trouble, nearest_kill(&kill_times, at)) {
+            *outcome.trouble_by_kill.entry(kind).or_default() += 1;
+        }
     }
     Ok(outcome)
+}
+
+/// The kill that started nearest to `at`.
+fn nearest_kill(kills: &[(Duration, Kind)], at: Duration) -> Option<Kind> {
+    kills
+        .iter()
+        .min_by_key(|(t, _)| t.abs_diff(at))
+        .map(|(_, kind)| *kind)
 }
 
 impl Outcome {
@@ -430,22 +464,30 @@ impl Outcome {
              instance 2 → rmb-peer B → redis → service, and back. Each killed process \
              is restarted {} ms later; its window runs from the kill until the new \
              process is ready.\n\n\
-             | killed | kills | window min ms | window max ms |\n|---|---|---|---|\n",
+             | killed | kills | window min ms | window max ms | lost or duplicated near it |\n\
+             |---|---|---|---|---|\n",
             args.kills, args.duration, args.rate, args.expiration, args.down_ms, args.down_ms
         );
         for (kind, windows) in &self.windows_ms {
             let min = windows.iter().min().copied().unwrap_or(0);
             let max = windows.iter().max().copied().unwrap_or(0);
+            let trouble = self.trouble_by_kill.get(kind).copied().unwrap_or(0);
             out.push_str(&format!(
-                "| {} | {} | {min} | {max} |\n",
+                "| {} | {} | {min} | {max} | {trouble} |\n",
                 kind.name(),
                 windows.len()
             ));
         }
         out.push_str(&format!(
-            "\n| requests sent | replies | errors | lost | duplicate answers | run twice by the service |\n\
-             |---|---|---|---|---|---|\n| {} | {} | {} | {} | {} | {} |\n",
-            self.sent, self.replies, self.errors, self.lost, self.duplicate_answers, self.run_twice
+            "\n| requests sent | replies | errors | lost (of which the service ran) | duplicate answers | run twice by the service |\n\
+             |---|---|---|---|---|---|\n| {} | {} | {} | {} ({}) | {} | {} |\n",
+            self.sent,
+            self.replies,
+            self.errors,
+            self.lost,
+            self.lost_after_running,
+            self.duplicate_answers,
+            self.run_twice
         ));
         if !self.error_samples.is_empty() {
             out.push_str("\nErrors seen: ");
