@@ -198,18 +198,13 @@ impl Inner {
     /// The arguments of the scripts' `seen_fn`: the keys `frame` is remembered under
     /// (none for a frame the relay made).
     fn remember_args(&self, cmd: &mut Cmd, frame: &QueuedFrame) {
-        let (until, message, signature) = match &frame.remember {
-            Some(r) => (
-                r.until,
-                wire::seen_member(r.keys.message),
-                r.keys.signature.map(wire::seen_member).unwrap_or_default(),
-            ),
-            None => (0, String::new(), String::new()),
+        let mut keys = match (&frame.remember, self.seen_capacity) {
+            (_, 0) | (None, _) => Vec::new(),
+            (Some(r), _) => r.keys.iter().map(wire::seen_member).collect(),
         };
-        cmd.arg(self.seen_capacity)
-            .arg(until)
-            .arg(message)
-            .arg(signature);
+        keys.resize(2, String::new());
+        let until = frame.remember.map_or(0, |r| r.until);
+        cmd.arg(self.seen_capacity).arg(until).arg(&keys);
     }
 
     /// The script call storing `frame` in the federation outbox.
@@ -387,6 +382,10 @@ impl Backend for RedisBackend {
 
     /// Only looks: the store that accepts the envelope remembers it (see the trait).
     async fn claim(&self, keys: &SeenKeys, _until: u64, now: u64) -> Result<Claim, BackendError> {
+        if self.inner.seen_capacity == 0 {
+            // Copy-dropping is off (and not advertised).
+            return Ok(Claim::New { evicted: 0 });
+        }
         let members: Vec<String> = keys.iter().map(wire::seen_member).collect();
         let mut zmscore = redis::cmd("ZMSCORE");
         zmscore.arg(wire::SEEN_KEY).arg(&members);
