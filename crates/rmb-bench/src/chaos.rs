@@ -451,7 +451,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<Outcome> {
 fn nearest_kill(kills: &[(Duration, Kind)], at: Duration) -> Option<Kind> {
     kills
         .iter()
-        .min_by_key(|(t, _)| t.abs_diff(at))
+        .min_by_key(|(t, _)| if *t > at { *t - at } else { at - *t })
         .map(|(_, kind)| *kind)
 }
 
