@@ -18,12 +18,16 @@
 //! - `flood`: one twin flooding a rate-limited relay: what gets through, and the latency
 //!   of a steady stream between other twins without and with it;
 //! - `soak`: minutes of fixed-rate round trips through rmb-peer: no reply may be lost;
+//! - `chaos`: a request stream through two rmb-peers and two relay instances on one
+//!   Redis while each of them (and the Redis) is killed with SIGKILL and restarted:
+//!   every request must get exactly one answer and run at most once;
 //! - `all`: all but `soak`, written into docs/benchmarks.md.
 //!
 //! Servers run as child processes (this binary re-executed with a hidden subcommand), so
 //! their CPU time and peak RSS are measured apart from the load generator's.
 
 mod all;
+mod chaos;
 mod flood;
 mod forwarder;
 mod load;
@@ -65,6 +69,8 @@ enum Command {
     Flood(flood::FloodArgs),
     /// Fixed-rate round trips through relay and rmb-peer for minutes; fails on a lost reply.
     Soak(peer_bench::SoakArgs),
+    /// SIGKILL of relays, rmb-peers and Redis under a request stream: nothing lost or run twice.
+    Chaos(chaos::ChaosArgs),
     /// Everything but soak, written into docs/benchmarks.md (~5 minutes).
     All(all::AllArgs),
     /// (internal) run the baseline forwarder on a listener address.
@@ -101,6 +107,7 @@ fn main() -> anyhow::Result<()> {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::All(args) => run_all(args).await,
+        Command::Chaos(args) => run_chaos(args).await,
         Command::ServeForwarder { listen } => forwarder::serve(&listen).await,
         Command::ServeRelay(args) => servers::serve_relay(args).await,
         Command::ServePeer(args) => servers::serve_peer(args).await,
@@ -136,6 +143,23 @@ async fn measure(command: Command) -> anyhow::Result<Vec<Table>> {
         Command::Soak(args) => peer_bench::soak(args).await,
         _ => anyhow::bail!("not a benchmark"),
     }
+}
+
+async fn run_chaos(args: chaos::ChaosArgs) -> anyhow::Result<()> {
+    let outcome = chaos::run(args.clone()).await?;
+    println!("{}", outcome.markdown(&args));
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&outcome)?)?;
+    }
+    if outcome.lost > 0 || outcome.duplicate_answers > 0 || outcome.run_twice > 0 {
+        anyhow::bail!(
+            "chaos: {} lost, {} answered twice, {} run twice",
+            outcome.lost,
+            outcome.duplicate_answers,
+            outcome.run_twice
+        );
+    }
+    Ok(())
 }
 
 async fn run_all(args: all::AllArgs) -> anyhow::Result<()> {

@@ -54,6 +54,11 @@ impl Server {
         self.child.id().unwrap_or(0)
     }
 
+    /// Kills the process with SIGKILL (no shutdown code runs) and waits for it to exit.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+
     /// A relay on `listen` (see [`listen_addr`]), in-memory backend unless `redis` is
     /// given, serving `domains` (default: [`DOMAIN`]).
     pub async fn relay(

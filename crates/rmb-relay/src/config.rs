@@ -38,6 +38,7 @@ pub struct Config {
     /// The HTTP serving limits (rmb-http): open sockets of every kind (sessions,
     /// federation posts, scrapes, half-sent requests), header, body and idle timeouts.
     pub http: rmb_http::ServeLimits,
+    /// Bounds of one session's queue (beyond them its oldest envelopes are dropped).
     pub mailbox: MailboxLimits,
     /// What offline queues may hold per twin (all its sessions) and in all.
     pub queues: QueueLimits,
@@ -60,6 +61,8 @@ pub struct Config {
     pub federation_concurrency: usize,
     /// Federation deliveries waiting or in flight before new ones are refused.
     pub federation_backlog: usize,
+    /// Bytes of federation work waiting before new work is refused (Redis backend).
+    pub federation_backlog_bytes: usize,
     /// Keys the memory of accepted envelopes holds (one per envelope; 0: none, and the
     /// relay does not advertise that it drops copies); when full,
     /// the entry nearest its deadline is forgotten first.
@@ -79,6 +82,25 @@ pub struct Config {
 }
 
 impl Config {
+    /// The queue bounds the backend enforces.
+    pub fn queue_bounds(&self) -> crate::backend::QueueBounds {
+        crate::backend::QueueBounds {
+            session: self.mailbox,
+            twin: MailboxLimits {
+                max_frames: self.queues.twin_max_frames,
+                max_bytes: self.queues.twin_max_bytes,
+            },
+            total: MailboxLimits {
+                max_frames: self.queues.total_max_frames,
+                max_bytes: self.queues.total_max_bytes,
+            },
+            outbox: MailboxLimits {
+                max_frames: self.federation_backlog,
+                max_bytes: self.federation_backlog_bytes,
+            },
+        }
+    }
+
     /// Defaults for a relay serving `domains`.
     pub fn new(domains: Vec<String>) -> Self {
         Config {
@@ -107,6 +129,7 @@ impl Config {
             metric_relay_labels: 100,
             federation_concurrency: 256,
             federation_backlog: 100_000,
+            federation_backlog_bytes: 256 << 20,
             dedup_capacity: DEFAULT_DEDUP_CAPACITY,
             ws_ping_interval: Duration::from_secs(30),
             ws_idle_timeout: Duration::from_secs(90),

@@ -275,10 +275,10 @@ async fn handle_frame(
             // The pong echoes the ping's payload, so this one is decoded in full.
             let ping = Envelope::decode(&data[..])
                 .map_err(|e| format!("frame is not a valid protobuf envelope: {e}"))?;
-            mailbox.push(QueuedFrame {
-                data: Bytes::from(route::pong(&ping, key).encode_to_vec()),
-                deadline: now + route::ERROR_EXPIRATION,
-            });
+            mailbox.push(QueuedFrame::new(
+                Bytes::from(route::pong(&ping, key).encode_to_vec()),
+                now + route::ERROR_EXPIRATION,
+            ));
             return Ok(());
         }
         Outcome::Refused(refusal) => refusal,
@@ -344,6 +344,8 @@ async fn write_loop(mut sink: SplitSink<WebSocket, Message>, w: Writer) {
             written = write_batch(&mut sink, &batch, ping_due, &mut fed) => written,
         };
         if written {
+            // Durable copies of what was written may go now.
+            w.mailbox.confirm_written(&batch);
             Metrics::add(&w.metrics.messages_out, batch.len() as u64);
             let bytes = batch.iter().map(|f| f.data.len() as u64).sum();
             Metrics::add(&w.metrics.bytes_out, bytes);
@@ -396,7 +398,12 @@ fn keep_unwritten(mailbox: &Mailbox, mut batch: Vec<QueuedFrame>, fed: usize, me
     let fed = fed.min(batch.len());
     let unsent = batch.split_off(fed);
     let before = batch.len();
-    batch.retain(|frame| !frame_is_request(&frame.data));
+    let (requests, others): (Vec<_>, Vec<_>) = batch
+        .into_iter()
+        .partition(|frame| frame_is_request(&frame.data));
+    // Their stored copies go too: re-delivered after a restart, they could run twice.
+    mailbox.confirm_written(&requests);
+    let mut batch = others;
     let dropped = before - batch.len();
     if dropped > 0 {
         Metrics::add(&metrics.unconfirmed_requests_dropped, dropped as u64);

@@ -39,10 +39,20 @@ impl SeenKeys {
 
     /// The keys a copy is recognised by: the signature key when signed (see the module
     /// comment), else the message key.
-    fn iter(&self) -> impl Iterator<Item = u64> {
+    pub fn iter(&self) -> impl Iterator<Item = u64> {
         let unsigned = self.signature.is_none().then_some(self.message);
         self.signature.into_iter().chain(unsigned)
     }
+}
+
+/// The keys of an accepted envelope and until when to remember them, carried with its
+/// frame to a backend that remembers them in the same atomic step that stores the frame
+/// (Redis): a crash between the two would otherwise leave a remembered envelope that was
+/// never stored, and its re-sent copy would be dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Remember {
+    pub keys: SeenKeys,
+    pub until: u64,
 }
 
 /// Shards keep claims from different cores off one lock.

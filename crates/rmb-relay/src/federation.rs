@@ -21,23 +21,34 @@ use rmb_core::prost::Message as _;
 use rmb_core::proto::EnvelopeHeader;
 use rmb_core::{envelope, Envelope};
 
+use crate::backend::BackendError;
 use crate::dedup::SeenKeys;
+use crate::mailbox::QueuedFrame;
 use crate::metrics::Metrics;
 use crate::outbound::{self, Attempt};
 use crate::route::{self, Forward, ReplyTo};
 use crate::state::{Outcome, Refusal, RelayState, Via};
 
-/// Starts federating one envelope to `relays` in the background; never blocks the
-/// caller. The delivery holds a backlog permit for its whole life. `Err` when the
-/// backlog is full (nothing was started); a later failure goes through the error
-/// policy ([`RelayState::refuse`]) toward `reply_to`.
-pub fn submit(
+/// Starts federating one envelope to `relays`; never waits for the other relay. With a
+/// durable backend (Redis) the envelope goes into its outbox (returning once stored)
+/// and [`crate::outbox`] federates it; otherwise a task of this process does, holding a
+/// backlog permit for its whole life. `Err` when the backlog is full (nothing was
+/// started); a later failure goes through the error policy ([`RelayState::refuse`])
+/// toward `reply_to`.
+pub async fn submit(
     state: &Arc<RelayState>,
-    frame: Bytes,
+    frame: QueuedFrame,
     fwd: Forward,
     reply_to: ReplyTo,
     relays: Vec<String>,
 ) -> Result<(), Refusal> {
+    if let Some(outbox) = state.backend.outbox() {
+        return match outbox.put(&frame).await {
+            Ok(()) => Ok(()),
+            Err(BackendError::OutboxFull { .. }) => Err(Refusal::FederationBacklogFull),
+            Err(e) => Err(e.into()),
+        };
+    }
     let permit = state
         .federation_backlog
         .clone()
@@ -47,7 +58,7 @@ pub fn submit(
     let tasks = state.tasks.clone();
     tasks.spawn(async move {
         let _permit = permit;
-        if let Err(reason) = deliver(&state, &frame, &fwd, &relays).await {
+        if let Err(reason) = deliver(&state, &frame.data, &fwd, &relays).await {
             tracing::info!(uid = %reply_to.uid, destination = %fwd.destination, %reason, "federation failed");
             let now = state.clock.now();
             state
@@ -59,7 +70,7 @@ pub fn submit(
 }
 
 /// Tries the relays until one accepts; `Err` carries the reason for the sender.
-async fn deliver(
+pub(crate) async fn deliver(
     state: &Arc<RelayState>,
     frame: &Bytes,
     fwd: &Forward,

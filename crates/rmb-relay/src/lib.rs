@@ -21,6 +21,7 @@ pub mod federation;
 pub mod mailbox;
 pub mod metrics;
 pub mod outbound;
+pub mod outbox;
 pub mod ranker;
 pub mod ratelimit;
 pub mod recheck;

@@ -5,6 +5,12 @@
 //! sender, a slow reader never stalls anyone else, and order is kept across a
 //! reconnect. Memory is bounded per mailbox in frames and bytes: when full, the oldest
 //! frame is dropped (and counted), because the newest is the most likely still wanted.
+//!
+//! With a durable backend (Redis) the mailbox is only a window onto the session's
+//! queue in Redis: frames carry the [`StoredId`] of their copy there, a feeder task
+//! keeps the window filled, and the writer reports what it wrote ([`Mailbox::take_done`])
+//! so the feeder removes exactly those from Redis. Such frames are never dropped to make
+//! room (the feeder bounds them), only relay-made ones (pongs) are.
 
 use std::collections::VecDeque;
 
@@ -14,12 +20,52 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::budget::Charge;
+use crate::dedup::Remember;
 
 /// One serialized envelope plus the unix second after which it is worthless.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuedFrame {
     pub data: Bytes,
     pub deadline: u64,
+    /// Where a durable backend keeps this frame until it is written (`None`: only here).
+    pub id: Option<StoredId>,
+    /// For an envelope being accepted: the keys a durable backend remembers with it.
+    pub remember: Option<Remember>,
+}
+
+impl QueuedFrame {
+    /// A frame that lives only in this process's memory.
+    pub fn new(data: Bytes, deadline: u64) -> Self {
+        QueuedFrame {
+            data,
+            deadline,
+            id: None,
+            remember: None,
+        }
+    }
+
+    /// The same frame, remembered by a durable backend as it stores it.
+    pub fn remembering(self, remember: Remember) -> Self {
+        QueuedFrame {
+            remember: Some(remember),
+            ..self
+        }
+    }
+}
+
+/// The id of a frame's durable copy (a Redis stream entry id, `ms-seq`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StoredId {
+    pub ms: u64,
+    pub seq: u64,
+}
+
+/// A stored frame that is done with: written to the socket, or expired unwritten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Done {
+    pub id: StoredId,
+    /// Bytes of the stored copy's frame (for the backend's byte accounting).
+    pub len: usize,
 }
 
 /// Bounds of one mailbox.
@@ -73,25 +119,43 @@ struct State {
     /// The connection currently draining this mailbox, if any: its id and the token
     /// that stops it (when a newer connection replaces it).
     connection: Option<(u64, CancellationToken)>,
+    /// Stored frames written (or expired) since the backend last asked.
+    done: Vec<Done>,
+}
+
+impl State {
+    fn note_done(&mut self, frame: &QueuedFrame) {
+        if let Some(id) = frame.id {
+            self.done.push(Done {
+                id,
+                len: frame.data.len(),
+            });
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 pub struct Mailbox {
     state: Mutex<State>,
+    /// Wakes the writer: something was pushed.
     notify: Notify,
+    /// Wakes a durable backend's feeder: stored frames are done.
+    progress: Notify,
+    /// Wakes a durable backend's feeder: new frames were stored for this session.
+    arrivals: Notify,
     limits: MailboxLimits,
 }
 
 impl Mailbox {
     pub fn new(limits: MailboxLimits) -> Self {
         Mailbox {
-            state: Mutex::default(),
-            notify: Notify::new(),
             limits,
+            ..Default::default()
         }
     }
 
-    /// Appends a frame and wakes the writer.
+    /// Appends a frame and wakes the writer. Over the limits, the oldest frames that
+    /// live only here are dropped (stored frames are bounded by their feeder).
     pub fn push(&self, frame: QueuedFrame) -> PushOutcome {
         self.push_entry(Entry::new(frame))
     }
@@ -114,13 +178,68 @@ impl Mailbox {
             while st.frames.len() > self.limits.max_frames
                 || (st.bytes > self.limits.max_bytes && st.frames.len() > 1)
             {
-                let old = st.frames.pop_front().expect("non-empty");
+                // Never the frame just pushed: the newest is the most likely wanted.
+                let older = st.frames.len() - 1;
+                let Some(oldest) = st.frames.range(..older).position(|e| e.frame.id.is_none())
+                else {
+                    break;
+                };
+                let old = st.frames.remove(oldest).expect("found");
                 st.bytes -= old.len();
                 outcome.dropped += 1;
             }
         }
         self.notify.notify_one();
         outcome
+    }
+
+    /// Appends stored frames a feeder read from the backend (never dropped here).
+    pub fn push_stored(&self, frames: Vec<QueuedFrame>) {
+        if frames.is_empty() {
+            return;
+        }
+        let mut st = self.state.lock();
+        for frame in frames {
+            st.bytes += frame.data.len();
+            st.frames.push_back(Entry::new(frame));
+        }
+        drop(st);
+        self.notify.notify_one();
+    }
+
+    /// The writer wrote these frames to the socket: their stored copies may go.
+    pub fn confirm_written(&self, frames: &[QueuedFrame]) {
+        if frames.iter().all(|f| f.id.is_none()) {
+            return;
+        }
+        let mut st = self.state.lock();
+        for frame in frames {
+            st.note_done(frame);
+        }
+        drop(st);
+        self.progress.notify_one();
+    }
+
+    /// Stored frames written or expired since the last call.
+    pub fn take_done(&self) -> Vec<Done> {
+        std::mem::take(&mut self.state.lock().done)
+    }
+
+    /// Waits until stored frames are done (returns at once if some were since the last
+    /// wait).
+    pub async fn progressed(&self) {
+        self.progress.notified().await
+    }
+
+    /// Tells the feeder new frames were stored for this session.
+    pub fn signal_arrival(&self) {
+        self.arrivals.notify_one();
+    }
+
+    /// Waits for [`signal_arrival`](Self::signal_arrival) (returns at once if one came
+    /// since the last wait).
+    pub async fn arrived(&self) {
+        self.arrivals.notified().await
     }
 
     /// Puts frames that could not be written back at the front, in order.
@@ -142,6 +261,7 @@ impl Mailbox {
     pub fn pop_batch(&self, now: u64, max: usize, out: &mut Vec<QueuedFrame>) -> usize {
         let mut expired = 0;
         let mut st = self.state.lock();
+        let done_before = st.done.len();
         while out.len() < max {
             let Some(entry) = st.frames.pop_front() else {
                 break;
@@ -149,9 +269,15 @@ impl Mailbox {
             st.bytes -= entry.len();
             if entry.frame.deadline <= now {
                 expired += 1;
+                st.note_done(&entry.frame);
             } else {
                 out.push(entry.frame);
             }
+        }
+        let stored_expired = st.done.len() > done_before;
+        drop(st);
+        if stored_expired {
+            self.progress.notify_one();
         }
         expired
     }
@@ -166,10 +292,21 @@ impl Mailbox {
     /// Drops expired frames; returns how many.
     pub fn purge_expired(&self, now: u64) -> usize {
         let mut st = self.state.lock();
-        let before = st.frames.len();
-        st.frames.retain(|e| e.frame.deadline > now);
+        if st.frames.iter().all(|e| e.frame.deadline > now) {
+            return 0;
+        }
+        let (live, expired): (Vec<_>, Vec<_>) =
+            st.frames.drain(..).partition(|e| e.frame.deadline > now);
+        st.frames = live.into();
         st.bytes = st.frames.iter().map(Entry::len).sum();
-        before - st.frames.len()
+        for entry in &expired {
+            st.note_done(&entry.frame);
+        }
+        drop(st);
+        if expired.iter().any(|e| e.frame.id.is_some()) {
+            self.progress.notify_one();
+        }
+        expired.len()
     }
 
     /// Waits until something is pushed (returns at once if a push happened since the
@@ -239,9 +376,16 @@ mod tests {
     use super::*;
 
     fn frame(n: u8, deadline: u64) -> QueuedFrame {
+        QueuedFrame::new(Bytes::from(vec![n; 10]), deadline)
+    }
+
+    fn stored(n: u8, deadline: u64) -> QueuedFrame {
         QueuedFrame {
-            data: Bytes::from(vec![n; 10]),
-            deadline,
+            id: Some(StoredId {
+                ms: u64::from(n),
+                seq: 0,
+            }),
+            ..frame(n, deadline)
         }
     }
 
@@ -286,10 +430,7 @@ mod tests {
         mb.push(frame(1, 100));
         mb.push(frame(2, 100));
         assert_eq!(mb.push(frame(3, 100)).dropped, 1);
-        let big = QueuedFrame {
-            data: Bytes::from(vec![9; 100]),
-            deadline: 100,
-        };
+        let big = QueuedFrame::new(Bytes::from(vec![9; 100]), 100);
         assert_eq!(mb.push(big).dropped, 2);
         assert_eq!(mb.len(), 1);
     }
@@ -339,5 +480,50 @@ mod tests {
         let waiter = tokio::spawn(async move { mb2.notified().await });
         mb.push(frame(2, 100));
         waiter.await.unwrap();
+    }
+
+    #[test]
+    fn stored_frames_are_never_dropped_for_room_and_report_when_done() {
+        let mb = Mailbox::new(MailboxLimits {
+            max_frames: 2,
+            max_bytes: 1000,
+        });
+        mb.push_stored(vec![stored(1, 100), stored(2, 50)]);
+        // A pong over the limit drops nothing stored, and is itself kept last.
+        assert_eq!(mb.push(frame(3, 100)).dropped, 0);
+        assert_eq!(mb.push(frame(4, 100)).dropped, 1);
+        let mut out = Vec::new();
+        // Frame 2 expired: done without being written.
+        assert_eq!(mb.pop_batch(60, 10, &mut out), 1);
+        assert_eq!(
+            out.iter().map(|f| f.data[0]).collect::<Vec<_>>(),
+            vec![1, 4]
+        );
+        assert_eq!(
+            mb.take_done().iter().map(|d| d.id.ms).collect::<Vec<_>>(),
+            [2]
+        );
+        mb.confirm_written(&out);
+        assert_eq!(
+            mb.take_done(),
+            [Done {
+                id: StoredId { ms: 1, seq: 0 },
+                len: 10
+            }]
+        );
+        assert!(mb.take_done().is_empty());
+    }
+
+    #[test]
+    fn sweeping_reports_expired_stored_frames() {
+        let mb = Mailbox::new(MailboxLimits::default());
+        mb.push_stored(vec![stored(1, 50), stored(2, 100)]);
+        mb.push(frame(3, 50));
+        assert_eq!(mb.purge_expired(60), 2);
+        assert_eq!(mb.len(), 1);
+        assert_eq!(
+            mb.take_done().iter().map(|d| d.id.ms).collect::<Vec<_>>(),
+            [1]
+        );
     }
 }

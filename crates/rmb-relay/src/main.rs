@@ -54,6 +54,12 @@ struct Args {
     #[arg(long, env = "RMB_RELAY_REDIS")]
     redis: Option<String>,
 
+    /// With --redis: how often an instance refreshes the marks saying it is alive and
+    /// which sessions it holds, seconds. Marks expire after three missed beats; then
+    /// other instances take over the dead one's federation work.
+    #[arg(long, env = "RMB_RELAY_REDIS_HEARTBEAT", default_value_t = 20)]
+    redis_heartbeat: u64,
+
     /// Per-twin rate limit: at most COUNT envelopes and BYTES bytes per window
     /// (see --limit-window). 0 means unlimited. Over the limit, requests get a relay
     /// error and the connection stays open. Default: unlimited.
@@ -181,6 +187,7 @@ async fn main() -> anyhow::Result<()> {
 
     let mut config = Config::new(args.domains.clone());
     config.redis_url = args.redis.clone();
+    config.redis_heartbeat = Duration::from_secs(args.redis_heartbeat.max(1));
     if let Some(limit) = &args.limit {
         let nonzero = |v: u64| (v > 0).then_some(v);
         config.rate_limit = RateLimit {

@@ -99,7 +99,7 @@ pub async fn start(
         Some(url) => Arc::new(
             RedisBackend::connect(
                 url,
-                config.mailbox,
+                config.queue_bounds(),
                 config.dedup_capacity,
                 metrics.clone(),
                 config.redis_heartbeat,
@@ -122,6 +122,9 @@ pub async fn start(
         tasks,
     )?);
     state.tasks.spawn(sweeper(state.clone()));
+    if let Some(outbox) = state.backend.outbox() {
+        crate::outbox::start(&state, outbox);
+    }
     let app = Router::new()
         .route("/", get(websocket).post(federation::receive))
         .route("/metrics", get(metrics_text))

@@ -21,7 +21,7 @@ use crate::backend::{Backend, BackendError};
 use crate::budget::OverBudget;
 use crate::clock::CoarseClock;
 use crate::config::Config;
-use crate::dedup::{Claim, SeenKeys};
+use crate::dedup::{Claim, Remember, SeenKeys};
 use crate::directory::{DirectoryError, TwinDirectory, TwinRecord};
 use crate::mailbox::QueuedFrame;
 use crate::metrics::Metrics;
@@ -185,7 +185,8 @@ impl RelayState {
             connections: Arc::new(Semaphore::new(config.max_connections)),
             next_connection: AtomicU64::new(1),
             clock: CoarseClock::start(shutdown.clone(), &tasks),
-            hash_key: HashKey::random(),
+            // Instances sharing a de-dup memory (Redis) must hash alike.
+            hash_key: backend.hash_key().unwrap_or_else(HashKey::random),
             shutdown,
             tasks,
             http,
@@ -248,28 +249,41 @@ impl RelayState {
             }
             Err(e) => return Outcome::Refused(e.into()),
         }
+        let remember = Remember { keys, until };
         let outcome = match self.charge(source, frame.len(), now) {
             Err(refusal) => Outcome::Refused(refusal),
-            Ok(()) => match self.dispatch(fwd, frame.clone()).await {
+            Ok(()) => match self.dispatch(fwd, frame.clone(), Some(remember)).await {
                 Ok(Routed::Delivered) => Outcome::Delivered,
                 Ok(Routed::Queued) => Outcome::Queued,
                 Ok(Routed::Elsewhere { fwd, twin }) => match via {
                     Via::Session(reply_to) => {
                         let relays = twin.relays.clone();
-                        match federation::submit(self, frame.clone(), fwd, reply_to, relays) {
+                        let frame =
+                            QueuedFrame::new(frame.clone(), fwd.deadline).remembering(remember);
+                        let submitted = federation::submit(self, frame, fwd, reply_to, relays);
+                        match submitted.await {
                             Ok(()) => Outcome::Federated,
                             Err(refusal) => Outcome::Refused(refusal),
                         }
                     }
-                    Via::Federation => self.recheck_then_queue(fwd, frame.clone(), now).await,
+                    Via::Federation => {
+                        self.recheck_then_queue(fwd, frame.clone(), remember, now)
+                            .await
+                    }
                 },
                 Err(refusal) => Outcome::Refused(refusal),
             },
         };
-        if matches!(outcome, Outcome::Refused(_)) {
-            self.backend.release(&keys).await;
+        match outcome {
+            // A durable backend found, as it stored the envelope, that another instance
+            // had just accepted a copy: nothing was stored.
+            Outcome::Refused(Refusal::Backend(BackendError::Copy)) => Outcome::Duplicate,
+            Outcome::Refused(_) => {
+                self.backend.release(&keys).await;
+                outcome
+            }
+            _ => outcome,
         }
-        outcome
     }
 
     /// Counts an envelope of `size` bytes against `twin`'s rate limit.
@@ -286,11 +300,16 @@ impl RelayState {
 
     /// Routes one envelope (§3.2): to the connected session, else by the destination
     /// twin's registered relays to a queue here or elsewhere.
-    pub async fn dispatch(&self, fwd: Forward, frame: Bytes) -> Result<Routed, Refusal> {
-        let frame = QueuedFrame {
-            data: frame,
-            deadline: fwd.deadline,
-        };
+    /// `remember`: the keys of the envelope being accepted, for a backend that remembers
+    /// them as it stores the frame.
+    pub async fn dispatch(
+        &self,
+        fwd: Forward,
+        frame: Bytes,
+        remember: Option<Remember>,
+    ) -> Result<Routed, Refusal> {
+        let mut frame = QueuedFrame::new(frame, fwd.deadline);
+        frame.remember = remember;
         if self
             .backend
             .deliver_connected(&fwd.destination, &frame)
@@ -326,7 +345,13 @@ impl RelayState {
     /// by [`Rechecks`]) before refusing, and queue it if the twin lives here now. An
     /// envelope for a twin that lives elsewhere is never federated again: relays that
     /// disagree about a twin would bounce it between them.
-    async fn recheck_then_queue(&self, fwd: Forward, frame: Bytes, now: u64) -> Outcome {
+    async fn recheck_then_queue(
+        &self,
+        fwd: Forward,
+        frame: Bytes,
+        remember: Remember,
+        now: u64,
+    ) -> Outcome {
         let twin_id = fwd.destination.twin;
         if !self.rechecks.allow(now) {
             return Outcome::Refused(Refusal::NotHostedHere(twin_id));
@@ -339,10 +364,7 @@ impl RelayState {
         if !lives_here {
             return Outcome::Refused(Refusal::NotHostedHere(twin_id));
         }
-        let frame = QueuedFrame {
-            data: frame,
-            deadline: fwd.deadline,
-        };
+        let frame = QueuedFrame::new(frame, fwd.deadline).remembering(remember);
         match self.queue_here(&fwd, frame).await {
             Ok(_) => Outcome::Queued,
             Err(refusal) => Outcome::Refused(refusal),
@@ -366,10 +388,15 @@ impl RelayState {
     /// Sends a relay error envelope for `uid` to a session of this relay.
     async fn send_relay_error(&self, to: &SessionKey, uid: &str, message: String, now: u64) {
         let env = route::error_envelope(uid, to, message, now);
-        let frame = QueuedFrame {
-            data: Bytes::from(env.encode_to_vec()),
-            deadline: now + route::ERROR_EXPIRATION,
-        };
+        let frame = QueuedFrame::new(
+            Bytes::from(env.encode_to_vec()),
+            now + route::ERROR_EXPIRATION,
+        );
+        // The sender is usually connected here: straight to its mailbox, so it hears
+        // of the refusal even when storage is what failed.
+        if self.backend.deliver_here(to, &frame) {
+            return;
+        }
         let result = match self.backend.deliver_connected(to, &frame).await {
             Ok(true) => Ok(()),
             Ok(false) => self.backend.enqueue(to, frame).await,
@@ -522,7 +549,8 @@ pub(crate) mod tests {
         let outcome = state.from_session(&a, &env, &frame(&env), NOW).await;
         assert!(matches!(outcome, Outcome::Federated), "{outcome:?}");
         let fwd = route::forward(&env, &rmb_core::rules::Rules::default(), NOW).unwrap();
-        let Ok(Routed::Elsewhere { twin, .. }) = state.dispatch(fwd, frame(&env)).await else {
+        let Ok(Routed::Elsewhere { twin, .. }) = state.dispatch(fwd, frame(&env), None).await
+        else {
             panic!("not elsewhere")
         };
         assert_eq!(twin.relays, ["relay.there"]);

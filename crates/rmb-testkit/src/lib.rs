@@ -97,33 +97,60 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A `redis-server` on a free loopback port, with no persistence, in its own temp dir.
+/// A `redis-server` on a free loopback port, in its own temp dir: without persistence
+/// ([`RedisServer::start`]) or with an append-only file ([`RedisServer::start_persistent`]).
 /// Killed when dropped.
 #[derive(Debug)]
 pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    persistent: bool,
 }
 
 impl RedisServer {
-    /// Starts one and waits until it answers PING.
+    /// Starts one without persistence and waits until it answers PING.
     pub fn start() -> Result<Self> {
+        Self::start_with(false)
+    }
+
+    /// Starts one with the append-only file on (`appendfsync everysec`, the production
+    /// setting: Redis writes each command to the file before answering it, so a SIGKILL
+    /// of the server loses nothing it acknowledged). [`RedisServer::restart`] brings it
+    /// back with its data.
+    pub fn start_persistent() -> Result<Self> {
+        Self::start_with(true)
+    }
+
+    fn start_with(persistent: bool) -> Result<Self> {
         let dir = tempfile::tempdir().map_err(io("creating a temp dir for redis"))?;
         let mut server = RedisServer {
             port: free_port(),
             dir,
             child: None,
+            persistent,
         };
         server.spawn()?;
         Ok(server)
     }
 
     fn spawn(&mut self) -> Result<()> {
+        let persistence: &[&str] = if self.persistent {
+            &[
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+            ]
+        } else {
+            &["--save", "", "--appendonly", "no"]
+        };
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(persistence)
             .current_dir(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -162,7 +189,8 @@ impl RedisServer {
         self.port
     }
 
-    /// Kills the server (SIGKILL) and waits for it to exit. Data is lost.
+    /// Kills the server (SIGKILL) and waits for it to exit. Data is lost unless the
+    /// server is persistent.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -170,8 +198,9 @@ impl RedisServer {
         }
     }
 
-    /// Starts a new server on the same port (after [`RedisServer::kill`], or kills the
-    /// running one first) and waits until it answers.
+    /// Starts a new server on the same port and directory (after [`RedisServer::kill`],
+    /// or kills the running one first) and waits until it answers (a persistent one
+    /// has loaded its append-only file by then).
     pub fn restart(&mut self) -> Result<()> {
         self.kill();
         self.spawn()

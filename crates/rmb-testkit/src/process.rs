@@ -43,6 +43,17 @@ impl Process {
         )))
     }
 
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Kills the process with SIGKILL (a crash: no shutdown code runs) and waits for it.
+    pub fn kill(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
     /// Sends SIGTERM, as systemd and `docker stop` do, and waits for the exit.
     pub fn terminate(mut self) -> std::io::Result<std::process::ExitStatus> {
         let pid = self.0.id().to_string();

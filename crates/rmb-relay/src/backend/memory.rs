@@ -50,7 +50,7 @@ impl Backend for MemoryBackend {
         self.sessions.detach(key, conn);
     }
 
-    fn deliver_local(&self, key: &SessionKey, frame: &QueuedFrame) -> bool {
+    fn deliver_here(&self, key: &SessionKey, frame: &QueuedFrame) -> bool {
         self.sessions.deliver(key, frame, &self.metrics)
     }
 
@@ -59,7 +59,7 @@ impl Backend for MemoryBackend {
         key: &SessionKey,
         frame: &QueuedFrame,
     ) -> Result<bool, BackendError> {
-        Ok(self.deliver_local(key, frame))
+        Ok(self.sessions.deliver(key, frame, &self.metrics))
     }
 
     async fn enqueue(&self, key: &SessionKey, frame: QueuedFrame) -> Result<(), BackendError> {

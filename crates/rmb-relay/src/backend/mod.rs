@@ -13,11 +13,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use dashmap::DashMap;
+use rmb_core::rules::HashKey;
 use tokio_util::sync::CancellationToken;
 
 use crate::budget::{Charge, OverBudget};
 use crate::dedup::{Claim, SeenKeys};
-use crate::mailbox::{Mailbox, MailboxLimits, PushOutcome, QueuedFrame};
+use crate::mailbox::{Done, Mailbox, MailboxLimits, PushOutcome, QueuedFrame};
 use crate::metrics::Metrics;
 use crate::session_key::SessionKey;
 
@@ -25,9 +26,30 @@ use crate::session_key::SessionKey;
 pub enum BackendError {
     #[error("redis: {0}")]
     Redis(#[from] ::redis::RedisError),
-    /// The offline queues' budget has no room (not a storage failure: a limit).
+    /// The queues' budget has no room (not a storage failure: a limit).
     #[error(transparent)]
     QueueFull(#[from] OverBudget),
+    #[error("the relay's federation backlog is full (at most {} envelopes or {} bytes), retry later", limits.max_frames, limits.max_bytes)]
+    OutboxFull { limits: MailboxLimits },
+    #[error("the relay is shutting down")]
+    Stopped,
+    /// Not stored: a copy of this envelope was stored (accepted) before. Found by a
+    /// backend that checks as it stores ([`Backend::claim`]); the envelope is dropped.
+    #[error("a copy of this envelope was accepted already")]
+    Copy,
+}
+
+/// How much may be queued: per session (beyond it the oldest frames are dropped), per
+/// destination twin across all its session ids, and in the whole relay (beyond those
+/// new frames are refused). The Redis backend enforces all of them in Redis, for all
+/// its instances together; the memory backend keeps its own [`crate::budget`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueBounds {
+    pub session: MailboxLimits,
+    pub twin: MailboxLimits,
+    pub total: MailboxLimits,
+    /// Federation work waiting (the durable outbox of the Redis backend).
+    pub outbox: MailboxLimits,
 }
 
 #[async_trait]
@@ -45,12 +67,14 @@ pub trait Backend: Send + Sync + 'static {
     /// The connection `conn` of `key` ended.
     async fn detach(&self, key: &SessionKey, conn: u64);
 
-    /// The fast path: hands the frame to the session if it is connected to this
-    /// process. Synchronous, so the common case costs no future and no Redis round trip.
-    fn deliver_local(&self, key: &SessionKey, frame: &QueuedFrame) -> bool;
+    /// Hands a frame the relay made (a relay error) to the session if it is connected
+    /// to this process, without storing it: the sender of a refused envelope must hear
+    /// of it even when storage is what failed. `false`: not connected here.
+    fn deliver_here(&self, key: &SessionKey, frame: &QueuedFrame) -> bool;
 
     /// Hands the frame to the session if it is connected (to this process or, with
     /// Redis, to another instance). `Ok(false)`: nobody is connected, frame not taken.
+    /// A durable backend returns `Ok(true)` only once the frame is stored.
     async fn deliver_connected(
         &self,
         key: &SessionKey,
@@ -58,12 +82,17 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<bool, BackendError>;
 
     /// Queues the frame for a session of a twin that lives on this relay, to be written
-    /// when it connects (or at once if it is connected).
+    /// when it connects (or at once if it is connected). A durable backend returns once
+    /// the frame is stored.
     async fn enqueue(&self, key: &SessionKey, frame: QueuedFrame) -> Result<(), BackendError>;
 
     /// Claims the keys of an envelope being accepted, remembered until `deadline`
     /// (D1a): [`Claim::Copy`] when one of them was accepted before. The in-memory
-    /// backend and, for now, the Redis one keep this memory per process.
+    /// backend remembers them here, per process. The Redis backend shares the memory
+    /// among its instances and keeps it across restarts: here it only looks, and
+    /// remembers the keys a frame carries ([`QueuedFrame::remember`]) in the same atomic
+    /// step that stores the frame, refusing a copy found then with [`BackendError::Copy`]
+    /// (so a crash can never leave remembered an envelope that was not stored).
     async fn claim(&self, keys: &SeenKeys, deadline: u64, now: u64) -> Result<Claim, BackendError>;
 
     /// Forgets claimed keys: the envelope was refused after all.
@@ -78,6 +107,37 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Shutdown: keep what can be kept (Redis moves local mailboxes back to Redis).
     async fn shutdown(&self);
+
+    /// Durable federation work shared by the relay's instances, if this backend keeps
+    /// one (Redis); `None`: federation work lives in this process (memory).
+    fn outbox(&self) -> Option<Arc<dyn Outbox>> {
+        None
+    }
+
+    /// The key de-duplication hashes use, if this backend's memory is shared by several
+    /// processes (which must all hash alike); `None`: any key of this process's own.
+    fn hash_key(&self) -> Option<HashKey> {
+        None
+    }
+}
+
+/// Federation work in storage: envelopes to post to other relays, taken by whichever
+/// instance has room, reclaimed from instances that died holding some.
+#[async_trait]
+pub trait Outbox: Send + Sync + 'static {
+    /// Stores an envelope to federate; returns once it is durable.
+    async fn put(&self, frame: &QueuedFrame) -> Result<(), BackendError>;
+
+    /// Up to `max` envelopes to federate (new ones, and those a dead instance had
+    /// taken); waits up to a second for some. Each stays this instance's until
+    /// [`Outbox::done`] (or until it dies, when another instance takes it over).
+    async fn take(&self, max: usize) -> Result<Vec<QueuedFrame>, BackendError>;
+
+    /// The envelope was federated, or given up on (its sender was told): remove it.
+    async fn done(&self, done: Done) -> Result<(), BackendError>;
+
+    /// This instance is stopping: other instances may take over what it holds at once.
+    async fn leave(&self);
 }
 
 /// The sessions connected to this process and the mailboxes of local queues.
@@ -96,6 +156,24 @@ impl LocalSessions {
             mailboxes: DashMap::with_hasher(FastHash::default()),
             limits,
         }
+    }
+
+    /// Makes `conn` the connection of `key` with a new, empty mailbox (the backend
+    /// feeds it); cancels the connection it replaces, which keeps its own mailbox.
+    pub fn attach_fresh(
+        &self,
+        key: &SessionKey,
+        conn: u64,
+        stop: CancellationToken,
+    ) -> Arc<Mailbox> {
+        let mailbox = Arc::new(Mailbox::new(self.limits));
+        mailbox.set_connection(conn, stop);
+        if let Some(previous) = self.mailboxes.insert(key.clone(), mailbox.clone()) {
+            if previous.kick() {
+                tracing::info!(session = %key, "newer connection replaces the current one");
+            }
+        }
+        mailbox
     }
 
     /// Makes `conn` the connection of `key`; cancels the one it replaces.
