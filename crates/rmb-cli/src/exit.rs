@@ -67,7 +67,8 @@ pub fn from_build(e: BuildError) -> anyhow::Error {
     let text = format!("cannot start the client: {e}");
     match e {
         BuildError::Registrar(
-            rmb_registrar::ClientError::Timeout | rmb_registrar::ClientError::Unreachable(_),
+            rmb_registrar_client::ClientError::Timeout
+            | rmb_registrar_client::ClientError::Unreachable(_),
         ) => CliError::Unreachable(text).into(),
         BuildError::Registrar(_) => anyhow::anyhow!(text),
         _ => CliError::Usage(text).into(),
@@ -75,12 +76,13 @@ pub fn from_build(e: BuildError) -> anyhow::Error {
 }
 
 /// Maps a registrar client failure.
-pub fn from_registrar(e: rmb_registrar::ClientError) -> anyhow::Error {
+pub fn from_registrar(e: rmb_registrar_client::ClientError) -> anyhow::Error {
     match e {
-        rmb_registrar::ClientError::Timeout | rmb_registrar::ClientError::Unreachable(_) => {
+        rmb_registrar_client::ClientError::Timeout
+        | rmb_registrar_client::ClientError::Unreachable(_) => {
             CliError::Unreachable(format!("registrar: {e}")).into()
         }
-        rmb_registrar::ClientError::InvalidUrl(_) => {
+        rmb_registrar_client::ClientError::InvalidUrl(_) => {
             CliError::Usage(format!("registrar: {e}")).into()
         }
         other => anyhow::anyhow!("registrar: {other}"),

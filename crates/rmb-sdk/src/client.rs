@@ -15,7 +15,7 @@ use rmb_core::proto::{EnvelopeHeader, Message, MessageKind};
 use rmb_core::rules::{self, Rules};
 use rmb_core::time::DEFAULT_TTL;
 use rmb_core::{Address, Envelope, KeyType};
-use rmb_registrar::{RegistrarClient, Twin};
+use rmb_registrar_client::{RegistrarClient, Twin};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 

@@ -14,7 +14,7 @@ pub enum BuildError {
     #[error("no registrar given")]
     NoRegistrar,
     #[error("registrar: {0}")]
-    Registrar(#[from] rmb_registrar::ClientError),
+    Registrar(#[from] rmb_registrar_client::ClientError),
     #[error("this key is not registered and no_update is set, so the account cannot be created")]
     NotRegistered,
     #[error("session id must not be empty")]

@@ -12,7 +12,7 @@ use common::*;
 use rmb_core::peer_api::ErrorCode;
 use rmb_core::proto::{Message, Request, Response};
 use rmb_core::{Address, Envelope, KeyType};
-use rmb_registrar::{ClientConfig, RegistrarClient};
+use rmb_registrar_client::{ClientConfig, RegistrarClient};
 use rmb_sdk::outgoing::{seal, Outgoing};
 use rmb_sdk::{Client, ClientBuilder};
 use rmb_testkit::{Proxy, TestRegistrar};

@@ -13,15 +13,21 @@ use common::*;
 use rmb_core::proto::Message;
 use rmb_core::{Envelope, KeyType};
 use rmb_sdk::{CallError, Client, NotResent, Unconfirmed};
-use rmb_testkit::{Proxy, TestRelay};
+use rmb_testkit::{Proxy, TestRegistrar, TestRelay};
 
 /// A caller that re-sends unanswered requests after 50 ms (then 100 ms, ...), where
-/// its policy allows.
-async fn eager_caller(n: &Net) -> Client {
-    client_with(&n.reg, [n.relay.ws_url()], |b| {
+/// its policy allows, on a relay the test plays, and a raw twin to call. The test sees
+/// every copy the caller writes: our relay would drop copies itself (design D1a), and
+/// these tests are about the caller's side.
+async fn eager_caller_on_played_relay() -> (TestRegistrar, HostileRelay, Client, RawTwin) {
+    let reg = TestRegistrar::start().await.unwrap();
+    let relay = HostileRelay::start().await;
+    let caller = client_with(&reg, [relay.url()], |b| {
         b.resend_interval(Duration::from_millis(50))
     })
-    .await
+    .await;
+    let raw = RawTwin::register(&reg, &[]).await;
+    (reg, relay, caller, raw)
 }
 
 fn command(env: &Envelope) -> Option<&str> {
@@ -33,10 +39,7 @@ fn command(env: &Envelope) -> Option<&str> {
 
 #[tokio::test]
 async fn a_receiver_that_does_not_deduplicate_sees_a_slow_request_once() {
-    let n = net().await;
-    let caller = eager_caller(&n).await;
-    let raw = RawTwin::register(&n.reg, &[&n.relay]).await;
-    let mut conn = raw.connect(&n.relay).await;
+    let (_reg, mut relay, caller, raw) = eager_caller_on_played_relay().await;
     let slow = {
         let (caller, to) = (caller.clone(), raw.id);
         tokio::spawn(async move {
@@ -45,12 +48,14 @@ async fn a_receiver_that_does_not_deduplicate_sees_a_slow_request_once() {
                 .await
         })
     };
-    let request = conn.recv().await;
+    let request = relay.recv().await;
     assert_eq!(command(&request), Some("slow"));
     // The handler takes longer than the caller waits (and longer than every re-send
     // interval): once the call has given up, nothing more of it can be on its way.
     assert_eq!(slow.await.unwrap(), Err(CallError::Timeout));
-    conn.send(&raw.reply(&request, b"\"done\"", None)).await;
+    relay
+        .inject_envelope(&raw.reply(&request, b"\"done\"", None))
+        .await;
     // Frames of one link arrive in order: once the marker is here, every copy of the
     // slow request the caller sent before it has arrived too.
     let marker = {
@@ -59,7 +64,7 @@ async fn a_receiver_that_does_not_deduplicate_sees_a_slow_request_once() {
     };
     let mut copies = 0;
     let marker_request = loop {
-        let env = conn.recv().await;
+        let env = relay.recv().await;
         match command(&env) {
             Some("marker") => break env,
             Some("slow") => copies += 1,
@@ -67,34 +72,34 @@ async fn a_receiver_that_does_not_deduplicate_sees_a_slow_request_once() {
         }
     };
     assert_eq!(copies, 0, "the slow request ran {} times", copies + 1);
-    conn.send(&raw.reply(&marker_request, b"\"done\"", None))
+    relay
+        .inject_envelope(&raw.reply(&marker_request, b"\"done\"", None))
         .await;
     assert!(marker.await.unwrap().is_ok());
 }
 
 #[tokio::test]
 async fn a_request_a_relay_lost_reaches_a_receiver_that_advertised_dedup() {
-    let n = net().await;
-    let caller = eager_caller(&n).await;
-    let raw = RawTwin::register(&n.reg, &[&n.relay]).await;
-    let mut conn = raw.connect(&n.relay).await;
+    let (_reg, mut relay, caller, raw) = eager_caller_on_played_relay().await;
     let call = |command: &'static str| {
         let (caller, to) = (caller.clone(), raw.id);
         tokio::spawn(async move { caller.call(to, command, vec![], WAIT).await })
     };
     // The raw twin plays one of our receivers: its replies say that it drops copies.
     let first = call("first");
-    let request = conn.recv().await;
-    conn.send(&raw.reply(&request, b"\"done\"", Some("dedup")))
+    let request = relay.recv().await;
+    relay
+        .inject_envelope(&raw.reply(&request, b"\"done\"", Some("dedup")))
         .await;
     assert!(first.await.unwrap().is_ok());
-    // Now it plays a relay that lost the first copy of the next request.
+    // Now the relay loses the first copy of the next request.
     let second = call("second");
-    let lost = conn.recv().await;
-    let again = conn.recv().await;
+    let lost = relay.recv().await;
+    let again = relay.recv().await;
     assert_eq!(command(&lost), Some("second"));
     assert_eq!(lost, again, "the very same envelope is sent again");
-    conn.send(&raw.reply(&again, b"\"done\"", Some("dedup")))
+    relay
+        .inject_envelope(&raw.reply(&again, b"\"done\"", Some("dedup")))
         .await;
     assert!(second.await.unwrap().is_ok());
 }
@@ -131,7 +136,7 @@ const BIG: usize = 20_000;
 /// A relay on `ip` registered under the names `names` (proxies and stand-ins in front
 /// of it, bound before it starts); returns it once `proxies` forward to it.
 async fn relay_named(
-    reg: &rmb_testkit::TestRegistrar,
+    reg: &TestRegistrar,
     ip: &str,
     names: &[std::net::SocketAddr],
     proxies: &[&Proxy],
@@ -183,10 +188,14 @@ async fn answer(raw: &RawTwin, conn: &mut rmb_testkit::RawConn, expected: &str) 
 
 #[tokio::test]
 async fn a_request_a_relay_may_have_got_is_not_sent_again_where_copies_are_not_dropped() {
-    let reg = rmb_testkit::TestRegistrar::start().await.unwrap();
+    let reg = TestRegistrar::start().await.unwrap();
+    // The caller's relay is known by the name of a stand-in for the original relay,
+    // which keeps copies (it does not say `rmb-dedup`), in front of a proxy that can
+    // be partitioned.
     let proxy = Proxy::bind("127.0.0.1").await.unwrap();
-    let relay = relay_named(&reg, "127.0.0.1", &[proxy.addr()], &[&proxy]).await;
-    let caller = client_with(&reg, [format!("ws://{}", proxy.addr())], |b| b).await;
+    let original = saying_dedup(proxy.addr(), false).await;
+    let relay = relay_named(&reg, "127.0.0.1", &[original], &[&proxy]).await;
+    let caller = client_with(&reg, [format!("ws://{original}")], |b| b).await;
     let raw = RawTwin::register(&reg, &[&relay]).await;
     let mut conn = raw.connect(&relay).await;
     let call = call_into_black_hole(&caller, raw.id, &proxy).await;
@@ -196,7 +205,7 @@ async fn a_request_a_relay_may_have_got_is_not_sent_again_where_copies_are_not_d
     // It fails at once, saying why (rather than timing out).
     match call.await.unwrap() {
         Err(CallError::Unconfirmed(Unconfirmed::MaybeDelivered { relay, why })) => {
-            assert_eq!(relay, format!("ws://{}", proxy.addr()));
+            assert_eq!(relay, format!("ws://{original}"));
             assert_eq!(why, NotResent::RelayKeepsCopies);
         }
         other => panic!("expected an unconfirmed request, got {other:?}"),
@@ -209,13 +218,13 @@ async fn a_request_a_relay_may_have_got_is_not_sent_again_where_copies_are_not_d
 
 #[tokio::test]
 async fn a_request_a_relay_may_have_got_goes_again_only_to_that_relay_when_it_drops_copies() {
-    let reg = rmb_testkit::TestRegistrar::start().await.unwrap();
+    let reg = TestRegistrar::start().await.unwrap();
     // r1 is known by two names: `direct` (the receiver's, never cut) and a stand-in
     // that says it drops copies in front of `cut`, a proxy that can be partitioned
     // (the caller's). r2 is behind `p2`, down at first.
     let direct = Proxy::bind("127.0.0.1").await.unwrap();
     let cut = Proxy::bind("127.0.0.1").await.unwrap();
-    let dedup = advertising_dedup(cut.addr()).await;
+    let dedup = saying_dedup(cut.addr(), true).await;
     let r1 = relay_named(&reg, "127.0.0.1", &[direct.addr(), dedup], &[&direct, &cut]).await;
     let p2 = Proxy::bind("127.0.0.6").await.unwrap();
     let r2 = relay_named(&reg, "127.0.0.6", &[p2.addr()], &[]).await;

@@ -13,7 +13,9 @@
 //!   a given database, that can be restarted on the same port and database;
 //! - [`TestRelay`]: an in-process relay on any 127.0.0.x address and a free port;
 //! - [`Proxy`]: a TCP proxy that can be switched to a black hole (a network partition);
-//! - [`RawConn`]: a raw WebSocket connection to a relay for hand-made envelopes.
+//! - [`RawConn`]: a raw WebSocket connection to a relay for hand-made envelopes;
+//! - [`shift`]: every variant of a signed envelope that keeps its signature (the
+//!   field-shift attack), to send to real servers.
 //!
 //! Readiness is polled with a bounded deadline, never waited for with sleeps. Use it as
 //! a dev-dependency only.
@@ -28,12 +30,14 @@ use std::time::{Duration, Instant};
 mod process;
 mod proxy;
 mod relay;
+pub mod shift;
 pub mod ws;
 
 pub use process::{refused_config, Process};
 pub use proxy::Proxy;
 pub use relay::{fresh_client, TestRelay};
-use rmb_registrar::{Config, RegistrarClient, ServerHandle};
+use rmb_registrar::{Config, ServerHandle};
+use rmb_registrar_client::RegistrarClient;
 use sqlx::migrate::MigrateDatabase as _;
 pub use ws::RawConn;
 
@@ -60,7 +64,7 @@ pub enum Error {
     #[error("registrar: {0}")]
     Registrar(#[from] rmb_registrar::Error),
     #[error("registrar client: {0}")]
-    Client(#[from] rmb_registrar::ClientError),
+    Client(#[from] rmb_registrar_client::ClientError),
     #[error("relay: {0}")]
     Relay(#[from] rmb_relay::StartError),
 }
@@ -323,6 +327,17 @@ impl TestRegistrar {
         let dir = tempfile::tempdir().map_err(io("creating a temp dir for the registrar"))?;
         let db = dir.path().join("registrar.db");
         let mut registrar = Self::start_with_config(Config::new(path_str(&db))).await?;
+        registrar._dir = Some(dir);
+        Ok(registrar)
+    }
+
+    /// On a new SQLite file in a temp dir, with the configuration changed by `adjust`
+    /// (e.g. short HTTP timeouts).
+    pub async fn start_configured(adjust: impl FnOnce(&mut Config)) -> Result<Self> {
+        let dir = tempfile::tempdir().map_err(io("creating a temp dir for the registrar"))?;
+        let mut config = Config::new(path_str(&dir.path().join("registrar.db")));
+        adjust(&mut config);
+        let mut registrar = Self::start_with_config(config).await?;
         registrar._dir = Some(dir);
         Ok(registrar)
     }

@@ -36,7 +36,7 @@ pub use fields::EnvelopeFields;
 pub use violation::{Field, Violation};
 
 use crate::proto::{Address, Envelope, EnvelopeHeader, Kind};
-use shape::{check_schema, check_text, HOST, TAGS, TOKEN};
+use shape::{check_schema, check_text, COMMAND, HOST, TAGS, TOKEN};
 
 /// Limits on what an envelope may hold. [`Rules::default`] is set from what the existing
 /// clients send (sources in each field's comment and in `docs/compatibility.md`,
@@ -63,7 +63,8 @@ pub struct Rules {
     /// `uuidv4()`, our SDK and rmb-peer `Uuid::new_v4()`.
     pub max_uid_len: usize,
     /// Longest request command: 128 bytes. Real commands are dotted names such as
-    /// `zos.deployment.deploy` or `zos.network.public_config_get` (under 40 bytes).
+    /// `zos.deployment.deploy` or `zos.network.public_config_get` (under 40 bytes), in
+    /// letters, digits and `._-:` (rmb-sdk-go's router splits them on `.`).
     pub max_command_len: usize,
     /// Longest `tags`: 256 bytes. rmb-sdk-go sends none, the TypeScript client `""`, our
     /// SDK tokens such as `dedup` or `fail-fast`; rmb-peer passes the application's `tag`.
@@ -178,7 +179,13 @@ impl Rules {
             check_text(Field::Tags, tags, self.max_tags_len, TAGS, true)?;
         }
         if let Some(command) = env.command() {
-            check_text(Field::Command, command, self.max_command_len, TOKEN, false)?;
+            check_text(
+                Field::Command,
+                command,
+                self.max_command_len,
+                COMMAND,
+                false,
+            )?;
         }
         if let Some(schema) = env.schema() {
             check_schema(schema, self.max_schema_len)?;

@@ -17,6 +17,13 @@ fn printable(b: u8) -> bool {
     b == b' ' || b.is_ascii_graphic()
 }
 
+/// Command names: dotted identifiers (`zos.deployment.deploy`, `rmb.version`). No `/`,
+/// `{` or `"`, so a command cannot absorb a schema (always `type/subtype`) or the start
+/// of a JSON payload.
+fn name(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"._-:".contains(&b)
+}
+
 /// RFC 9110 `tchar`, plus what a media type with parameters needs (`/`, `;`, `=`, space).
 fn media_type(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~/;= ".contains(&b)
@@ -28,7 +35,12 @@ fn host(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b".-_:[]".contains(&b)
 }
 
-/// Identifiers: uid, command, session id. No spaces or control characters, so they can
+pub(super) const COMMAND: Charset = Charset {
+    name: "letters, digits and . _ - :",
+    allows: name,
+};
+
+/// Identifiers: uid, session id. No spaces or control characters, so they can
 /// be logged, used in Redis key names and printed as `twin:session` safely.
 pub(super) const TOKEN: Charset = Charset {
     name: "printable ASCII without spaces",
@@ -171,7 +183,10 @@ mod tests {
     fn charsets_hold_what_real_clients_send() {
         let ok = |v: &str, c: Charset| v.bytes().all(c.allows);
         assert!(ok("2c6bd4a8-1c5f-4a8e-9d0e-5b1f1f3f0a01", TOKEN));
-        assert!(ok("zos.deployment.deploy", TOKEN));
+        assert!(ok("zos.deployment.deploy", COMMAND));
+        assert!(ok("zos.network.public_config_get", COMMAND));
+        assert!(!ok("zos.deployment.deployapplication/json", COMMAND));
+        assert!(!ok("calc.add{\"a\"", COMMAND));
         assert!(ok("dedup, fail-fast", TAGS));
         assert!(ok("application/json", SCHEMA));
         assert!(ok("text/plain; charset=utf-8", SCHEMA));
