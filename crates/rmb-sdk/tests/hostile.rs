@@ -246,7 +246,7 @@ impl Served {
         self.client.address().clone()
     }
 
-    fn from_raw(&self) -> Address {
+    fn raw_address(&self) -> Address {
         Address::twin(self.raw.id)
     }
 
@@ -271,7 +271,7 @@ async fn a_request_from_the_future_is_refused_with_102() {
     let mut s = Served::start().await;
     // Signed, so every relay on the way passes it; it would live for a long time.
     let later = rmb_core::time::now() + 86_400;
-    let env = s.request("future-1", s.from_raw(), s.me(), later, |_| {});
+    let env = s.request("future-1", s.raw_address(), s.me(), later, |_| {});
     let message = s.refused(&env, ErrorCode::Expired).await;
     assert!(message.contains("ahead"), "{message}");
 }
@@ -283,9 +283,9 @@ async fn overlong_fields_are_refused_with_100_naming_the_field() {
     // Too long a uid cannot even be answered (the error reply would carry it and be
     // refused in turn): it is dropped.
     let uid = "u".repeat(1000);
-    let long_uid = s.request(&uid, s.from_raw(), s.me(), now, |_| {});
+    let long_uid = s.request(&uid, s.raw_address(), s.me(), now, |_| {});
     s.relay.inject_envelope(&long_uid).await;
-    let long_tags = s.request("tags-1", s.from_raw(), s.me(), now, |out| {
+    let long_tags = s.request("tags-1", s.raw_address(), s.me(), now, |out| {
         out.tags = Some("t".repeat(10_000));
     });
     let message = s.refused(&long_tags, ErrorCode::InvalidMessage).await;
@@ -301,7 +301,7 @@ async fn a_request_for_another_session_of_the_twin_is_refused() {
     let now = rmb_core::time::now();
     // A relay hands the default session what was signed for session "" (design D2).
     let elsewhere = Address::session(s.me().twin, "");
-    let env = s.request("elsewhere-1", s.from_raw(), elsewhere, now, |_| {});
+    let env = s.request("elsewhere-1", s.raw_address(), elsewhere, now, |_| {});
     let message = s.refused(&env, ErrorCode::Expired).await;
     assert!(message.contains("not to"), "{message}");
 }
@@ -311,7 +311,7 @@ async fn a_reply_goes_to_the_exact_source_address_of_its_request() {
     let mut s = Served::start().await;
     let now = rmb_core::time::now();
     // Session "" is not "no session" (design D2): the TypeScript client sends it.
-    for from in [Address::session(s.raw.id, ""), s.from_raw()] {
+    for from in [Address::session(s.raw.id, ""), s.raw_address()] {
         let uid = format!("from-{from:?}").replace(['"', ' ', '{', '}', '(', ')', ':', ','], "");
         let env = s.request(&uid, from.clone(), s.me(), now, |_| {});
         s.relay.inject_envelope(&env).await;
