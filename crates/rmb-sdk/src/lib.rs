@@ -49,25 +49,30 @@
 //!   cargo run -p rmb-sdk --example call -- N echo 'hello'
 //! ```
 
-pub mod client;
-pub mod error;
-pub mod identity;
-pub mod incoming;
+#![warn(missing_docs)]
+
+mod client;
+mod error;
+mod identity;
+mod incoming;
 pub mod memory;
-pub mod outgoing;
-pub mod pool;
-pub mod resend;
-pub mod serve;
+mod outgoing;
+mod pool;
+mod resend;
+mod serve;
 mod tags;
 
 pub use client::{
-    relay_host, Client, ClientBuilder, Event, Sent, DEFAULT_MAX_CONCURRENT_REQUESTS,
-    DEFAULT_RESEND_AFTER,
+    relay_host, reply_ttl, Client, ClientBuilder, Event, Reply, RequestBuilder, Sent,
+    DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_RESEND_AFTER, DEFAULT_TIMEOUT,
 };
 pub use error::{BuildError, CallError, HandlerError, NotResent, SendError, Unconfirmed};
 pub use incoming::{Incoming, Kind};
 pub use memory::{InMemory, Memory, MemoryError, MemoryLimits};
-pub use outgoing::{Outgoing, DEFAULT_SCHEMA};
+// Envelopes built by hand: for gateways that relay envelopes whose uid and destination
+// someone else chose (rmb-peer sends what its local applications wrote), and for tools
+// and tests that play a twin without a client. Applications use `Client::request`.
+pub use outgoing::{seal, Outgoing, DEFAULT_SCHEMA};
 pub use pool::{PoolConfig, DEDUP_HEADER};
 pub use resend::Resend;
 pub use rmb_core::{Address, KeyType};

@@ -13,7 +13,7 @@ use rmb_core::peer_api::ErrorCode;
 use rmb_core::proto::{Message, Request, Response};
 use rmb_core::{Address, Envelope, KeyType};
 use rmb_registrar_client::{ClientConfig, RegistrarClient};
-use rmb_sdk::outgoing::{seal, Outgoing};
+use rmb_sdk::{seal, Outgoing};
 use rmb_sdk::{Client, ClientBuilder};
 use rmb_testkit::{Proxy, TestRegistrar};
 
@@ -187,7 +187,7 @@ async fn a_flood_of_requests_beyond_the_queue_costs_a_bounded_number_of_refusals
         relay
             .inject_envelope(&raw.reply(&request, b"{}", None))
             .await;
-        assert_eq!(call.await.unwrap().unwrap(), b"{}");
+        assert_eq!(call.await.unwrap().unwrap().payload, &b"{}"[..]);
     })
     .await;
     assert!(
