@@ -1,7 +1,7 @@
 //! The client: a twin connected to its relays, making calls and serving handlers.
 //!
-//! By concern: [`builder`] configures and starts it, [`call`] sends requests and
-//! waits for their replies, [`inbound`] checks and routes what the relays hand it;
+//! By concern: `builder` configures and starts it, `call` sends requests and
+//! waits for their replies, `inbound` checks and routes what the relays hand it;
 //! this module holds the state they share and the way out (sealing, tracking for
 //! re-sending, queueing for the relays).
 
@@ -88,7 +88,7 @@ struct Inner {
     started: Instant,
 }
 
-/// An envelope handed to the relays by [`Client::send`].
+/// An envelope handed to the relays by [`RequestBuilder::send`] or [`Client::send`].
 #[derive(Debug)]
 pub struct Sent {
     uid: String,
@@ -182,10 +182,13 @@ impl Client {
         self.inner.handlers.remove(command)
     }
 
-    /// Encrypts (when the destination has an e2e key), stamps, signs and queues an
-    /// envelope for the relays. Returns once it is queued, with a handle that tells when
-    /// a relay confirmed it ([`Sent::confirmed`]). Replies are tagged `dedup` (we drop
-    /// copies of requests we have seen).
+    /// Sends an envelope built by hand: encrypts it (when the destination has an e2e
+    /// key), stamps, signs and queues it for the relays. Returns once it is queued, with
+    /// a handle that tells when a relay confirmed it ([`Sent::confirmed`]). Replies are
+    /// tagged `dedup` (we drop copies of requests we have seen).
+    ///
+    /// For gateways that pass on envelopes someone else addressed (rmb-peer); an
+    /// application uses [`Client::request`], which picks the uid and source itself.
     pub async fn send(&self, out: Outgoing) -> Result<Sent, SendError> {
         self.inner.send(out).await
     }
