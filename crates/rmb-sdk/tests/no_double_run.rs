@@ -13,21 +13,15 @@ use common::*;
 use rmb_core::proto::Message;
 use rmb_core::{Envelope, KeyType};
 use rmb_sdk::{CallError, Client, NotResent, Reply, Unconfirmed};
-use rmb_testkit::{Proxy, TestRegistrar, TestRelay};
+use rmb_testkit::{Proxy, TestRelay};
 
 /// A caller that re-sends unanswered requests after 50 ms (then 100 ms, ...), where
-/// its policy allows, on a relay the test plays, and a raw twin to call. The test sees
-/// every copy the caller writes: our relay would drop copies itself (design D1a), and
-/// these tests are about the caller's side.
-async fn eager_caller_on_played_relay() -> (TestRegistrar, HostileRelay, Client, RawTwin) {
-    let reg = TestRegistrar::start().await.unwrap();
-    let relay = HostileRelay::start().await;
-    let caller = client_with(&reg, [relay.url()], |b| {
+/// its policy allows.
+async fn eager_caller(n: &Net) -> Client {
+    client_with(&n.reg, [n.relay.ws_url()], |b| {
         b.resend_interval(Duration::from_millis(50))
     })
-    .await;
-    let raw = RawTwin::register(&reg, &[]).await;
-    (reg, relay, caller, raw)
+    .await
 }
 
 fn command(env: &Envelope) -> Option<&str> {
@@ -39,7 +33,10 @@ fn command(env: &Envelope) -> Option<&str> {
 
 #[tokio::test]
 async fn a_receiver_that_does_not_deduplicate_sees_a_slow_request_once() {
-    let (_reg, mut relay, caller, raw) = eager_caller_on_played_relay().await;
+    let n = net().await;
+    let caller = eager_caller(&n).await;
+    let raw = RawTwin::register(&n.reg, &[&n.relay]).await;
+    let mut conn = raw.connect(&n.relay).await;
     let slow = {
         let (caller, to) = (caller.clone(), raw.id);
         tokio::spawn(async move {
@@ -48,14 +45,12 @@ async fn a_receiver_that_does_not_deduplicate_sees_a_slow_request_once() {
                 .await
         })
     };
-    let request = relay.recv().await;
+    let request = conn.recv().await;
     assert_eq!(command(&request), Some("slow"));
     // The handler takes longer than the caller waits (and longer than every re-send
     // interval): once the call has given up, nothing more of it can be on its way.
     assert_eq!(slow.await.unwrap(), Err(CallError::Timeout));
-    relay
-        .inject_envelope(&raw.reply(&request, b"\"done\"", None))
-        .await;
+    conn.send(&raw.reply(&request, b"\"done\"", None)).await;
     // Frames of one link arrive in order: once the marker is here, every copy of the
     // slow request the caller sent before it has arrived too.
     let marker = {
@@ -64,7 +59,7 @@ async fn a_receiver_that_does_not_deduplicate_sees_a_slow_request_once() {
     };
     let mut copies = 0;
     let marker_request = loop {
-        let env = relay.recv().await;
+        let env = conn.recv().await;
         match command(&env) {
             Some("marker") => break env,
             Some("slow") => copies += 1,
@@ -72,34 +67,34 @@ async fn a_receiver_that_does_not_deduplicate_sees_a_slow_request_once() {
         }
     };
     assert_eq!(copies, 0, "the slow request ran {} times", copies + 1);
-    relay
-        .inject_envelope(&raw.reply(&marker_request, b"\"done\"", None))
+    conn.send(&raw.reply(&marker_request, b"\"done\"", None))
         .await;
     assert!(marker.await.unwrap().is_ok());
 }
 
 #[tokio::test]
 async fn a_request_a_relay_lost_reaches_a_receiver_that_advertised_dedup() {
-    let (_reg, mut relay, caller, raw) = eager_caller_on_played_relay().await;
+    let n = net().await;
+    let caller = eager_caller(&n).await;
+    let raw = RawTwin::register(&n.reg, &[&n.relay]).await;
+    let mut conn = raw.connect(&n.relay).await;
     let call = |command: &'static str| {
         let (caller, to) = (caller.clone(), raw.id);
         tokio::spawn(async move { caller.call(to, command, vec![], WAIT).await })
     };
     // The raw twin plays one of our receivers: its replies say that it drops copies.
     let first = call("first");
-    let request = relay.recv().await;
-    relay
-        .inject_envelope(&raw.reply(&request, b"\"done\"", Some("dedup")))
+    let request = conn.recv().await;
+    conn.send(&raw.reply(&request, b"\"done\"", Some("dedup")))
         .await;
     assert!(first.await.unwrap().is_ok());
-    // Now the relay loses the first copy of the next request.
+    // Now it plays a relay that lost the first copy of the next request.
     let second = call("second");
-    let lost = relay.recv().await;
-    let again = relay.recv().await;
+    let lost = conn.recv().await;
+    let again = conn.recv().await;
     assert_eq!(command(&lost), Some("second"));
-    assert_eq!(lost, again, "the very same envelope is sent again");
-    relay
-        .inject_envelope(&raw.reply(&again, b"\"done\"", Some("dedup")))
+    assert_signed_again(&lost, &again);
+    conn.send(&raw.reply(&again, b"\"done\"", Some("dedup")))
         .await;
     assert!(second.await.unwrap().is_ok());
 }
@@ -136,15 +131,22 @@ const BIG: usize = 20_000;
 /// A relay on `ip` registered under the names `names` (proxies and stand-ins in front
 /// of it, bound before it starts); returns it once `proxies` forward to it.
 async fn relay_named(
-    reg: &TestRegistrar,
+    reg: &rmb_testkit::TestRegistrar,
     ip: &str,
     names: &[std::net::SocketAddr],
     proxies: &[&Proxy],
+    drops_copies: bool,
 ) -> TestRelay {
     let domains = names.iter().map(|a| a.to_string()).collect();
-    let relay = TestRelay::start_with(ip, &reg.url(), Some(domains), |_| {})
-        .await
-        .unwrap();
+    // A relay that remembers nothing stands in for the original relay: it does not
+    // advertise `rmb-dedup: 1`.
+    let relay = TestRelay::start_with(ip, &reg.url(), Some(domains), |c| {
+        if !drops_copies {
+            c.dedup_capacity = 0;
+        }
+    })
+    .await
+    .unwrap();
     for proxy in proxies {
         proxy.set_target(relay.addr());
         proxy.heal();
@@ -188,14 +190,10 @@ async fn answer(raw: &RawTwin, conn: &mut rmb_testkit::RawConn, expected: &str) 
 
 #[tokio::test]
 async fn a_request_a_relay_may_have_got_is_not_sent_again_where_copies_are_not_dropped() {
-    let reg = TestRegistrar::start().await.unwrap();
-    // The caller's relay is known by the name of a stand-in for the original relay,
-    // which keeps copies (it does not say `rmb-dedup`), in front of a proxy that can
-    // be partitioned.
+    let reg = rmb_testkit::TestRegistrar::start().await.unwrap();
     let proxy = Proxy::bind("127.0.0.1").await.unwrap();
-    let original = saying_dedup(proxy.addr(), false).await;
-    let relay = relay_named(&reg, "127.0.0.1", &[original], &[&proxy]).await;
-    let caller = client_with(&reg, [format!("ws://{original}")], |b| b).await;
+    let relay = relay_named(&reg, "127.0.0.1", &[proxy.addr()], &[&proxy], false).await;
+    let caller = client_with(&reg, [format!("ws://{}", proxy.addr())], |b| b).await;
     let raw = RawTwin::register(&reg, &[&relay]).await;
     let mut conn = raw.connect(&relay).await;
     let call = call_into_black_hole(&caller, raw.id, &proxy).await;
@@ -205,7 +203,7 @@ async fn a_request_a_relay_may_have_got_is_not_sent_again_where_copies_are_not_d
     // It fails at once, saying why (rather than timing out).
     match call.await.unwrap() {
         Err(CallError::Unconfirmed(Unconfirmed::MaybeDelivered { relay, why })) => {
-            assert_eq!(relay, format!("ws://{original}"));
+            assert_eq!(relay, format!("ws://{}", proxy.addr()));
             assert_eq!(why, NotResent::RelayKeepsCopies);
         }
         other => panic!("expected an unconfirmed request, got {other:?}"),
@@ -218,16 +216,23 @@ async fn a_request_a_relay_may_have_got_is_not_sent_again_where_copies_are_not_d
 
 #[tokio::test]
 async fn a_request_a_relay_may_have_got_goes_again_only_to_that_relay_when_it_drops_copies() {
-    let reg = TestRegistrar::start().await.unwrap();
+    let reg = rmb_testkit::TestRegistrar::start().await.unwrap();
     // r1 is known by two names: `direct` (the receiver's, never cut) and a stand-in
     // that says it drops copies in front of `cut`, a proxy that can be partitioned
     // (the caller's). r2 is behind `p2`, down at first.
     let direct = Proxy::bind("127.0.0.1").await.unwrap();
     let cut = Proxy::bind("127.0.0.1").await.unwrap();
-    let dedup = saying_dedup(cut.addr(), true).await;
-    let r1 = relay_named(&reg, "127.0.0.1", &[direct.addr(), dedup], &[&direct, &cut]).await;
+    let dedup = advertising_dedup(cut.addr()).await;
+    let r1 = relay_named(
+        &reg,
+        "127.0.0.1",
+        &[direct.addr(), dedup],
+        &[&direct, &cut],
+        true,
+    )
+    .await;
     let p2 = Proxy::bind("127.0.0.6").await.unwrap();
-    let r2 = relay_named(&reg, "127.0.0.6", &[p2.addr()], &[]).await;
+    let r2 = relay_named(&reg, "127.0.0.6", &[p2.addr()], &[], true).await;
     let urls = [format!("ws://{dedup}"), format!("ws://{}", p2.addr())];
     let caller = client_with(&reg, urls, |b| b).await;
     // The receiver lives on r1: what goes through r2 reaches it by federation.

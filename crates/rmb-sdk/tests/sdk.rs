@@ -12,7 +12,7 @@ use rmb_core::proto::{Message, Payload};
 use rmb_core::{envelope, Address, Envelope, KeyType};
 use rmb_sdk::{seal, Outgoing};
 use rmb_sdk::{CallError, Client, HandlerError, Reply, Resend, SendError};
-use rmb_testkit::{TestRegistrar, TestRelay};
+use rmb_testkit::TestRelay;
 
 #[tokio::test]
 async fn call_and_serve_between_sr25519_and_ed25519_with_e2e() {
@@ -470,27 +470,26 @@ async fn requests_beyond_the_queue_get_a_busy_error() {
 
 // With `Resend::Always` (a deployment whose receivers all drop copies), even a receiver
 // never heard from gets the same envelope again. (The default policy, and receivers
-// that do not de-duplicate: tests/no_double_run.rs.) The relay is played by the test,
-// which sees every copy: ours would drop the copy itself (design D1a).
+// that do not de-duplicate: tests/no_double_run.rs.)
 #[tokio::test]
 async fn with_resend_always_a_request_the_network_lost_is_sent_again_until_answered() {
-    let reg = TestRegistrar::start().await.unwrap();
-    let mut relay = HostileRelay::start().await;
-    let caller = client_with(&reg, [relay.url()], |b| {
+    let n = net().await;
+    let caller = client_with(&n.reg, [n.relay.ws_url()], |b| {
         b.resend(Resend::Always)
             .resend_interval(Duration::from_millis(100))
     })
     .await;
-    let raw = RawTwin::register(&reg, &[]).await;
+    let raw = RawTwin::register(&n.reg, &[&n.relay]).await;
+    let mut conn = raw.connect(&n.relay).await;
     let call = {
         let (caller, to) = (caller.clone(), raw.id);
         tokio::spawn(async move { caller.call(to, "x", b"hi".to_vec(), WAIT).await })
     };
-    // The relay loses the first copy.
-    let first = relay.recv().await;
-    let second = relay.recv().await;
+    // The raw twin plays a relay that lost the first copy: it ignores it.
+    let first = conn.recv().await;
+    let second = conn.recv().await;
     assert!(matches!(first.message, Some(Message::Request(_))));
-    assert_eq!(first, second, "the very same envelope is sent again");
+    assert_signed_again(&first, &second);
     let reply = Outgoing::response(
         first.uid.clone(),
         Address::twin(raw.id),
@@ -499,33 +498,35 @@ async fn with_resend_always_a_request_the_network_lost_is_sent_again_until_answe
         None,
         60,
     );
-    relay
-        .inject_envelope(&seal(reply, &raw.signer, None, rmb_core::time::now()))
+    conn.send(&seal(reply, &raw.signer, None, rmb_core::time::now()))
         .await;
     assert_eq!(call.await.unwrap().unwrap().payload, &b"answer"[..]);
 }
 
-// The relay is played by the test: ours would drop the copy before it reached the
-// server (design D1a); the original relay passes it on.
 #[tokio::test]
 async fn a_copy_of_an_answered_request_gets_the_same_reply_without_a_second_run() {
-    let reg = TestRegistrar::start().await.unwrap();
-    let mut relay = HostileRelay::start().await;
-    let server = client_with(&reg, [relay.url()], |b| b).await;
+    let n = net().await;
+    let server = client_on(&n.reg, &[&n.relay], KeyType::Ed25519, true).await;
     let runs = Arc::new(AtomicUsize::new(0));
     let seen = runs.clone();
     server.handle("count", move |_| {
         let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
         async move { Ok(n.to_string().into_bytes()) }
     });
-    let raw = RawTwin::register(&reg, &[]).await;
+    let raw = RawTwin::register(&n.reg, &[&n.relay]).await;
+    let mut conn = raw.connect(&n.relay).await;
     let request = raw.request("replayed-1", server.twin_id(), "count", b"");
-    relay.inject_envelope(&request).await;
-    let first = relay.recv().await;
-    // The reply was "lost"; the requester sends the same bytes again.
-    relay.inject_envelope(&request).await;
-    let second = relay.recv().await;
-    assert_eq!(first, second);
+    conn.send(&request).await;
+    let first = conn.recv().await;
+    // The reply was "lost"; the requester sends the request again, signed anew (the
+    // relay drops an exact copy before it reaches the receiver).
+    let mut again = request.clone();
+    again.timestamp += 1;
+    again.expiration -= 1;
+    rmb_core::envelope::sign(&mut again, &raw.signer);
+    conn.send(&again).await;
+    let second = conn.recv().await;
+    assert_signed_again(&first, &second);
     match first.message {
         Some(Message::Response(_)) => {}
         other => panic!("expected a response, got {other:?}"),

@@ -141,12 +141,10 @@ impl RawTwin {
     }
 }
 
-/// Stands in for a relay that says (`advertise`) or does not say that it drops copies,
-/// whatever the relay at `target` says: forwards TCP to it and rewrites only the
-/// `rmb-dedup` line of the HTTP response head (the WebSocket upgrade), byte for byte
-/// otherwise. Without the line it plays the original relay, which keeps copies.
-/// Returns its address.
-pub async fn saying_dedup(target: std::net::SocketAddr, advertise: bool) -> std::net::SocketAddr {
+/// Stands in for a relay that drops copies until ours says so itself: forwards TCP to
+/// `target` and adds `rmb-dedup: 1` to the HTTP response head (the WebSocket upgrade),
+/// byte for byte otherwise. Returns its address.
+pub async fn advertising_dedup(target: std::net::SocketAddr) -> std::net::SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -170,14 +168,11 @@ pub async fn saying_dedup(target: std::net::SocketAddr, advertise: bool) -> std:
                         }
                         head.extend_from_slice(&buf[..n]);
                         if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break i + 4;
+                            break i + 2;
                         }
                     };
-                    let rest = head.split_off(end);
-                    client_tx
-                        .write_all(&rewrite_dedup_line(&head, advertise))
-                        .await?;
-                    client_tx.write_all(&rest).await?;
+                    head.splice(end..end, b"rmb-dedup: 1\r\n".iter().copied());
+                    client_tx.write_all(&head).await?;
                     tokio::io::copy(&mut server_rx, &mut client_tx).await?;
                     Ok(())
                 };
@@ -191,17 +186,15 @@ pub async fn saying_dedup(target: std::net::SocketAddr, advertise: bool) -> std:
     addr
 }
 
-/// `head` (an HTTP response head, ending with its blank line) without any `rmb-dedup`
-/// line, and with `rmb-dedup: 1` if `advertise`.
-fn rewrite_dedup_line(head: &[u8], advertise: bool) -> Vec<u8> {
-    let text = String::from_utf8_lossy(head);
-    let mut lines: Vec<&str> = text
-        .split("\r\n")
-        .filter(|line| !line.to_ascii_lowercase().starts_with("rmb-dedup:"))
-        .collect();
-    // The head ends with "\r\n\r\n": the last two pieces are empty.
-    if advertise {
-        lines.insert(lines.len() - 2, "rmb-dedup: 1");
-    }
-    lines.join("\r\n").into_bytes()
+/// A timed re-send is the same request (uid, addresses, payload, deadline) signed again,
+/// so that a relay which dropped exact copies lets it through to the receiver.
+pub fn assert_signed_again(first: &Envelope, again: &Envelope) {
+    assert_eq!(again.uid, first.uid);
+    assert_eq!(again.payload, first.payload);
+    assert_eq!(
+        again.timestamp + again.expiration,
+        first.timestamp + first.expiration,
+        "the deadline is kept"
+    );
+    assert_ne!(again.signature, first.signature, "signed again");
 }
