@@ -240,6 +240,7 @@ pub async fn call(args: CallArgs) -> anyhow::Result<()> {
     client.shutdown();
     match result {
         Ok(reply) => {
+            let reply = reply.payload;
             if args.json {
                 let reply_value = serde_json::from_slice::<serde_json::Value>(&reply)
                     .unwrap_or_else(|_| {

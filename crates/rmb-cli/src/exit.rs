@@ -11,7 +11,7 @@
 //! | 6 | the remote service answered with an error |
 //! | 7 | a relay refused or could not route the request |
 
-use rmb_sdk::{BuildError, CallError};
+use rmb_sdk::{BuildError, CallError, SendError};
 
 /// An error that knows its exit code.
 #[derive(Debug)]
@@ -43,8 +43,9 @@ pub fn code_of(e: &anyhow::Error) -> i32 {
             CallError::Timeout => 5,
             CallError::Remote { .. } => 6,
             CallError::Relay(_) => 7,
-            CallError::UnknownTwin(_) => 4,
-            CallError::Registrar(_) | CallError::NotConnected => 3,
+            CallError::NotSent(SendError::UnknownTwin(_)) => 4,
+            CallError::NotSent(SendError::Registrar(_) | SendError::Closed)
+            | CallError::NotConnected => 3,
             _ => 1,
         },
         None => 1,

@@ -143,7 +143,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             DEMO_BODY.to_vec(),
             Duration::from_secs(10),
         )
-        .await;
+        .await
+        .map(|reply| reply.payload);
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     let bob_record = registrar_client.get_twin(bob.twin_id()).await?;
     let encrypted = bob_record.as_ref().is_some_and(|t| t.rmb_enc_key.is_some());

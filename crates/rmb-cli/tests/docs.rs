@@ -1182,11 +1182,14 @@ impl Tour {
             .unwrap_or_else(|e| panic!("{at}: the SDK client: {e}"));
         let body = args.get(2).cloned().unwrap_or_default();
         let reply = client
-            .call(twin, &args[1], body.into_bytes(), Duration::from_secs(30))
+            .request(twin, args[1].as_str())
+            .payload(body)
+            .timeout(Duration::from_secs(30))
+            .call()
             .await;
         client.shutdown();
         let reply = reply.unwrap_or_else(|e| panic!("{at}: the SDK call failed: {e}"));
-        String::from_utf8_lossy(&reply).into_owned()
+        String::from_utf8_lossy(&reply.payload).into_owned()
     }
 
     async fn run_python(&mut self, at: &str, code: &str) {

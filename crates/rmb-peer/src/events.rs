@@ -76,6 +76,8 @@ pub(crate) async fn run(shared: Arc<Shared>, mut events: mpsc::Receiver<Event>) 
                     translate::error_reply(tracked.reference.clone(), "0".into(), error, now());
                 reply(&shared, &tracked, field, json, in_memory).await;
             }
+            // An event a newer SDK hands out that this peer does not know yet.
+            Some(other) => tracing::debug!(?other, "ignored an SDK event"),
         }
     }
 }

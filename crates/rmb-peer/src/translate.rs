@@ -247,7 +247,7 @@ pub fn local_reply(
         .filter(|s| !s.is_empty())
         .or_else(|| known.as_ref().and_then(|r| r.schema.clone()));
     let ttl = known.map_or(DEFAULT_TTL, |r| {
-        rmb_sdk::client::reply_ttl(r.deadline, reply.timestamp)
+        rmb_sdk::reply_ttl(r.deadline, reply.timestamp)
     });
     let mut out = match &reply.error {
         Some(err) => Outgoing::error(
@@ -322,7 +322,7 @@ pub fn version_reply(request: &Incoming, me: &Address, now: u64) -> Outgoing {
         request.source.clone(),
         serde_json::to_vec(&version).expect("a string serializes"),
         Some(rmb_sdk::DEFAULT_SCHEMA.into()),
-        rmb_sdk::client::reply_ttl(deadline, now),
+        rmb_sdk::reply_ttl(deadline, now),
     )
 }
 

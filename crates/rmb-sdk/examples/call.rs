@@ -25,8 +25,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()
         .await?;
     let reply = client
-        .call(twin, &command, body.into_bytes(), Duration::from_secs(30))
+        .request(twin, command)
+        .payload(body)
+        .timeout(Duration::from_secs(30))
+        .call()
         .await?;
-    println!("{}", String::from_utf8_lossy(&reply));
+    println!("{}", String::from_utf8_lossy(&reply.payload));
     Ok(())
 }

@@ -4,53 +4,58 @@ use rmb_core::peer_api::ErrorCode;
 
 /// Why [`Client::builder`](crate::Client::builder)`.build()` failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BuildError {
+    /// The secret is neither a mnemonic nor a `0x` seed of the key type.
     #[error("invalid secret: {0}")]
     Secret(#[from] rmb_core::IdentityError),
+    /// No relay URL was given.
     #[error("no relay given: a client needs at least one ws:// or wss:// relay URL")]
     NoRelay,
+    /// A relay URL is not `ws://` or `wss://` with a host.
     #[error("invalid relay URL {0:?}: expected ws://host[:port] or wss://host[:port]")]
     BadRelayUrl(String),
+    /// Neither a registrar URL nor a registrar client was given.
     #[error("no registrar given")]
     NoRegistrar,
+    /// The registrar could not be asked or refused the account.
     #[error("registrar: {0}")]
     Registrar(#[from] rmb_registrar_client::ClientError),
+    /// `no_update` is set and the key has no account.
     #[error("this key is not registered and no_update is set, so the account cannot be created")]
     NotRegistered,
+    /// The session id is `""` (a session id names an extra connection; none is `None`).
     #[error("session id must not be empty")]
     EmptySession,
 }
 
 /// Why a [`Client::call`](crate::Client::call) failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CallError {
     /// No reply within the call's timeout.
     #[error("no reply within the timeout")]
     Timeout,
     /// The remote service (or its peer) answered with an error.
     #[error("remote error {code}: {message}")]
-    Remote { code: u32, message: String },
+    Remote {
+        /// The error code (§4 codes from a peer, or the service's own).
+        code: u32,
+        /// What the remote said.
+        message: String,
+    },
     /// A relay could not route the request (unknown destination, rate limit, ...).
     #[error("relay error: {0}")]
     Relay(String),
     /// The reply did not verify (bad signature, undecryptable payload, ...).
     #[error("reply failed verification: {0}")]
     Verification(String),
-    /// The destination twin is not registered.
-    #[error("twin {0} is not registered")]
-    UnknownTwin(u32),
-    /// The registrar could not be asked about the destination.
-    #[error("registrar: {0}")]
-    Registrar(String),
-    /// The destination's e2e key is unusable.
-    #[error("cannot encrypt for twin {twin}: {message}")]
-    Encryption { twin: u32, message: String },
-    /// The client is shut down.
+    /// The request was not sent: see the [`SendError`] (its message is this one's).
+    #[error(transparent)]
+    NotSent(#[from] SendError),
+    /// The client shut down while the call was waiting.
     #[error("the client is shut down")]
     NotConnected,
-    /// The request breaks the envelope rules, so it was not sent.
-    #[error("invalid request: {0}")]
-    Invalid(#[source] rmb_core::rules::Violation),
     /// The request may or may not have reached a relay, and it was not sent again so
     /// that it cannot run twice: the caller decides whether trying again is safe.
     #[error("the request's fate is unknown: {0}")]
@@ -93,19 +98,32 @@ pub enum NotResent {
     Expired,
 }
 
-/// Why sending an envelope failed before it left this process.
+/// Why sending an envelope failed before it left this process. Messages carry their
+/// cause's as well (rmb-peer hands them to applications as they are); the cause itself
+/// is the [`source`](std::error::Error::source).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SendError {
     /// The envelope breaks the envelope rules (an over-long command, a bad session id,
     /// ...): a relay or receiver would refuse it.
     #[error("invalid envelope: {0}")]
     Invalid(#[source] rmb_core::rules::Violation),
+    /// The destination twin is not registered.
     #[error("twin {0} is not registered")]
     UnknownTwin(u32),
+    /// The registrar could not be asked about the destination.
     #[error("registrar: {0}")]
-    Registrar(String),
-    #[error("cannot encrypt for twin {twin}: {message}")]
-    Encryption { twin: u32, message: String },
+    Registrar(#[source] rmb_registrar_client::ClientError),
+    /// The destination's e2e key is unusable.
+    #[error("cannot encrypt for twin {twin}: {source}")]
+    Encryption {
+        /// The destination twin.
+        twin: u32,
+        /// Why its key is unusable.
+        #[source]
+        source: rmb_core::E2eError,
+    },
+    /// The client is shut down.
     #[error("the client is shut down")]
     Closed,
 }
@@ -122,27 +140,18 @@ impl SendError {
     }
 }
 
-impl From<SendError> for CallError {
-    fn from(e: SendError) -> Self {
-        match e {
-            SendError::Invalid(v) => CallError::Invalid(v),
-            SendError::UnknownTwin(t) => CallError::UnknownTwin(t),
-            SendError::Registrar(m) => CallError::Registrar(m),
-            SendError::Encryption { twin, message } => CallError::Encryption { twin, message },
-            SendError::Closed => CallError::NotConnected,
-        }
-    }
-}
-
 /// What a handler returns instead of a body: sent back as an error reply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct HandlerError {
+    /// The error code sent back (§4 codes, or the service's own).
     pub code: u32,
+    /// What the caller is told.
     pub message: String,
 }
 
 impl HandlerError {
+    /// An error reply with `code` and `message`.
     pub fn new(code: u32, message: impl Into<String>) -> Self {
         HandlerError {
             code,

@@ -58,10 +58,6 @@ impl Identity {
         &self.signer
     }
 
-    pub fn e2e(&self) -> Option<&E2eKey> {
-        self.e2e.as_ref()
-    }
-
     /// The public e2e key to register, if encryption is on.
     pub fn e2e_public_key(&self) -> Option<[u8; PUBLIC_KEY_LEN]> {
         self.e2e.as_ref().map(E2eKey::public_key)

@@ -8,14 +8,20 @@ use rmb_core::{envelope, Address, Envelope, SharedKey};
 
 /// What an incoming envelope carries once checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Kind {
+    /// A request for a command.
     Request {
+        /// The command to run.
         command: String,
     },
+    /// A successful reply.
     Response,
     /// An error reply from the remote twin (its service or its peer).
     Error {
+        /// The error code.
         code: u32,
+        /// What the remote said.
         message: String,
     },
 }
@@ -23,13 +29,21 @@ pub enum Kind {
 /// A verified (and decrypted) incoming message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Incoming {
+    /// The envelope uid (a reply carries its request's).
     pub uid: String,
+    /// Who sent it (twin and session); its signature was verified.
     pub source: Address,
+    /// Request, reply or error reply.
     pub kind: Kind,
+    /// The decrypted body (empty for an error reply).
     pub payload: Vec<u8>,
+    /// The schema the sender declared for the body.
     pub schema: Option<String>,
+    /// The sender's tags.
     pub tags: Option<String>,
+    /// When it was sent (unix seconds).
     pub timestamp: u64,
+    /// Seconds of life from `timestamp`.
     pub expiration: u64,
 }
 

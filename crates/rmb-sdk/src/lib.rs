@@ -1,24 +1,24 @@
 //! # rmb-sdk: call and serve RMB twins from Rust
 //!
 //! The peer side of RMB for Rust programs (other languages use the `rmb-peer` gateway,
-//! which is built on this crate). This crate owns:
+//! which is built on this crate).
 //!
-//! - [`identity`]: the twin's signing key and e2e key from one secret string, and the
-//!   cache of AES keys shared with other twins;
-//! - [`pool`]: connections to every relay at once (JWT of PROTOCOL.md §3.1), kept alive
-//!   with WebSocket and envelope pings, reconnected with capped exponential backoff and
-//!   jitter; envelopes go out over whichever link is healthy;
-//! - [`outgoing`] / [`incoming`]: the pure protocol steps: building, encrypting,
-//!   stamping and signing envelopes; classifying, checking expiry and signature,
-//!   decrypting and de-duplicating what arrives (tested without sockets);
-//! - [`Client`]: registration, [`Client::call`] with replies correlated by uid (many in
-//!   flight at once), handlers ([`Client::handle`]) with unknown commands and panics
-//!   turned into error replies, and incoming failures answered with the §4 error codes;
-//! - [`resend`]: end-to-end retransmission: requests are sent again until answered,
-//!   by default only to receivers that said (in a reply's tags) that they drop copies,
-//!   so that none that does not de-duplicate runs a request twice ([`Resend`]); replies
-//!   are kept to answer a copy of a request already handled;
-//! - [`error`]: one error type per operation ([`CallError`], [`BuildError`], ...).
+//! - [`Client::builder`] registers the twin (its signing key, relays and e2e key) and
+//!   connects to every relay at once; envelopes go out over whichever link is healthy,
+//!   links are kept alive with pings and reconnected with backoff.
+//! - [`Client::request`] starts a [`RequestBuilder`]: the client fills in its own
+//!   address, a fresh uid and a lifetime; [`RequestBuilder::call`] waits for the
+//!   [`Reply`] (many calls in flight at once, matched by uid), [`RequestBuilder::send`]
+//!   returns once the request is queued, with a [`Sent`] that tells when a relay
+//!   accepted it. [`Client::call`] is the shorthand.
+//! - [`Client::handle`] serves a command; unknown commands, handler errors and panics
+//!   become error replies, incoming envelopes that fail a check are answered with the
+//!   §4 error codes, and a flood of requests costs bounded tasks and memory.
+//! - Nothing runs twice: copies of requests are dropped (and answered with the reply
+//!   already sent, kept in a [`Memory`]), and a request without a reply is sent again
+//!   only toward receivers that said they drop copies ([`Resend`]).
+//! - One error type per operation: [`BuildError`], [`CallError`], [`SendError`],
+//!   [`Unconfirmed`].
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -31,7 +31,13 @@
 //!     .build()
 //!     .await?;
 //! client.handle("echo", |req| async move { Ok(req.payload) });
-//! let reply = client.call(7, "echo", b"hi".to_vec(), Duration::from_secs(10)).await?;
+//! let reply = client
+//!     .request(7, "echo")
+//!     .payload("hi")
+//!     .timeout(Duration::from_secs(10))
+//!     .call()
+//!     .await?;
+//! println!("{} says {:?}", reply.source, reply.payload);
 //! # Ok(()) }
 //! ```
 //!
@@ -49,25 +55,30 @@
 //!   cargo run -p rmb-sdk --example call -- N echo 'hello'
 //! ```
 
-pub mod client;
-pub mod error;
-pub mod identity;
-pub mod incoming;
+#![warn(missing_docs)]
+
+mod client;
+mod error;
+mod identity;
+mod incoming;
 pub mod memory;
-pub mod outgoing;
-pub mod pool;
-pub mod resend;
-pub mod serve;
+mod outgoing;
+mod pool;
+mod resend;
+mod serve;
 mod tags;
 
 pub use client::{
-    relay_host, Client, ClientBuilder, Event, Sent, DEFAULT_MAX_CONCURRENT_REQUESTS,
-    DEFAULT_RESEND_AFTER,
+    relay_host, reply_ttl, Client, ClientBuilder, Event, Reply, RequestBuilder, Sent,
+    DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_RESEND_AFTER, DEFAULT_TIMEOUT,
 };
 pub use error::{BuildError, CallError, HandlerError, NotResent, SendError, Unconfirmed};
 pub use incoming::{Incoming, Kind};
 pub use memory::{InMemory, Memory, MemoryError, MemoryLimits};
-pub use outgoing::{Outgoing, DEFAULT_SCHEMA};
+// Envelopes built by hand: for gateways that relay envelopes whose uid and destination
+// someone else chose (rmb-peer sends what its local applications wrote), and for tools
+// and tests that play a twin without a client. Applications use `Client::request`.
+pub use outgoing::{seal, Outgoing, DEFAULT_SCHEMA};
 pub use pool::{PoolConfig, DEDUP_HEADER};
 pub use resend::Resend;
 pub use rmb_core::{Address, KeyType};

@@ -12,13 +12,19 @@ pub const DEFAULT_SCHEMA: &str = "application/json";
 /// What an envelope says, before it is sealed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {
+    /// The envelope uid; unique per request, a reply repeats its request's.
     pub uid: String,
+    /// The sender (twin and session); a client sends only as its own address.
     pub source: Address,
+    /// The receiver (twin and session).
     pub destination: Address,
+    /// Request, response or error reply.
     pub message: Message,
     /// The body; `None` for error replies and pings.
     pub payload: Option<Vec<u8>>,
+    /// Tags (comma or space separated tokens; signed).
     pub tags: Option<String>,
+    /// The schema declared for the body.
     pub schema: Option<String>,
     /// When the message was created (0 = now). Stamping keeps the deadline
     /// `timestamp + expiration` (§2.2).

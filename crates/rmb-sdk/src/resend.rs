@@ -236,18 +236,22 @@ impl Outstanding {
         self.bytes -= freed;
         frames
     }
+}
 
+/// What the tests look at.
+#[cfg(test)]
+impl Outstanding {
     /// Requests (destinations) still waiting for an answer.
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.by_uid.values().map(Vec::len).sum()
     }
 
-    pub fn is_empty(&self) -> bool {
+    fn is_empty(&self) -> bool {
         self.by_uid.is_empty()
     }
 
     /// Bytes of requests kept.
-    pub fn bytes(&self) -> usize {
+    fn bytes(&self) -> usize {
         self.bytes
     }
 }

@@ -18,12 +18,17 @@ pub struct Request {
     pub uid: String,
     /// Who sent it (twin and session).
     pub source: Address,
+    /// The command it asks for.
     pub command: String,
     /// The decrypted body.
     pub payload: Vec<u8>,
+    /// The schema the sender declared for the body.
     pub schema: Option<String>,
+    /// The sender's tags.
     pub tags: Option<String>,
+    /// When it was sent (unix seconds).
     pub timestamp: u64,
+    /// Seconds of life from `timestamp`: the caller stops waiting after that.
     pub expiration: u64,
 }
 

@@ -9,9 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use rmb_core::peer_api::ErrorCode;
 use rmb_core::proto::{Message, Request, Response};
 use rmb_core::{Address, Envelope, KeyType};
 use rmb_registrar_client::{ClientConfig, RegistrarClient};
+use rmb_sdk::{seal, Outgoing};
 use rmb_sdk::{Client, ClientBuilder};
 use rmb_testkit::{Proxy, TestRegistrar};
 
@@ -185,11 +187,140 @@ async fn a_flood_of_requests_beyond_the_queue_costs_a_bounded_number_of_refusals
         relay
             .inject_envelope(&raw.reply(&request, b"{}", None))
             .await;
-        assert_eq!(call.await.unwrap().unwrap(), b"{}");
+        assert_eq!(call.await.unwrap().unwrap().payload, &b"{}"[..]);
     })
     .await;
     assert!(
         peak < (FLOOD / 2) as usize,
         "{peak} tasks alive at once for {FLOOD} requests from nobody"
     );
+}
+
+/// A client on a stranger's relay, serving `count` (which counts its runs), and a raw
+/// twin whose signed envelopes the relay hands it.
+struct Served {
+    relay: HostileRelay,
+    client: Client,
+    raw: RawTwin,
+    runs: Arc<AtomicUsize>,
+    _reg: TestRegistrar,
+}
+
+impl Served {
+    async fn start() -> Self {
+        let reg = TestRegistrar::start().await.unwrap();
+        let relay = HostileRelay::start().await;
+        let client = client_with(&reg, [relay.url()], |b| b).await;
+        let runs = Arc::new(AtomicUsize::new(0));
+        let seen = runs.clone();
+        client.handle("count", move |_| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            async { Ok(b"{}".to_vec()) }
+        });
+        let raw = RawTwin::register(&reg, &[]).await;
+        Served {
+            relay,
+            client,
+            raw,
+            runs,
+            _reg: reg,
+        }
+    }
+
+    /// A request for `count` signed by the raw twin, from `from` to `to`, stamped at
+    /// `timestamp`, shaped by `shape` before it is signed.
+    fn request(
+        &self,
+        uid: &str,
+        from: Address,
+        to: Address,
+        timestamp: u64,
+        shape: impl FnOnce(&mut Outgoing),
+    ) -> Envelope {
+        let mut out = Outgoing::request(uid, from, to, "count", b"{}".to_vec(), 60);
+        shape(&mut out);
+        seal(out, &self.raw.signer, None, timestamp)
+    }
+
+    fn me(&self) -> Address {
+        self.client.address().clone()
+    }
+
+    fn raw_address(&self) -> Address {
+        Address::twin(self.raw.id)
+    }
+
+    /// Hands `env` to the client and returns its answer, which must be an error reply
+    /// with `code`; the handler must not have run.
+    async fn refused(&mut self, env: &Envelope, code: ErrorCode) -> String {
+        self.relay.inject_envelope(env).await;
+        // Frames are handled in order: nothing injected before was answered.
+        let reply = self.relay.recv().await;
+        assert_eq!(reply.uid, env.uid, "an answer to something else came first");
+        let Some(Message::Error(error)) = reply.message else {
+            panic!("{} was not refused: {reply:?}", env.uid);
+        };
+        assert_eq!(error.code, code.code(), "{}", error.message);
+        assert_eq!(self.runs.load(Ordering::SeqCst), 0, "the handler ran");
+        error.message
+    }
+}
+
+#[tokio::test]
+async fn a_request_from_the_future_is_refused_with_102() {
+    let mut s = Served::start().await;
+    // Signed, so every relay on the way passes it; it would live for a long time.
+    let later = rmb_core::time::now() + 86_400;
+    let env = s.request("future-1", s.raw_address(), s.me(), later, |_| {});
+    let message = s.refused(&env, ErrorCode::Expired).await;
+    assert!(message.contains("ahead"), "{message}");
+}
+
+#[tokio::test]
+async fn overlong_fields_are_refused_with_100_naming_the_field() {
+    let mut s = Served::start().await;
+    let now = rmb_core::time::now();
+    // Too long a uid cannot even be answered (the error reply would carry it and be
+    // refused in turn): it is dropped.
+    let uid = "u".repeat(1000);
+    let long_uid = s.request(&uid, s.raw_address(), s.me(), now, |_| {});
+    s.relay.inject_envelope(&long_uid).await;
+    let long_tags = s.request("tags-1", s.raw_address(), s.me(), now, |out| {
+        out.tags = Some("t".repeat(10_000));
+    });
+    let message = s.refused(&long_tags, ErrorCode::InvalidMessage).await;
+    assert!(
+        message.contains("tags") && message.contains("10000"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_request_for_another_session_of_the_twin_is_refused() {
+    let mut s = Served::start().await;
+    let now = rmb_core::time::now();
+    // A relay hands the default session what was signed for session "" (design D2).
+    let elsewhere = Address::session(s.me().twin, "");
+    let env = s.request("elsewhere-1", s.raw_address(), elsewhere, now, |_| {});
+    let message = s.refused(&env, ErrorCode::Expired).await;
+    assert!(message.contains("not to"), "{message}");
+}
+
+#[tokio::test]
+async fn a_reply_goes_to_the_exact_source_address_of_its_request() {
+    let mut s = Served::start().await;
+    let now = rmb_core::time::now();
+    // Session "" is not "no session" (design D2): the TypeScript client sends it.
+    for from in [Address::session(s.raw.id, ""), s.raw_address()] {
+        let uid = format!("from-{from:?}").replace(['"', ' ', '{', '}', '(', ')', ':', ','], "");
+        let env = s.request(&uid, from.clone(), s.me(), now, |_| {});
+        s.relay.inject_envelope(&env).await;
+        let reply = s.relay.recv_uid(&uid).await;
+        assert!(
+            matches!(reply.message, Some(Message::Response(_))),
+            "{reply:?}"
+        );
+        assert_eq!(reply.destination, Some(from));
+    }
+    assert_eq!(s.runs.load(Ordering::SeqCst), 2);
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::*;
 use rmb_core::proto::Message;
 use rmb_core::{Envelope, KeyType};
-use rmb_sdk::{CallError, Client, NotResent, Unconfirmed};
+use rmb_sdk::{CallError, Client, NotResent, Reply, Unconfirmed};
 use rmb_testkit::{Proxy, TestRelay};
 
 /// A caller that re-sends unanswered requests after 50 ms (then 100 ms, ...), where
@@ -159,7 +159,7 @@ fn spawn_call(
     to: u32,
     command: &'static str,
     body: Vec<u8>,
-) -> tokio::task::JoinHandle<Result<Vec<u8>, CallError>> {
+) -> tokio::task::JoinHandle<Result<Reply, CallError>> {
     let caller = caller.clone();
     tokio::spawn(async move { caller.call(to, command, body, WAIT * 2).await })
 }
@@ -170,7 +170,7 @@ async fn call_into_black_hole(
     caller: &Client,
     to: u32,
     proxy: &Proxy,
-) -> tokio::task::JoinHandle<Result<Vec<u8>, CallError>> {
+) -> tokio::task::JoinHandle<Result<Reply, CallError>> {
     proxy.partition();
     let before = proxy.swallowed();
     let call = spawn_call(caller, to, "x", vec![b'x'; BIG]);

@@ -10,8 +10,8 @@ use common::*;
 use rmb_core::peer_api::ErrorCode;
 use rmb_core::proto::{Message, Payload};
 use rmb_core::{envelope, Address, Envelope, KeyType};
-use rmb_sdk::outgoing::{seal, Outgoing};
-use rmb_sdk::{CallError, Client, HandlerError, Resend};
+use rmb_sdk::{seal, Outgoing};
+use rmb_sdk::{CallError, Client, HandlerError, Reply, Resend, SendError};
 use rmb_testkit::TestRelay;
 
 #[tokio::test]
@@ -31,8 +31,11 @@ async fn call_and_serve_between_sr25519_and_ed25519_with_e2e() {
         .call(server.twin_id(), "echo", b"hello".to_vec(), WAIT)
         .await
         .unwrap();
+    // The reply says who answered, with what schema (the request's, by default).
+    assert_eq!(reply.source, Address::twin(server.twin_id()));
+    assert_eq!(reply.schema.as_deref(), Some(rmb_sdk::DEFAULT_SCHEMA));
     assert_eq!(
-        reply,
+        reply.payload,
         format!("from {}: hello", caller.twin_id()).into_bytes()
     );
     // And the other way round.
@@ -41,7 +44,7 @@ async fn call_and_serve_between_sr25519_and_ed25519_with_e2e() {
         .call(caller.twin_id(), "ping", vec![], WAIT)
         .await
         .unwrap();
-    assert_eq!(reply, b"pong");
+    assert_eq!(reply.payload, &b"pong"[..]);
 }
 
 #[tokio::test]
@@ -61,7 +64,7 @@ async fn plain_text_to_a_twin_without_e2e_key() {
         .call(server.twin_id(), "echo", b"clear".to_vec(), WAIT)
         .await
         .unwrap();
-    assert_eq!(reply, b"clear");
+    assert_eq!(reply.payload, &b"clear"[..]);
 }
 
 #[tokio::test]
@@ -83,7 +86,7 @@ async fn many_concurrent_calls_are_matched_by_uid() {
                 .call(server, "double", i.to_string().into_bytes(), WAIT)
                 .await
                 .unwrap();
-            (i, String::from_utf8(reply).unwrap())
+            (i, String::from_utf8(reply.payload.to_vec()).unwrap())
         }
     });
     for (i, reply) in futures_util::future::join_all(calls).await {
@@ -121,7 +124,8 @@ async fn remote_errors_unknown_commands_and_panics_become_error_replies() {
         }
     }
     // The server survived its handler's panics.
-    assert_eq!(caller.call(to, "ok", vec![], WAIT).await.unwrap(), b"fine");
+    let reply = caller.call(to, "ok", vec![], WAIT).await.unwrap();
+    assert_eq!(reply.payload, &b"fine"[..]);
 }
 
 #[tokio::test]
@@ -138,7 +142,7 @@ async fn calls_time_out_and_unknown_twins_are_reported() {
     );
     assert_eq!(
         caller.call(999_999, "x", vec![], WAIT).await,
-        Err(CallError::UnknownTwin(999_999))
+        Err(CallError::NotSent(SendError::UnknownTwin(999_999)))
     );
 }
 
@@ -289,7 +293,7 @@ async fn calls_fail_over_when_one_of_two_relays_dies() {
             .call(server.twin_id(), "echo", body.clone(), WAIT)
             .await
             .unwrap();
-        assert_eq!(reply, body);
+        assert_eq!(reply.payload, body);
     }
     r1.shutdown().await;
     // Every call still gets its answer, over the surviving relay.
@@ -299,7 +303,7 @@ async fn calls_fail_over_when_one_of_two_relays_dies() {
             .call(server.twin_id(), "echo", body.clone(), WAIT)
             .await
             .unwrap();
-        assert_eq!(reply, body);
+        assert_eq!(reply.payload, body);
     }
     assert_eq!(caller.connected_relays(), 1);
 }
@@ -323,24 +327,13 @@ async fn sessions_are_separate_destinations() {
     main.handle("who", |_| async { Ok(b"main".to_vec()) });
     side.handle("who", |_| async { Ok(b"side".to_vec()) });
     let caller = client_on(&n.reg, &[&n.relay], KeyType::Ed25519, true).await;
-    let call = |to: Address| {
-        let out = Outgoing::request(
-            uuid::Uuid::new_v4().to_string(),
-            caller.address().clone(),
-            to,
-            "who",
-            vec![],
-            10,
-        );
-        caller.call_with(out, WAIT)
-    };
-    assert_eq!(call(Address::twin(main.twin_id())).await.unwrap(), b"main");
-    assert_eq!(
-        call(Address::session(main.twin_id(), "side"))
-            .await
-            .unwrap(),
-        b"side"
-    );
+    let who = caller.request(main.twin_id(), "who");
+    let reply = who.clone().call().await.unwrap();
+    assert_eq!(reply.payload, &b"main"[..]);
+    assert_eq!(reply.source, Address::twin(main.twin_id()));
+    let reply = who.session("side").call().await.unwrap();
+    assert_eq!(reply.payload, &b"side"[..]);
+    assert_eq!(reply.source, Address::session(main.twin_id(), "side"));
 }
 
 /// A server whose "hold" handlers first call the helper's echo (that reply must get
@@ -398,7 +391,7 @@ impl HoldServer {
         }
     }
 
-    fn call(&self) -> tokio::task::JoinHandle<Result<Vec<u8>, CallError>> {
+    fn call(&self) -> tokio::task::JoinHandle<Result<Reply, CallError>> {
         let (caller, to) = (self.caller.clone(), self.server.twin_id());
         tokio::spawn(async move { caller.call(to, "hold", b"x".to_vec(), WAIT * 2).await })
     }
@@ -435,7 +428,7 @@ async fn incoming_requests_are_capped_and_replies_still_flow() {
     assert!(hold.started.try_recv().is_err(), "a third handler ran");
     hold.release.add_permits(4);
     for call in calls {
-        assert_eq!(call.await.unwrap().unwrap(), b"done");
+        assert_eq!(call.await.unwrap().unwrap().payload, &b"done"[..]);
     }
     assert_eq!(hold.most_running.load(Ordering::SeqCst), 2);
 }
@@ -451,7 +444,7 @@ async fn requests_beyond_the_queue_get_a_busy_error() {
     // The one slot is taken. Of four more requests, one waits for the slot, at most one
     // more fits the queue (of one), and the rest are refused at once.
     let mut more: FuturesUnordered<_> = (0..4).map(|_| hold.call()).collect();
-    let is_busy = |outcome: &Result<Vec<u8>, CallError>| {
+    let is_busy = |outcome: &Result<Reply, CallError>| {
         matches!(outcome, Err(CallError::Remote { code, message })
             if *code == ErrorCode::Other.code() && message.contains("busy"))
     };
@@ -462,11 +455,11 @@ async fn requests_beyond_the_queue_get_a_busy_error() {
         assert!(is_busy(&outcome), "expected a busy error, got {outcome:?}");
     }
     hold.release.add_permits(5);
-    assert_eq!(first.await.unwrap().unwrap(), b"done");
+    assert_eq!(first.await.unwrap().unwrap().payload, &b"done"[..]);
     let (mut done, mut busy) = (0, 2);
     while let Some(outcome) = more.next().await {
         match outcome.unwrap() {
-            Ok(reply) if reply == b"done" => done += 1,
+            Ok(reply) if reply.payload == b"done"[..] => done += 1,
             outcome if is_busy(&outcome) => busy += 1,
             other => panic!("unexpected outcome {other:?}"),
         }
@@ -507,7 +500,7 @@ async fn with_resend_always_a_request_the_network_lost_is_sent_again_until_answe
     );
     conn.send(&seal(reply, &raw.signer, None, rmb_core::time::now()))
         .await;
-    assert_eq!(call.await.unwrap().unwrap(), b"answer");
+    assert_eq!(call.await.unwrap().unwrap().payload, &b"answer"[..]);
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 use rmb_core::prost::Message as _;
 use rmb_core::proto::Message;
 use rmb_core::{Address, Envelope, KeyType, Signer};
-use rmb_sdk::outgoing::{seal, Outgoing};
+use rmb_sdk::{seal, Outgoing};
 use rmb_testkit::{RawConn, TestRegistrar};
 
 use super::Relay;

@@ -11,7 +11,7 @@ pub use hostile::HostileRelay;
 use std::time::Duration;
 
 use rmb_core::{jwt, Address, Envelope, KeyType, Signer};
-use rmb_sdk::outgoing::{seal, Outgoing};
+use rmb_sdk::{seal, Outgoing};
 use rmb_sdk::{Client, ClientBuilder, PoolConfig};
 use rmb_testkit::{RawConn, TestRegistrar, TestRelay};
 
