@@ -1,0 +1,230 @@
+//! The SDK's receiver memory (design D6) in the peer's Redis, so a restarted peer
+//! neither loses nor repeats a request.
+//!
+//! For a request, "seen" must mean "pushed to its service": a marker written before the
+//! push would, after a crash in between, make the sender's copy look like a duplicate of
+//! a request nobody ever got. So [`RedisMemory::first_time`] only looks: an envelope is
+//! a copy if either of its keys' markers exists (`msgbus.system.seen.<key>`), and the
+//! markers are written by the push itself, in the same script
+//! ([`store::PUSH_REQUEST`](crate::store::PUSH_REQUEST)). Copies arriving together both
+//! pass the look and meet in that script, which pushes one. Replies are never marked
+//! here: the push of a reply for an app checks that its destination is not answered
+//! yet, which is what a copy of a reply needs.
+//!
+//! The SDK hands the keys to this memory, not to the event it forwards, so the
+//! signature key of each envelope that passed waits here (bounded) until the event loop
+//! takes it for the push by the uid key, which both sides compute alike.
+//!
+//! Replies sent are kept under `msgbus.system.answer.<key>` until their deadline, so a
+//! copy of an answered request gets the same answer, after a restart too.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use redis::aio::MultiplexedConnection;
+use redis::AsyncCommands as _;
+use rmb_core::proto::{Message, Request};
+use rmb_core::{Address, Envelope};
+use rmb_sdk::memory::{EnvelopeKeys, HashKey, ReplyKey};
+use rmb_sdk::{Memory, MemoryError};
+use tokio_util::sync::CancellationToken;
+
+use crate::redis_conn::{retry, Backoff, Redis, Stop};
+
+/// Where the memory's hash key is kept: entries written with another key never match.
+pub const HASH_KEY: &str = "msgbus.system.hashkey";
+/// Signature keys waiting for their request's push.
+const PENDING_KEYS: usize = 65_536;
+/// Largest reply frame kept for answering copies (bigger ones: a copy gets no answer,
+/// as with the SDK's own memory over its budget).
+pub const MAX_KEPT_REPLY: usize = 1 << 20;
+
+/// The marker that the envelope with this key was handled.
+pub fn seen_key(key: u64) -> String {
+    format!("msgbus.system.seen.{key:016x}")
+}
+
+fn answer_key(key: ReplyKey) -> String {
+    format!("msgbus.system.answer.{:016x}", key.0)
+}
+
+/// The SDK's [`Memory`] on the peer's Redis.
+pub struct RedisMemory {
+    client: redis::Client,
+    conn: Mutex<Option<MultiplexedConnection>>,
+    backoff: Backoff,
+    key: HashKey,
+    pending: Mutex<Pending>,
+}
+
+/// Signature keys by uid key, oldest first out.
+#[derive(Default)]
+struct Pending {
+    by_uid: HashMap<u64, u64>,
+    order: VecDeque<u64>,
+}
+
+impl RedisMemory {
+    /// Opens the memory on `url`, reading its hash key (or storing a new one), waiting
+    /// for Redis as long as it takes; `None` if cancelled first.
+    pub async fn open(
+        url: &str,
+        backoff: Backoff,
+        cancel: &CancellationToken,
+    ) -> Result<Option<RedisMemory>, redis::RedisError> {
+        let mut redis = Redis::new(url, backoff)?;
+        let fresh = HashKey::random().to_bytes().to_vec();
+        let stored = retry(
+            &mut redis,
+            cancel,
+            "reading the de-duplication key",
+            Duration::ZERO,
+            || {},
+            |mut c| {
+                let fresh = fresh.clone();
+                async move {
+                    let _: bool = c.set_nx(HASH_KEY, fresh).await?;
+                    c.get::<_, Vec<u8>>(HASH_KEY).await
+                }
+            },
+        )
+        .await;
+        let bytes = match stored {
+            Ok(bytes) => bytes,
+            Err(Stop::Cancelled) => return Ok(None),
+            Err(Stop::Permanent(e)) => return Err(e),
+        };
+        let key: [u8; 16] = bytes.try_into().map_err(|_| {
+            redis::RedisError::from((
+                redis::ErrorKind::TypeError,
+                "not a de-duplication key",
+                format!("{HASH_KEY} does not hold 16 bytes"),
+            ))
+        })?;
+        Ok(Some(RedisMemory {
+            client: redis::Client::open(url)?,
+            conn: Mutex::new(None),
+            backoff,
+            key: HashKey::from_bytes(key),
+            pending: Mutex::new(Pending::default()),
+        }))
+    }
+
+    /// The uid key the SDK computed for a request from `source` to `me` with `uid`.
+    pub fn request_key(&self, source: &Address, me: &Address, uid: &str) -> u64 {
+        let env = Envelope {
+            uid: uid.to_string(),
+            source: Some(source.clone()),
+            destination: Some(me.clone()),
+            message: Some(Message::Request(Request::default())),
+            ..Envelope::default()
+        };
+        EnvelopeKeys::of(&env, &self.key).uid
+    }
+
+    /// The signature key of the request whose uid key is `uid_key`, once (if the SDK
+    /// handed it over and it was not pushed out by newer ones).
+    pub fn take_signature(&self, uid_key: u64) -> Option<u64> {
+        self.pending.lock().by_uid.remove(&uid_key)
+    }
+
+    fn remember(&self, keys: EnvelopeKeys) {
+        let mut pending = self.pending.lock();
+        if pending.by_uid.insert(keys.uid, keys.signature).is_none() {
+            pending.order.push_back(keys.uid);
+        }
+        while pending.order.len() > PENDING_KEYS {
+            if let Some(old) = pending.order.pop_front() {
+                pending.by_uid.remove(&old);
+            }
+        }
+        // Keys taken by the event loop leave `order` lazily.
+        if pending.order.len() > 2 * pending.by_uid.len() + 1024 {
+            let Pending { by_uid, order } = &mut *pending;
+            order.retain(|k| by_uid.contains_key(k));
+        }
+    }
+
+    async fn conn(&self) -> redis::RedisResult<MultiplexedConnection> {
+        if let Some(conn) = self.conn.lock().clone() {
+            return Ok(conn);
+        }
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(self.backoff.connect_timeout)
+            .set_response_timeout(self.backoff.response_timeout);
+        let conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        *self.conn.lock() = Some(conn.clone());
+        Ok(conn)
+    }
+
+    fn failed(&self, e: redis::RedisError) -> MemoryError {
+        *self.conn.lock() = None;
+        MemoryError::new(e)
+    }
+}
+
+#[async_trait]
+impl Memory for RedisMemory {
+    fn hash_key(&self) -> HashKey {
+        self.key.clone()
+    }
+
+    /// Looks only (see the module docs). When Redis cannot be asked, the envelope
+    /// passes: the push that follows checks the markers again, atomically.
+    async fn first_time(
+        &self,
+        keys: EnvelopeKeys,
+        _deadline: u64,
+        _now: u64,
+    ) -> Result<bool, MemoryError> {
+        let looked = match self.conn().await {
+            Ok(mut conn) => {
+                conn.exists::<_, u32>(&[seen_key(keys.uid), seen_key(keys.signature)])
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match looked {
+            Ok(found) if found > 0 => return Ok(false),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!("cannot look for copies in Redis ({e}); the push will");
+                *self.conn.lock() = None;
+            }
+        }
+        self.remember(keys);
+        Ok(true)
+    }
+
+    async fn keep_reply(
+        &self,
+        key: ReplyKey,
+        frame: Bytes,
+        deadline: u64,
+        now: u64,
+    ) -> Result<(), MemoryError> {
+        if frame.len() > MAX_KEPT_REPLY {
+            return Ok(());
+        }
+        let ttl = deadline.saturating_sub(now).max(1);
+        let mut conn = self.conn().await.map_err(|e| self.failed(e))?;
+        conn.set_ex::<_, _, ()>(answer_key(key), frame.as_ref(), ttl)
+            .await
+            .map_err(|e| self.failed(e))
+    }
+
+    async fn reply(&self, key: ReplyKey, _now: u64) -> Result<Option<Bytes>, MemoryError> {
+        let mut conn = self.conn().await.map_err(|e| self.failed(e))?;
+        let frame: Option<Vec<u8>> = conn
+            .get(answer_key(key))
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(frame.map(Bytes::from))
+    }
+}
