@@ -194,7 +194,12 @@ fn json_body<T: DeserializeOwned>(
 ) -> Result<T, ApiError> {
     let body = body.map_err(|rejection| {
         let status = rejection.status();
-        if status == StatusCode::PAYLOAD_TOO_LARGE {
+        if rmb_http::is_body_timeout(&rejection) {
+            ApiError::new(
+                408,
+                "the request body did not arrive in time; send the whole body at once",
+            )
+        } else if status == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
                 413,
                 format!("request body is larger than the limit of {max_body} bytes; send a smaller body"),

@@ -48,6 +48,7 @@ pub use store::{Backend, Store};
 /// [`ServerHandle::shutdown`] is called or the handle is dropped.
 pub async fn serve(listener: TcpListener, config: Config) -> Result<ServerHandle, Error> {
     let store = Store::open(&config.database).await?;
+    let limits = config.http.clone();
     let addr = listener.local_addr()?;
     let metrics = metrics::Metrics::install();
     let stats = Arc::new(Stats::default());
@@ -63,11 +64,10 @@ pub async fn serve(listener: TcpListener, config: Config) -> Result<ServerHandle
     tracing::info!(%addr, backend = ?store.backend(), "registrar listening");
     let task = tokio::spawn(async move {
         // A dropped sender also stops the server.
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.await;
-            })
-            .await;
+        let result = rmb_http::serve(listener, app, limits, async move {
+            let _ = stop_rx.await;
+        })
+        .await;
         if let Some(upkeep) = upkeep {
             upkeep.abort();
         }

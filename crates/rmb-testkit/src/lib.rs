@@ -331,6 +331,17 @@ impl TestRegistrar {
         Ok(registrar)
     }
 
+    /// On a new SQLite file in a temp dir, with the configuration changed by `adjust`
+    /// (e.g. short HTTP timeouts).
+    pub async fn start_configured(adjust: impl FnOnce(&mut Config)) -> Result<Self> {
+        let dir = tempfile::tempdir().map_err(io("creating a temp dir for the registrar"))?;
+        let mut config = Config::new(path_str(&dir.path().join("registrar.db")));
+        adjust(&mut config);
+        let mut registrar = Self::start_with_config(config).await?;
+        registrar._dir = Some(dir);
+        Ok(registrar)
+    }
+
     /// On the given database (`postgres://...`, `sqlite://...` or a file path).
     pub async fn start_with(database: &str) -> Result<Self> {
         Self::start_with_config(Config::new(database)).await

@@ -54,6 +54,7 @@ impl Relay {
     async fn serve(&mut self, listener: tokio::net::TcpListener) {
         let mut config = rmb_relay::Config::new(vec![self.domain()]);
         config.federation_scheme = "http";
+        config.federation_allow_private = true;
         config.sweep_interval = Duration::from_millis(100);
         let directory =
             RegistrarDirectory::from_client(rmb_testkit::fresh_client(&self.registrar).unwrap());

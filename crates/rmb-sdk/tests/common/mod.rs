@@ -4,6 +4,10 @@
 
 #![allow(dead_code)]
 
+mod hostile;
+#[allow(unused_imports)]
+pub use hostile::HostileRelay;
+
 use std::time::Duration;
 
 use rmb_core::{jwt, Address, Envelope, KeyType, Signer};
