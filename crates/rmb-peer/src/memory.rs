@@ -13,7 +13,7 @@
 //!
 //! The SDK hands the keys to this memory, not to the event it forwards, so the
 //! signature key of each envelope that passed waits here (bounded) until the event loop
-//! takes it for the push by the uid key, which both sides compute alike.
+//! takes it for the push by the message key, which both sides compute alike.
 //!
 //! Replies sent are kept under `msgbus.system.answer.<key>` until their deadline, so a
 //! copy of an answered request gets the same answer, after a restart too.
@@ -26,8 +26,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use redis::aio::MultiplexedConnection;
 use redis::AsyncCommands as _;
-use rmb_core::proto::{Message, Request};
-use rmb_core::{Address, Envelope};
+use rmb_core::Address;
 use rmb_sdk::memory::{EnvelopeKeys, HashKey, ReplyKey};
 use rmb_sdk::{Memory, MemoryError};
 use tokio_util::sync::CancellationToken;
@@ -60,10 +59,10 @@ pub struct RedisMemory {
     pending: Mutex<Pending>,
 }
 
-/// Signature keys by uid key, oldest first out.
+/// Signature keys by message key, oldest first out.
 #[derive(Default)]
 struct Pending {
-    by_uid: HashMap<u64, u64>,
+    by_message: HashMap<u64, u64>,
     order: VecDeque<u64>,
 }
 
@@ -76,7 +75,8 @@ impl RedisMemory {
         cancel: &CancellationToken,
     ) -> Result<Option<RedisMemory>, redis::RedisError> {
         let mut redis = Redis::new(url, backoff)?;
-        let fresh = HashKey::random().to_bytes().to_vec();
+        let mut fresh = vec![0u8; 64];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut fresh);
         let stored = retry(
             &mut redis,
             cancel,
@@ -97,54 +97,52 @@ impl RedisMemory {
             Err(Stop::Cancelled) => return Ok(None),
             Err(Stop::Permanent(e)) => return Err(e),
         };
-        let key: [u8; 16] = bytes.try_into().map_err(|_| {
+        let key: [u8; 64] = bytes.try_into().map_err(|_| {
             redis::RedisError::from((
                 redis::ErrorKind::TypeError,
                 "not a de-duplication key",
-                format!("{HASH_KEY} does not hold 16 bytes"),
+                format!("{HASH_KEY} does not hold 64 bytes"),
             ))
         })?;
         Ok(Some(RedisMemory {
             client: redis::Client::open(url)?,
             conn: Mutex::new(None),
             backoff,
-            key: HashKey::from_bytes(key),
+            key: HashKey::from_bytes(&key),
             pending: Mutex::new(Pending::default()),
         }))
     }
 
-    /// The uid key the SDK computed for a request from `source` to `me` with `uid`.
+    /// The message key the SDK computed for a request from `source` to `me` with
+    /// `uid` (the key its reply is kept under, too).
     pub fn request_key(&self, source: &Address, me: &Address, uid: &str) -> u64 {
-        let env = Envelope {
-            uid: uid.to_string(),
-            source: Some(source.clone()),
-            destination: Some(me.clone()),
-            message: Some(Message::Request(Request::default())),
-            ..Envelope::default()
-        };
-        EnvelopeKeys::of(&env, &self.key).uid
+        ReplyKey::of(source, me, uid, &self.key).0
     }
 
-    /// The signature key of the request whose uid key is `uid_key`, once (if the SDK
-    /// handed it over and it was not pushed out by newer ones).
-    pub fn take_signature(&self, uid_key: u64) -> Option<u64> {
-        self.pending.lock().by_uid.remove(&uid_key)
+    /// The signature key of the request whose message key is `message_key`, once (if
+    /// the SDK handed it over and it was not pushed out by newer ones).
+    pub fn take_signature(&self, message_key: u64) -> Option<u64> {
+        self.pending.lock().by_message.remove(&message_key)
     }
 
     fn remember(&self, keys: EnvelopeKeys) {
+        // An unsigned envelope has only its message key, which the push computes.
+        let Some(signature) = keys.signature else {
+            return;
+        };
         let mut pending = self.pending.lock();
-        if pending.by_uid.insert(keys.uid, keys.signature).is_none() {
-            pending.order.push_back(keys.uid);
+        if pending.by_message.insert(keys.message, signature).is_none() {
+            pending.order.push_back(keys.message);
         }
         while pending.order.len() > PENDING_KEYS {
             if let Some(old) = pending.order.pop_front() {
-                pending.by_uid.remove(&old);
+                pending.by_message.remove(&old);
             }
         }
         // Keys taken by the event loop leave `order` lazily.
-        if pending.order.len() > 2 * pending.by_uid.len() + 1024 {
-            let Pending { by_uid, order } = &mut *pending;
-            order.retain(|k| by_uid.contains_key(k));
+        if pending.order.len() > 2 * pending.by_message.len() + 1024 {
+            let Pending { by_message, order } = &mut *pending;
+            order.retain(|k| by_message.contains_key(k));
         }
     }
 
@@ -185,8 +183,8 @@ impl Memory for RedisMemory {
     ) -> Result<bool, MemoryError> {
         let looked = match self.conn().await {
             Ok(mut conn) => {
-                conn.exists::<_, u32>(&[seen_key(keys.uid), seen_key(keys.signature)])
-                    .await
+                let markers: Vec<String> = keys.iter().map(seen_key).collect();
+                conn.exists::<_, u32>(markers).await
             }
             Err(e) => Err(e),
         };

@@ -116,7 +116,7 @@ pub fn tracked_from_fields(
 
 /// Pushes a remote twin's request to its service list once.
 ///
-/// KEYS: list, the uid key's marker, and the signature key's marker if known. ARGV:
+/// KEYS: list, the message key's marker, and the signature key's marker if known. ARGV:
 /// json, ttl, max entries, max bytes, marker value.
 /// Returns `pushed`, `duplicate` (a marker exists), `full`, `wrongtype`, or the error
 /// Redis gave (OOM).

@@ -30,26 +30,34 @@ async fn commands_naming_the_peers_own_keys_are_refused_and_the_peer_keeps_servi
     let mut raw = RawTwin::connect(&reg, &relay).await;
     // B calls the attacker, who so learns the uid of a backlog key on B's Redis.
     let uid = request_from_app(&url, &mut raw, "probe-1").await;
+    // Names of the peer's own keys are refused by the peer; names that cannot be a
+    // command at all already by the SDK's envelope rules (rmb_core::rules).
     let hostile = [
         "system.local".to_string(),
         "system.reply".to_string(),
         format!("backlog.{uid}"),
         "system.outbox".to_string(),
-        "two words".to_string(),
-        "new\nline".to_string(),
-        "glob*".to_string(),
     ];
-    for (i, command) in hostile.iter().enumerate() {
+    let malformed = ["two words", "new\nline", "glob*"];
+    let all = hostile.iter().map(String::as_str).chain(malformed);
+    for (i, command) in all.enumerate() {
         let frame = raw.request(&format!("h-{i}"), b.twin_id(), command, b"x");
         raw.send(frame).await;
         let (got, code, message) = raw.recv_error().await;
         assert_eq!(got, format!("h-{i}"));
-        assert_eq!(
-            code,
-            ErrorCode::InvalidMessage.code(),
-            "{command:?}: {message}"
-        );
-        assert!(message.contains("refuses"), "{command:?}: {message}");
+        if i < hostile.len() {
+            assert_eq!(
+                code,
+                ErrorCode::InvalidMessage.code(),
+                "{command:?}: {message}"
+            );
+            assert!(message.contains("refuses"), "{command:?}: {message}");
+        } else {
+            assert!(
+                message.contains("outside its allowed characters"),
+                "{command:?}: {message}"
+            );
+        }
     }
     // Nothing was written where the peer keeps its own state, and the peer never
     // read its own pushes back as an app's messages.
