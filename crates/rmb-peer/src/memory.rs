@@ -16,7 +16,10 @@
 //! takes it for the push by the message key, which both sides compute alike.
 //!
 //! Replies sent are kept under `msgbus.system.answer.<key>` until their deadline, so a
-//! copy of an answered request gets the same answer, after a restart too.
+//! copy of an answered request gets the same answer, after a restart too. What is kept
+//! is capped in entries and bytes ([`Budget`]), counted in Redis next to the replies
+//! (`msgbus.system.answers`, `msgbus.system.answers.bytes`): remote twins choose how
+//! many requests they send, and durability must not become a way to fill Redis.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -50,6 +53,56 @@ fn answer_key(key: ReplyKey) -> String {
     format!("msgbus.system.answer.{:016x}", key.0)
 }
 
+/// The replies kept, by `<answer key>:<bytes>`, scored by the Unix second they expire.
+pub const ANSWERS: &str = "msgbus.system.answers";
+/// The bytes of the replies in [`ANSWERS`].
+pub const ANSWER_BYTES: &str = "msgbus.system.answers.bytes";
+
+/// How much the memory keeps of replies sent.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    pub replies: usize,
+    pub reply_bytes: usize,
+}
+
+impl Budget {
+    pub fn of(limits: &crate::Limits) -> Budget {
+        Budget {
+            replies: limits.kept_replies,
+            reply_bytes: limits.kept_reply_bytes,
+        }
+    }
+}
+
+/// Keeps a reply within the budget, first forgetting (from the count) the replies
+/// that expired by `now`. Atomic, so concurrent replies never overrun it together.
+///
+/// KEYS: answer key, [`ANSWERS`], [`ANSWER_BYTES`]. ARGV: frame, ttl, now, max
+/// entries, max bytes. Returns `kept`, `duplicate` (kept before) or `full`.
+const KEEP_REPLY: &str = r#"
+local now = tonumber(ARGV[3])
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 1000)
+if #expired > 0 then
+  local freed = 0
+  for _, member in ipairs(expired) do
+    freed = freed + (tonumber(string.match(member, ':(%d+)$')) or 0)
+  end
+  redis.call('ZREM', KEYS[2], unpack(expired))
+  if redis.call('DECRBY', KEYS[3], freed) < 0 then redis.call('SET', KEYS[3], 0) end
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then return 'duplicate' end
+local size = string.len(ARGV[1])
+local used = tonumber(redis.call('GET', KEYS[3]) or '0')
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) or used + size > tonumber(ARGV[5]) then
+  return 'full'
+end
+local ttl = tonumber(ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl)
+redis.call('ZADD', KEYS[2], now + ttl, KEYS[1] .. ':' .. size)
+redis.call('INCRBY', KEYS[3], size)
+return 'kept'
+"#;
+
 /// The SDK's [`Memory`] on the peer's Redis.
 pub struct RedisMemory {
     client: redis::Client,
@@ -57,6 +110,8 @@ pub struct RedisMemory {
     backoff: Backoff,
     key: HashKey,
     pending: Mutex<Pending>,
+    budget: Budget,
+    keep: redis::Script,
 }
 
 /// Signature keys by message key, oldest first out.
@@ -72,6 +127,7 @@ impl RedisMemory {
     pub async fn open(
         url: &str,
         backoff: Backoff,
+        budget: Budget,
         cancel: &CancellationToken,
     ) -> Result<Option<RedisMemory>, redis::RedisError> {
         let mut redis = Redis::new(url, backoff)?;
@@ -110,6 +166,8 @@ impl RedisMemory {
             backoff,
             key: HashKey::from_bytes(&key),
             pending: Mutex::new(Pending::default()),
+            budget,
+            keep: redis::Script::new(KEEP_REPLY),
         }))
     }
 
@@ -212,9 +270,23 @@ impl Memory for RedisMemory {
         }
         let ttl = deadline.saturating_sub(now).max(1);
         let mut conn = self.conn().await.map_err(|e| self.failed(e))?;
-        conn.set_ex::<_, _, ()>(answer_key(key), frame.as_ref(), ttl)
+        let status: String = self
+            .keep
+            .key(answer_key(key))
+            .key(ANSWERS)
+            .key(ANSWER_BYTES)
+            .arg(frame.as_ref())
+            .arg(ttl)
+            .arg(now)
+            .arg(self.budget.replies)
+            .arg(self.budget.reply_bytes)
+            .invoke_async(&mut conn)
             .await
-            .map_err(|e| self.failed(e))
+            .map_err(|e| self.failed(e))?;
+        if status == "full" {
+            tracing::debug!("reply memory full: a reply is not kept for copies");
+        }
+        Ok(())
     }
 
     async fn reply(&self, key: ReplyKey, _now: u64) -> Result<Option<Bytes>, MemoryError> {

@@ -29,7 +29,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Limits, PeerConfig};
-use crate::memory::RedisMemory;
+use crate::memory::{Budget, RedisMemory};
 use crate::redis_conn::{redact_url, retry, Backoff, Redis, Stop};
 use crate::translate::{RequestInfo, Tracked};
 use crate::ttl_map::TtlMap;
@@ -214,9 +214,14 @@ impl Peer {
         let cancel = CancellationToken::new();
         // The receiver memory's hash key lives in Redis: without it, copies arriving
         // after a restart would not be recognised, so the peer waits for Redis here.
-        let memory = match RedisMemory::open(&config.redis_url, config.redis_backoff, &cancel)
-            .await
-            .map_err(|e| anyhow::anyhow!("redis at {}: {e}", redact_url(&config.redis_url)))?
+        let memory = match RedisMemory::open(
+            &config.redis_url,
+            config.redis_backoff,
+            Budget::of(&config.limits),
+            &cancel,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("redis at {}: {e}", redact_url(&config.redis_url)))?
         {
             Some(memory) => Arc::new(memory),
             None => anyhow::bail!("stopped while waiting for Redis"),

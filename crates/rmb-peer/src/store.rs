@@ -17,6 +17,7 @@
 //! | `msgbus.system.outbox` | set | uids of accepted requests with a destination not yet `done` |
 //! | `msgbus.system.seen.<key>` | string | a request from a remote twin was pushed to its service, under each of its two de-duplication keys (value: its schema and deadline) |
 //! | `msgbus.system.answer.<key>` | string | the reply frame sent for a remote request, to answer its copies |
+//! | `msgbus.system.answers`, `.bytes` | sorted set, string | the replies kept (scored by expiry) and their bytes, to cap them |
 //! | `msgbus.system.hashkey` | string | the secret the de-duplication keys are hashed with, kept across restarts |
 //!
 //! All of them expire with the request they describe, and `msgbus.<cmd>` lists expire
