@@ -59,6 +59,9 @@ pub struct Limits {
     /// request then gets no answer (it is still not run again).
     pub kept_replies: usize,
     pub kept_reply_bytes: usize,
+    /// Markers in Redis of requests pushed to services (two per request, each until its
+    /// request's deadline, about 200 bytes); at the cap, requests are refused "busy".
+    pub seen_markers: usize,
 }
 
 impl Default for Limits {
@@ -72,6 +75,7 @@ impl Default for Limits {
             memory_bytes: 64 << 20,
             kept_replies: 100_000,
             kept_reply_bytes: 256 << 20,
+            seen_markers: 1_000_000,
         }
     }
 }

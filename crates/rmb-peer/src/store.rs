@@ -15,6 +15,7 @@
 //! | `msgbus.system.reply.processing` | list | replies taken off `msgbus.system.reply` and not yet sent |
 //! | `msgbus.backlog.<uid>` | hash | an accepted request: `ref`, `ret`, `cmd`, its time and deadline, per destination `d:<twin>` = `sending`, `sent` or `done`, and under `--resend always` the request itself (`req`) |
 //! | `msgbus.system.outbox` | set | uids of accepted requests with a destination not yet `done` |
+//! | `msgbus.system.seen` | sorted set | the seen markers, scored by expiry, to cap their number |
 //! | `msgbus.system.seen.<key>` | string | a request from a remote twin was pushed to its service, under each of its two de-duplication keys (value: its schema and deadline) |
 //! | `msgbus.system.answer.<key>` | string | the reply frame sent for a remote request, to answer its copies |
 //! | `msgbus.system.answers`, `.bytes` | sorted set, string | the replies kept (scored by expiry) and their bytes, to cap them |
@@ -115,14 +116,19 @@ pub fn tracked_from_fields(
     Some((tracked, states))
 }
 
+/// The seen markers (of [`PUSH_REQUEST`]), scored by the Unix second they expire, to
+/// cap how many there are.
+pub const SEEN_INDEX: &str = "msgbus.system.seen";
+
 /// Pushes a remote twin's request to its service list once.
 ///
-/// KEYS: list, the message key's marker, and the signature key's marker if known. ARGV:
-/// json, ttl, max entries, max bytes, marker value.
-/// Returns `pushed`, `duplicate` (a marker exists), `full`, `wrongtype`, or the error
-/// Redis gave (OOM).
+/// KEYS: list, [`SEEN_INDEX`], the message key's marker, and the signature key's
+/// marker if known. ARGV: json, ttl, max entries, max bytes, marker value, now, max
+/// markers.
+/// Returns `pushed`, `duplicate` (a marker exists), `full` (the list, or the markers
+/// are at their cap), `wrongtype`, or the error Redis gave (OOM).
 pub const PUSH_REQUEST: &str = r#"
-for i = 2, #KEYS do
+for i = 3, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then return 'duplicate' end
 end
 local kind = redis.call('TYPE', KEYS[1])['ok']
@@ -133,19 +139,23 @@ if len > 0 then
   local used = redis.call('MEMORY', 'USAGE', KEYS[1]) or 0
   if used + string.len(ARGV[1]) > tonumber(ARGV[4]) then return 'full' end
 end
+local now = tonumber(ARGV[6])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+if redis.call('ZCARD', KEYS[2]) + #KEYS - 2 > tonumber(ARGV[7]) then return 'markers' end
 local ttl = tonumber(ARGV[2])
-for i = 2, #KEYS do
+for i = 3, #KEYS do
   local set = redis.pcall('SET', KEYS[i], ARGV[5], 'EX', ttl)
   if type(set) == 'table' and set['err'] then
-    for j = 2, i - 1 do redis.call('DEL', KEYS[j]) end
+    for j = 3, i - 1 do redis.call('DEL', KEYS[j]) end
     return set['err']
   end
 end
 local pushed = redis.pcall('LPUSH', KEYS[1], ARGV[1])
 if type(pushed) == 'table' and pushed['err'] then
-  for j = 2, #KEYS do redis.call('DEL', KEYS[j]) end
+  for j = 3, #KEYS do redis.call('DEL', KEYS[j]) end
   return pushed['err']
 end
+for i = 3, #KEYS do redis.call('ZADD', KEYS[2], now + ttl, KEYS[i]) end
 if redis.call('TTL', KEYS[1]) < ttl then redis.call('EXPIRE', KEYS[1], ttl) end
 return 'pushed'
 "#;
@@ -251,6 +261,8 @@ pub enum Outcome {
     Duplicate,
     /// The list is at its cap (entries or bytes), or the outbox is.
     Full,
+    /// The seen markers are at their cap.
+    Markers,
     /// The key holds something other than a list.
     WrongType,
     /// The reply's sender is not a destination of the request.
@@ -270,6 +282,7 @@ impl Outcome {
             "pushed" | "accepted" | "done" => Outcome::Done,
             "duplicate" => Outcome::Duplicate,
             "full" | "busy" => Outcome::Full,
+            "markers" => Outcome::Markers,
             "wrongtype" => Outcome::WrongType,
             "stranger" => Outcome::Stranger,
             "unknown" => Outcome::Unknown,

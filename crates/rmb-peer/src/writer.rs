@@ -293,6 +293,7 @@ fn invoke(pipe: &mut redis::Pipeline, scripts: &Scripts, limits: &crate::Limits,
             ..
         } => {
             let mut invocation = scripts.request.key(list);
+            invocation.key(store::SEEN_INDEX);
             for marker in seen {
                 invocation.key(marker);
             }
@@ -302,7 +303,9 @@ fn invoke(pipe: &mut redis::Pipeline, scripts: &Scripts, limits: &crate::Limits,
                     .arg(ttl)
                     .arg(limits.command_list_entries)
                     .arg(limits.command_list_bytes)
-                    .arg(marker),
+                    .arg(marker)
+                    .arg(now())
+                    .arg(limits.seen_markers),
             );
         }
         Job::Reply {
@@ -364,6 +367,10 @@ fn settle(shared: &Shared, job: Job, outcome: Outcome) {
                 Outcome::WrongType => {
                     format!("the peer cannot queue requests: its key {list} is not a list")
                 }
+                Outcome::Markers => format!(
+                    "busy: the peer remembers {} requests already; try again later",
+                    shared.limits.seen_markers
+                ),
                 other => format!("the peer cannot queue the request: {other:?}"),
             };
             tracing::warn!(uid, %from, "refused a request: {message}");
