@@ -166,3 +166,111 @@ async fn a_receiver_killed_with_sigkill_loses_nothing_and_runs_nothing_twice() {
     assert_eq!(left, 0, "no copy was pushed to the service");
     svc.abort();
 }
+
+/// Polls `url` until hash `key` has `field` = `value`.
+async fn wait_for_field(url: &str, key: &str, field: &str, value: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut c = common::conn(url).await.unwrap();
+    loop {
+        let got: Option<String> = c.hget(key, field).await.unwrap();
+        if got.as_deref() == Some(value) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{key} {field} never {value}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// The next request the raw twin gets: its uid, command and sender.
+async fn incoming_request(raw: &mut RawTwin) -> (String, String, rmb_core::Address) {
+    let env: Envelope = raw.recv().await;
+    match env.message {
+        Some(Message::Request(r)) => (env.uid, r.command, env.source.unwrap()),
+        other => panic!("expected a request, got {other:?} for {}", env.uid),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_killed_with_sigkill_loses_no_request_and_answers_each_once() {
+    let reg = TestRegistrar::start().await.unwrap();
+    let relay = Relay::start("127.0.0.1", &reg.url()).await;
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let binary = PeerProcess {
+        args: vec![
+            "-m".into(),
+            random_secret(),
+            "--relay".into(),
+            relay.ws_url(),
+            "--redis".into(),
+            url.clone(),
+        ],
+        registrar: reg.url(),
+    };
+    let (peer, _) = binary.start().await;
+    let mut raw = RawTwin::connect(&reg, &relay).await;
+    let to = [raw.id];
+
+    // A request sent and confirmed by the relay, not yet answered, at the kill.
+    common::lpush(
+        &url,
+        "msgbus.system.local",
+        &common::request("sent", "work", "", &to, "app.ret"),
+    )
+    .await;
+    let (uid, command, peer_address) = incoming_request(&mut raw).await;
+    assert_eq!(command, "work");
+    let backlog = rmb_core::peer_api::backlog_key(&uid);
+    wait_for_field(&url, &backlog, &format!("d:{}", raw.id), "sent").await;
+    sigkill(peer);
+
+    // While it is down: an app hands over a request, and (the state a kill right after
+    // the peer's BLMOVE leaves) another sits on the processing list.
+    common::lpush(
+        &url,
+        "msgbus.system.local",
+        &common::request("waiting", "work", "", &to, "app.ret"),
+    )
+    .await;
+    common::lpush(
+        &url,
+        "msgbus.system.local.processing",
+        &common::request("taken", "work", "", &to, "app.ret"),
+    )
+    .await;
+    let (_peer, _) = binary.start().await;
+
+    // The reply to the request sent before the kill reaches the app, from the backlog
+    // in Redis; the other two are sent once each after the restart.
+    let answer = raw.response(&uid, &peer_address, b"done");
+    raw.send(answer).await;
+    let mut later = Vec::new();
+    for _ in 0..2 {
+        let (uid, command, from) = incoming_request(&mut raw).await;
+        assert_eq!(command, "work");
+        assert_ne!(later.first(), Some(&uid), "a request was sent twice");
+        let answer = raw.response(&uid, &from, b"done");
+        raw.send(answer).await;
+        later.push(uid);
+    }
+    let mut refs = Vec::new();
+    for _ in 0..3 {
+        let reply = common::brpop(&url, "app.ret").await;
+        assert_eq!(reply["err"], Value::Null, "{reply}");
+        refs.push(reply["ref"].as_str().unwrap().to_string());
+    }
+    refs.sort();
+    assert_eq!(refs, ["sent", "taken", "waiting"]);
+    let mut c = common::conn(&url).await.unwrap();
+    for list in [
+        "app.ret",
+        "msgbus.system.local",
+        "msgbus.system.local.processing",
+    ] {
+        let len: usize = c.llen(list).await.unwrap();
+        assert_eq!(len, 0, "{list} is empty");
+    }
+}
