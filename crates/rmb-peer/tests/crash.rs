@@ -126,6 +126,9 @@ async fn a_receiver_killed_with_sigkill_loses_nothing_and_runs_nothing_twice() {
     let queued = raw.request("queued", twin, "work", b"two");
     raw.send(queued.clone()).await;
     wait_for_len(&url, "msgbus.work", 1).await;
+    // The reply leaves its processing list once a relay confirmed it; killed before
+    // that, the peer would send it again (a harmless copy, but not what this counts).
+    wait_for_len(&url, "msgbus.system.reply.processing", 0).await;
 
     sigkill(peer);
     relay.restart().await;
@@ -144,6 +147,7 @@ async fn a_receiver_killed_with_sigkill_loses_nothing_and_runs_nothing_twice() {
     assert_eq!(response(&mut raw).await, ("queued".into(), b"two".to_vec()));
 
     // Once more, after that reply was kept: a copy of the queued request is not run.
+    wait_for_len(&url, "msgbus.system.reply.processing", 0).await;
     sigkill(peer);
     relay.restart().await;
     raw.reconnect(&relay).await;
