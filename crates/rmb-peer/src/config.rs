@@ -54,6 +54,14 @@ pub struct Limits {
     /// What the peer remembers in memory of requests in flight (both directions).
     pub memory_entries: usize,
     pub memory_bytes: usize,
+    /// Replies kept in Redis to answer copies of requests already run (each until its
+    /// request's deadline); beyond either cap a reply is not kept, and a copy of its
+    /// request then gets no answer (it is still not run again).
+    pub kept_replies: usize,
+    pub kept_reply_bytes: usize,
+    /// Markers in Redis of requests pushed to services (two per request, each until its
+    /// request's deadline, about 200 bytes); at the cap, requests are refused "busy".
+    pub seen_markers: usize,
 }
 
 impl Default for Limits {
@@ -65,6 +73,9 @@ impl Default for Limits {
             pending_bytes: 64 << 20,
             memory_entries: 100_000,
             memory_bytes: 64 << 20,
+            kept_replies: 100_000,
+            kept_reply_bytes: 256 << 20,
+            seen_markers: 1_000_000,
         }
     }
 }

@@ -12,6 +12,7 @@ use rmb_core::time::{now, MAX_TTL};
 use rmb_sdk::{Event, Incoming, Kind};
 use tokio::sync::mpsc;
 
+use crate::memory;
 use crate::peer::{Shared, Stats};
 use crate::redis_conn::Redis;
 use crate::store;
@@ -128,9 +129,15 @@ fn request(shared: &Shared, msg: Incoming) {
         return;
     };
     let (from, uid) = (msg.source.clone(), msg.uid.clone());
+    // The markers of both keys the SDK looked for, so the push records them together.
+    let key = shared
+        .memory
+        .request_key(&msg.source, shared.client.address(), &msg.uid);
+    let mut seen = vec![memory::seen_key(key)];
+    seen.extend(shared.memory.take_signature(key).map(memory::seen_key));
     let job = Job::Request {
         list,
-        seen: store::seen_key(&msg.source, &msg.uid),
+        seen,
         json,
         ttl: deadline.saturating_sub(now).max(1),
         marker: info.to_marker(),

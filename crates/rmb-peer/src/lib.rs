@@ -12,6 +12,8 @@
 //!   `writer` (batched pushes to Redis) and `recover` (what a previous run left);
 //! - [`redis_conn`]: a reconnecting Redis connection, which failures are transient,
 //!   and the retry loop;
+//! - [`memory`]: the SDK's receiver memory (seen envelopes, replies sent) in Redis, so a
+//!   restarted peer neither loses nor repeats;
 //! - [`ttl_map`]: the bounded, expiring maps of what the peer remembers in memory;
 //! - the `rmb-peer` binary (`src/main.rs`): flags compatible with the original.
 //!
@@ -21,6 +23,7 @@
 mod config;
 mod events;
 mod local;
+pub mod memory;
 pub mod peer;
 mod recover;
 pub mod redis_conn;

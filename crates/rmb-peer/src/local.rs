@@ -11,13 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::{AsyncCommands as _, Direction, Script};
-use rmb_core::peer_api::SYSTEM_LOCAL;
+use rmb_core::peer_api::{ErrorCode, JsonError, SYSTEM_LOCAL};
 use rmb_core::time::now;
+use rmb_sdk::{Outgoing, Resend, Sent, Unconfirmed};
 
 use crate::peer::{Shared, Stats};
 use crate::redis_conn::{Redis, Stop};
 use crate::store::{self, Outcome};
-use crate::translate::{self, LocalRequest, PreparedRequest};
+use crate::translate::{self, LocalRequest, PreparedRequest, Tracked};
 use crate::writer::{self, Job};
 
 /// Seconds a blocking move waits before looping (to notice shutdown).
@@ -44,7 +45,6 @@ pub(crate) async fn run(shared: Arc<Shared>) {
 struct Scripts {
     accept: Script,
     consume: Script,
-    mark: Script,
 }
 
 impl Default for Scripts {
@@ -52,7 +52,6 @@ impl Default for Scripts {
         Scripts {
             accept: Script::new(store::ACCEPT_REQUEST),
             consume: Script::new(store::CONSUME_ENTRY),
-            mark: Script::new(store::MARK),
         }
     }
 }
@@ -101,7 +100,7 @@ pub(crate) async fn next_entry(
     }
 }
 
-async fn request(shared: &Shared, redis: &mut Redis, scripts: &Scripts, entry: String) {
+async fn request(shared: &Arc<Shared>, redis: &mut Redis, scripts: &Scripts, entry: String) {
     let uid = uuid::Uuid::new_v4().to_string();
     let me = shared.client.address().clone();
     let prepared = match translate::local_request(&entry, &uid, &me, now()) {
@@ -135,46 +134,77 @@ async fn request(shared: &Shared, redis: &mut Redis, scripts: &Scripts, entry: S
     }
     let tracked = prepared.tracked;
     shared.remember(&tracked, now());
-    let mut sent = Vec::new();
-    for envelope in prepared.envelopes {
+    send_all(shared, tracked, prepared.envelopes).await;
+}
+
+/// Sends the envelopes of an accepted request and, aside, waits for their
+/// confirmations; answers the app for each destination it cannot send to.
+pub(crate) async fn send_all(shared: &Arc<Shared>, tracked: Tracked, envelopes: Vec<Outgoing>) {
+    let uid = &tracked.uid;
+    let mut handed = Vec::new();
+    for envelope in envelopes {
         let dst = envelope.destination.twin;
         match shared.send(envelope).await {
-            Ok(_) => {
+            Ok(sent) => {
                 Stats::inc(&shared.stats.envelopes_sent);
-                sent.push(store::destination_field(dst));
+                handed.push((dst, sent));
             }
             Err(e) => {
                 tracing::info!(uid, dst, "cannot send a request: {e}");
                 let error = e.code().with_message(e.to_string());
-                let json = translate::error_reply(
-                    tracked.reference.clone(),
-                    dst.to_string(),
-                    error,
-                    now(),
-                );
-                let job = Job::Reply {
-                    uid: uid.clone(),
-                    field: store::destination_field(dst),
-                    ret: tracked.reply_to.clone(),
-                    json,
-                    unchecked: true,
-                };
-                writer::queue(shared, job, tracked.deadline + store::BACKLOG_GRACE).await;
+                fail(shared, &tracked, dst, error).await;
             }
         }
     }
-    if !sent.is_empty() {
-        mark(
-            shared,
-            redis,
-            scripts,
-            &uid,
-            store::SENDING,
-            store::SENT,
-            &sent,
-        )
-        .await;
+    if handed.is_empty() {
+        return;
     }
+    // Confirmations come a relay round trip later: waited for aside, so this worker
+    // takes the next request meanwhile (within CONFIRMING at once).
+    let aside = shared.clone();
+    shared
+        .aside(async move { confirm(&aside, &tracked, handed).await })
+        .await;
+}
+
+/// Records which envelopes a relay confirmed (`sent`), and answers the app for those
+/// that no relay will (an explicit error, never a silent loss or a second copy).
+async fn confirm(shared: &Shared, tracked: &Tracked, handed: Vec<(u32, Sent)>) {
+    let mut confirmed = Vec::new();
+    for (dst, sent) in handed {
+        match sent.confirmed().await {
+            Ok(()) => confirmed.push(store::destination_field(dst)),
+            // Shutting down: the backlog still says `sending`, for the next start.
+            Err(Unconfirmed::Closed) => {}
+            Err(why) => {
+                tracing::info!(uid = tracked.uid, dst, "a request was not confirmed: {why}");
+                let error = ErrorCode::Other.with_message(format!("not delivered: {why}"));
+                fail(shared, tracked, dst, error).await;
+            }
+        }
+    }
+    if !confirmed.is_empty() {
+        let job = Job::Mark {
+            uid: tracked.uid.clone(),
+            from: store::SENDING,
+            to: store::SENT,
+            fields: confirmed,
+        };
+        writer::queue(shared, job, tracked.deadline + store::BACKLOG_GRACE).await;
+    }
+}
+
+/// The app's error for destination `dst` of a request the peer could not deliver.
+async fn fail(shared: &Shared, tracked: &Tracked, dst: u32, error: JsonError) {
+    let json = translate::error_reply(tracked.reference.clone(), dst.to_string(), error, now());
+    let job = Job::Reply {
+        uid: tracked.uid.clone(),
+        field: store::destination_field(dst),
+        ret: tracked.reply_to.clone(),
+        json,
+        unchecked: true,
+    };
+    writer::queue(shared, job, tracked.deadline + store::BACKLOG_GRACE).await;
 }
 
 /// Writes the request's backlog and removes its entry from the processing list; false
@@ -191,7 +221,10 @@ async fn accept(
         .deadline
         .saturating_sub(now())
         .saturating_add(store::BACKLOG_GRACE);
-    let fields = store::backlog_fields(tracked);
+    // Under `--resend always` a request still `sending` at a restart is sent again,
+    // which needs the request itself.
+    let keep = (shared.resend == Resend::Always).then_some(entry);
+    let fields = store::backlog_fields(tracked, keep);
     loop {
         let status = shared
             .retry(redis, "accepting a request", Duration::ZERO, |mut c| {
@@ -271,35 +304,5 @@ async fn consume(
                 "cannot push an error for a malformed request to its ret list: {status}"
             );
         }
-    }
-}
-
-/// Moves destinations `fields` of request `uid` from state `from` to `to`.
-async fn mark(
-    shared: &Shared,
-    redis: &mut Redis,
-    scripts: &Scripts,
-    uid: &str,
-    from: &str,
-    to: &str,
-    fields: &[String],
-) {
-    let result = shared
-        .retry(
-            redis,
-            "recording a request's progress",
-            Duration::ZERO,
-            |mut c| {
-                let mut invocation = scripts.mark.prepare_invoke();
-                invocation.key(store::backlog_key(uid)).arg(from).arg(to);
-                for field in fields {
-                    invocation.arg(field);
-                }
-                async move { invocation.invoke_async::<i64>(&mut c).await }
-            },
-        )
-        .await;
-    if let Err(Stop::Permanent(e)) = result {
-        tracing::warn!(uid, "cannot record a request's progress: {e}");
     }
 }

@@ -23,12 +23,13 @@ use redis::aio::MultiplexedConnection;
 use redis::RedisResult;
 
 use rmb_registrar_client::RegistrarClient;
-use rmb_sdk::{Client, Outgoing, SendError, Sent};
+use rmb_sdk::{Client, Outgoing, Resend, SendError, Sent};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Limits, PeerConfig};
+use crate::memory::{Budget, RedisMemory};
 use crate::redis_conn::{redact_url, retry, Backoff, Redis, Stop};
 use crate::translate::{RequestInfo, Tracked};
 use crate::ttl_map::TtlMap;
@@ -38,6 +39,8 @@ use crate::writer::Queued;
 const WRITE_QUEUE: usize = 10_000;
 /// Replies sent in the background at once.
 pub(crate) const BACKGROUND_SENDS: usize = 256;
+/// Envelopes waiting for a relay's confirmation at once.
+const CONFIRMING: usize = 16_384;
 
 /// Counters, for logs and tests.
 #[derive(Debug, Default)]
@@ -103,9 +106,14 @@ pub(crate) struct Shared {
     pub pending: Arc<Semaphore>,
     /// Slots for [`Shared::send_in_background`].
     pub background: Arc<Semaphore>,
+    /// Slots for envelopes waiting for a relay's confirmation.
+    pub confirming: Arc<Semaphore>,
+    /// The SDK's receiver memory, in Redis.
+    pub memory: Arc<RedisMemory>,
     pub redis_url: String,
     pub backoff: Backoff,
     pub limits: Limits,
+    pub resend: Resend,
     pub cancel: CancellationToken,
 }
 
@@ -156,6 +164,20 @@ impl Shared {
         self.client.send(out).await
     }
 
+    /// Runs `work` (waiting for a relay's confirmation) in a task of its own, within
+    /// [`CONFIRMING`] at once: waits for a slot; false if the peer shut down first.
+    pub async fn aside(&self, work: impl Future<Output = ()> + Send + 'static) -> bool {
+        let slot = tokio::select! {
+            slot = self.confirming.clone().acquire_owned() => slot,
+            _ = self.cancel.cancelled() => return false,
+        };
+        tokio::spawn(async move {
+            work.await;
+            drop(slot);
+        });
+        true
+    }
+
     /// Sends an envelope nobody waits for (an error reply, a version answer) in a task
     /// of its own, within [`BACKGROUND_SENDS`]; beyond that it is dropped, so a flood of
     /// refused requests costs bounded memory.
@@ -175,8 +197,8 @@ impl Shared {
 }
 
 impl Peer {
-    /// Registers (unless `no_update`), connects to the relays and starts the Redis
-    /// loops. Redis need not be up yet.
+    /// Waits for Redis (the receiver memory's key is kept there), registers (unless
+    /// `no_update`), connects to the relays and starts the Redis loops.
     pub async fn start(config: PeerConfig) -> anyhow::Result<Peer> {
         Self::start_with_registrar(config, None).await
     }
@@ -189,6 +211,21 @@ impl Peer {
         redis::Client::open(config.redis_url.as_str()).map_err(|e| {
             anyhow::anyhow!("invalid redis URL {}: {e}", redact_url(&config.redis_url))
         })?;
+        let cancel = CancellationToken::new();
+        // The receiver memory's hash key lives in Redis: without it, copies arriving
+        // after a restart would not be recognised, so the peer waits for Redis here.
+        let memory = match RedisMemory::open(
+            &config.redis_url,
+            config.redis_backoff,
+            Budget::of(&config.limits),
+            &cancel,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("redis at {}: {e}", redact_url(&config.redis_url)))?
+        {
+            Some(memory) => Arc::new(memory),
+            None => anyhow::bail!("stopped while waiting for Redis"),
+        };
         let (events_tx, events) = mpsc::channel(1024);
         let registrar = match registrar {
             Some(r) => r,
@@ -203,9 +240,9 @@ impl Peer {
             .resend(config.resend)
             .resend_interval(config.resend_interval)
             .unhandled(events_tx)
+            .memory(memory.clone())
             .build()
             .await?;
-        let cancel = CancellationToken::new();
         let stats = Arc::new(Stats::default());
         let (writer, writes) = mpsc::channel(WRITE_QUEUE);
         let limits = config.limits.clone();
@@ -217,9 +254,12 @@ impl Peer {
             writer,
             pending: Arc::new(Semaphore::new(limits.pending_bytes)),
             background: Arc::new(Semaphore::new(BACKGROUND_SENDS)),
+            confirming: Arc::new(Semaphore::new(CONFIRMING)),
+            memory: memory.clone(),
             redis_url: config.redis_url.clone(),
             backoff: config.redis_backoff,
             limits,
+            resend: config.resend,
             cancel: cancel.clone(),
         });
         let (recovered_tx, recovered) = watch::channel(false);

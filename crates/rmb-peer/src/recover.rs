@@ -17,7 +17,9 @@ use std::time::Duration;
 use redis::{AsyncCommands as _, Script};
 use rmb_core::peer_api::{ErrorCode, SYSTEM_LOCAL, SYSTEM_REPLY};
 use rmb_core::time::now;
+use rmb_sdk::Resend;
 
+use crate::local;
 use crate::peer::{Shared, Stats};
 use crate::redis_conn::{Redis, Stop};
 use crate::store;
@@ -75,11 +77,16 @@ pub(crate) async fn run(shared: &Arc<Shared>) -> bool {
             }
             continue;
         };
-        let (tracked, states) = found;
+        let (tracked, states, request) = found;
         Stats::inc(&shared.stats.recovered);
         shared.remember(&tracked, now());
+        let mut again = Vec::new();
         for (twin, state) in states {
             match state.as_str() {
+                // Every receiver drops copies (the operator said so): send it again.
+                store::SENDING if shared.resend == Resend::Always && request.is_some() => {
+                    again.push(twin)
+                }
                 store::SENDING => {
                     let message = "rmb-peer stopped before a relay confirmed this request: it \
                                    may or may not have been delivered, and it was not sent \
@@ -88,6 +95,13 @@ pub(crate) async fn run(shared: &Arc<Shared>) -> bool {
                 }
                 store::SENT => awaiting.push((tracked.clone(), twin)),
                 _ => {}
+            }
+        }
+        if let Some(request) = request.filter(|_| !again.is_empty()) {
+            let me = shared.client.address();
+            match translate::envelopes_again(&request, &tracked, me, &again) {
+                Some(envelopes) => local::send_all(shared, tracked, envelopes).await,
+                None => tracing::warn!(uid = tracked.uid, "cannot rebuild a request to send again"),
             }
         }
     }
@@ -157,12 +171,13 @@ async fn move_back(shared: &Shared, redis: &mut Redis, source: &str) -> Result<u
     }
 }
 
-/// The backlog of `uid`, or `None` (and the uid leaves the outbox) if it expired.
+/// The backlog of `uid` (with the request itself if kept), or `None` (and the uid
+/// leaves the outbox) if it expired.
 async fn read_backlog(
     shared: &Shared,
     redis: &mut Redis,
     uid: &str,
-) -> Option<(Tracked, Vec<(u32, String)>)> {
+) -> Option<(Tracked, Vec<(u32, String)>, Option<String>)> {
     let key = store::backlog_key(uid);
     let fields: HashMap<String, String> = shared
         .retry(redis, "reading a backlog", Duration::ZERO, |mut c| {
@@ -171,7 +186,8 @@ async fn read_backlog(
         })
         .await
         .unwrap_or_default();
-    let found = store::tracked_from_fields(uid, &fields);
+    let found = store::tracked_from_fields(uid, &fields)
+        .map(|(tracked, states)| (tracked, states, fields.get(store::REQUEST_FIELD).cloned()));
     if found.is_none() {
         let _ = shared
             .retry(

@@ -10,29 +10,60 @@ use redis::AsyncCommands as _;
 use rmb_core::peer_api::SYSTEM_REPLY;
 use rmb_core::time::now;
 use rmb_core::Address;
-use rmb_sdk::Outgoing;
+use rmb_sdk::{Outgoing, Sent, Unconfirmed};
 
 use crate::local::next_entry;
+use crate::memory;
 use crate::peer::{Shared, Stats};
 use crate::redis_conn::{Redis, Stop};
 use crate::store;
 use crate::translate::{self, RequestInfo};
+use crate::writer::{self, Job};
 
 pub(crate) async fn run(shared: Arc<Shared>) {
     let mut redis = shared.redis();
     while let Some(entry) = next_entry(&shared, &mut redis, SYSTEM_REPLY).await {
-        match std::str::from_utf8(&entry) {
+        let sent = match std::str::from_utf8(&entry) {
             Ok(json) => reply(&shared, &mut redis, json).await,
             Err(_) => {
                 Stats::inc(&shared.stats.malformed);
                 tracing::warn!("malformed message on {SYSTEM_REPLY}: not UTF-8");
+                None
             }
+        };
+        let Some(sent) = sent else {
+            remove(&shared, &mut redis, &entry).await;
+            continue;
+        };
+        // The reply leaves the processing list once a relay confirmed it, waited for
+        // aside so this worker takes the next one meanwhile.
+        let aside = shared.clone();
+        let waiting = shared.aside(async move {
+            match sent.confirmed().await {
+                // Shutting down: it stays on the processing list for the next start.
+                Err(Unconfirmed::Closed) => {}
+                outcome => {
+                    if let Err(why) = outcome {
+                        tracing::info!("a reply was not confirmed: {why}");
+                    }
+                    let job = Job::Remove {
+                        list: store::REPLY_PROCESSING,
+                        entry,
+                    };
+                    let deadline = now().saturating_add(rmb_core::time::MAX_TTL);
+                    writer::queue(&aside, job, deadline).await;
+                }
+            }
+        });
+        if !waiting.await {
+            return;
         }
-        remove(&shared, &mut redis, &entry).await;
     }
 }
 
-async fn reply(shared: &Shared, redis: &mut Redis, json: &str) {
+/// Sends the service's reply (or tells the requester what is wrong with it); the
+/// handle of the reply sent, to wait for its confirmation.
+async fn reply(shared: &Shared, redis: &mut Redis, json: &str) -> Option<Sent> {
     let me = shared.client.address().clone();
     let known = known_request(shared, redis, json).await;
     let reply = translate::local_reply(json, &me, |_, _| known);
@@ -58,12 +89,18 @@ async fn reply(shared: &Shared, redis: &mut Redis, json: &str) {
                 );
                 let _ = shared.send(out).await;
             }
-            return;
+            return None;
         }
     };
     match shared.send(out).await {
-        Ok(_) => Stats::inc(&shared.stats.replies_sent),
-        Err(e) => tracing::warn!("cannot send a reply: {e}"),
+        Ok(sent) => {
+            Stats::inc(&shared.stats.replies_sent);
+            Some(sent)
+        }
+        Err(e) => {
+            tracing::warn!("cannot send a reply: {e}");
+            None
+        }
     }
 }
 
@@ -75,8 +112,11 @@ async fn known_request(shared: &Shared, redis: &mut Redis, json: &str) -> Option
         return Some(info);
     }
     let source: Address = dst.parse().ok()?;
+    let key = shared
+        .memory
+        .request_key(&source, shared.client.address(), &uid);
     let marker: Option<String> = match redis.conn(Duration::ZERO).await {
-        Ok(mut conn) => conn.get(store::seen_key(&source, &uid)).await.ok()?,
+        Ok(mut conn) => conn.get(memory::seen_key(key)).await.ok()?,
         Err(_) => None,
     };
     RequestInfo::from_marker(&marker?)

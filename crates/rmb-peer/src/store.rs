@@ -13,9 +13,13 @@
 //! |---|---|---|
 //! | `msgbus.system.local.processing` | list | requests taken off `msgbus.system.local` and not yet accepted |
 //! | `msgbus.system.reply.processing` | list | replies taken off `msgbus.system.reply` and not yet sent |
-//! | `msgbus.backlog.<uid>` | hash | an accepted request: `ref`, `ret`, `cmd`, the stamping time, and per destination `d:<twin>` = `sending`, `sent` or `done` |
+//! | `msgbus.backlog.<uid>` | hash | an accepted request: `ref`, `ret`, `cmd`, its time and deadline, per destination `d:<twin>` = `sending`, `sent` or `done`, and under `--resend always` the request itself (`req`) |
 //! | `msgbus.system.outbox` | set | uids of accepted requests with a destination not yet `done` |
-//! | `msgbus.system.seen.<hash>` | string | a request from a remote twin was pushed to its service (value: its schema and deadline) |
+//! | `msgbus.system.seen` | sorted set | the seen markers, scored by expiry, to cap their number |
+//! | `msgbus.system.seen.<key>` | string | a request from a remote twin was pushed to its service, under each of its two de-duplication keys (value: its schema and deadline) |
+//! | `msgbus.system.answer.<key>` | string | the reply frame sent for a remote request, to answer its copies |
+//! | `msgbus.system.answers`, `.bytes` | sorted set, string | the replies kept (scored by expiry) and their bytes, to cap them |
+//! | `msgbus.system.hashkey` | string | the secret the de-duplication keys are hashed with, kept across restarts |
 //!
 //! All of them expire with the request they describe, and `msgbus.<cmd>` lists expire
 //! with their newest entry, so nothing a remote twin sends outlives its envelope.
@@ -23,8 +27,6 @@
 use std::collections::HashMap;
 
 use rmb_core::peer_api::SYSTEM_LOCAL;
-use rmb_core::Address;
-use sha2::{Digest, Sha256};
 
 use crate::translate::Tracked;
 
@@ -61,32 +63,14 @@ pub fn destination_field(twin: u32) -> String {
 /// destination: the first one is pushed, later ones are copies.
 pub const RELAY_ERROR_FIELD: &str = "relay";
 
-/// The marker that a request from `source` with `uid` was pushed to its service. A
-/// hash, so its length does not depend on what the sender chose, and a cryptographic
-/// one, so nobody can make two requests share a marker.
-pub fn seen_key(source: &Address, uid: &str) -> String {
-    let mut hash = Sha256::new();
-    hash.update(source.twin.to_be_bytes());
-    // Lengths first: ("a", "bc") and ("ab", "c") hash apart.
-    let session = source.connection.as_deref().unwrap_or("");
-    for part in [session.as_bytes(), uid.as_bytes()] {
-        hash.update((part.len() as u64).to_be_bytes());
-        hash.update(part);
-    }
-    hash.update([u8::from(source.connection.is_some())]);
-    let digest = hash.finalize();
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("msgbus.system.seen.{hex}")
-}
-
 /// A destination's state in a backlog: handed to the relays, confirmed by one, answered.
 pub const SENDING: &str = "sending";
 pub const SENT: &str = "sent";
 pub const DONE: &str = "done";
 
-/// A backlog's fields: what the peer needs to route the replies, and every destination
-/// `sending`.
-pub fn backlog_fields(tracked: &Tracked) -> Vec<(String, String)> {
+/// A backlog's fields: what the peer needs to route the replies, every destination
+/// `sending`, and the app's request itself if given (to send it again after a restart).
+pub fn backlog_fields(tracked: &Tracked, request: Option<&str>) -> Vec<(String, String)> {
     let mut fields = vec![
         ("ret".to_string(), tracked.reply_to.clone()),
         ("cmd".to_string(), tracked.command.clone()),
@@ -96,11 +80,17 @@ pub fn backlog_fields(tracked: &Tracked) -> Vec<(String, String)> {
     if let Some(reference) = &tracked.reference {
         fields.push(("ref".to_string(), reference.clone()));
     }
+    if let Some(request) = request {
+        fields.push((REQUEST_FIELD.to_string(), request.to_string()));
+    }
     for twin in &tracked.destinations {
         fields.push((destination_field(*twin), SENDING.to_string()));
     }
     fields
 }
+
+/// The backlog field holding the app's request (only under `--resend always`).
+pub const REQUEST_FIELD: &str = "req";
 
 /// A backlog read back (`HGETALL`), with each destination's state; `None` if the
 /// fields are not a backlog (missing, or written by something else).
@@ -126,13 +116,21 @@ pub fn tracked_from_fields(
     Some((tracked, states))
 }
 
+/// The seen markers (of [`PUSH_REQUEST`]), scored by the Unix second they expire, to
+/// cap how many there are.
+pub const SEEN_INDEX: &str = "msgbus.system.seen";
+
 /// Pushes a remote twin's request to its service list once.
 ///
-/// KEYS: list, seen marker. ARGV: json, ttl, max entries, max bytes, marker value.
-/// Returns `pushed`, `duplicate` (the marker exists), `full`, `wrongtype`, or the
-/// error Redis gave (OOM).
+/// KEYS: list, [`SEEN_INDEX`], the message key's marker, and the signature key's
+/// marker if known. ARGV: json, ttl, max entries, max bytes, marker value, now, max
+/// markers.
+/// Returns `pushed`, `duplicate` (a marker exists), `full` (the list, or the markers
+/// are at their cap), `wrongtype`, or the error Redis gave (OOM).
 pub const PUSH_REQUEST: &str = r#"
-if redis.call('EXISTS', KEYS[2]) == 1 then return 'duplicate' end
+for i = 3, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then return 'duplicate' end
+end
 local kind = redis.call('TYPE', KEYS[1])['ok']
 if kind ~= 'none' and kind ~= 'list' then return 'wrongtype' end
 local len = redis.call('LLEN', KEYS[1])
@@ -141,14 +139,23 @@ if len > 0 then
   local used = redis.call('MEMORY', 'USAGE', KEYS[1]) or 0
   if used + string.len(ARGV[1]) > tonumber(ARGV[4]) then return 'full' end
 end
+local now = tonumber(ARGV[6])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+if redis.call('ZCARD', KEYS[2]) + #KEYS - 2 > tonumber(ARGV[7]) then return 'markers' end
 local ttl = tonumber(ARGV[2])
-local set = redis.pcall('SET', KEYS[2], ARGV[5], 'EX', ttl)
-if type(set) == 'table' and set['err'] then return set['err'] end
+for i = 3, #KEYS do
+  local set = redis.pcall('SET', KEYS[i], ARGV[5], 'EX', ttl)
+  if type(set) == 'table' and set['err'] then
+    for j = 3, i - 1 do redis.call('DEL', KEYS[j]) end
+    return set['err']
+  end
+end
 local pushed = redis.pcall('LPUSH', KEYS[1], ARGV[1])
 if type(pushed) == 'table' and pushed['err'] then
-  redis.call('DEL', KEYS[2])
+  for j = 3, #KEYS do redis.call('DEL', KEYS[j]) end
   return pushed['err']
 end
+for i = 3, #KEYS do redis.call('ZADD', KEYS[2], now + ttl, KEYS[i]) end
 if redis.call('TTL', KEYS[1]) < ttl then redis.call('EXPIRE', KEYS[1], ttl) end
 return 'pushed'
 "#;
@@ -233,17 +240,16 @@ return 'done'
 /// Moves destinations of a request from one state to another (only those in the
 /// `from` state: a reply that came first already made them `done`).
 ///
-/// KEYS: backlog. ARGV: from, to, fields... Returns how many moved.
+/// KEYS: backlog. ARGV: from, to, fields... Returns `done`, or `unknown` without a
+/// backlog.
 pub const MARK: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local moved = 0
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'unknown' end
 for i = 3, #ARGV do
   if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[1] then
     redis.call('HSET', KEYS[1], ARGV[i], ARGV[2])
-    moved = moved + 1
   end
 end
-return moved
+return 'done'
 "#;
 
 /// What a script said, as the peer acts on it.
@@ -255,6 +261,8 @@ pub enum Outcome {
     Duplicate,
     /// The list is at its cap (entries or bytes), or the outbox is.
     Full,
+    /// The seen markers are at their cap.
+    Markers,
     /// The key holds something other than a list.
     WrongType,
     /// The reply's sender is not a destination of the request.
@@ -274,6 +282,7 @@ impl Outcome {
             "pushed" | "accepted" | "done" => Outcome::Done,
             "duplicate" => Outcome::Duplicate,
             "full" | "busy" => Outcome::Full,
+            "markers" => Outcome::Markers,
             "wrongtype" => Outcome::WrongType,
             "stranger" => Outcome::Stranger,
             "unknown" => Outcome::Unknown,
@@ -289,26 +298,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn seen_keys_are_fixed_size_and_keep_every_part_apart() {
-        let key = |twin, sid: Option<&str>, uid: &str| {
-            seen_key(
-                &Address {
-                    twin,
-                    connection: sid.map(str::to_string),
-                },
-                uid,
-            )
-        };
-        let a = key(7, None, "u1");
-        assert_eq!(a.len(), "msgbus.system.seen.".len() + 32);
-        assert_eq!(a, key(7, None, "u1"));
-        assert_ne!(a, key(8, None, "u1"));
-        assert_ne!(a, key(7, Some(""), "u1"), "session \"\" is not no session");
-        assert_ne!(key(7, Some("a"), "bc"), key(7, Some("ab"), "c"));
-        assert_eq!(key(7, None, &"x".repeat(10_000)).len(), a.len());
-    }
-
-    #[test]
     fn backlogs_read_back_as_written() {
         let tracked = Tracked {
             uid: "u".into(),
@@ -319,7 +308,9 @@ mod tests {
             timestamp: 100,
             deadline: 160,
         };
-        let mut fields: HashMap<String, String> = backlog_fields(&tracked).into_iter().collect();
+        let mut fields: HashMap<String, String> =
+            backlog_fields(&tracked, Some("{}")).into_iter().collect();
+        assert_eq!(fields[REQUEST_FIELD], "{}");
         fields.insert("d:12".into(), DONE.into());
         let (back, states) = tracked_from_fields("u", &fields).unwrap();
         assert_eq!(back, tracked);

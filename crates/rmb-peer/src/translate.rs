@@ -201,6 +201,32 @@ impl RequestInfo {
     }
 }
 
+/// The envelopes of an accepted request again, for `destinations` (after a restart,
+/// under `--resend always`): the same uid and deadline as the first time.
+pub fn envelopes_again(
+    request: &str,
+    tracked: &Tracked,
+    me: &Address,
+    destinations: &[u32],
+) -> Option<Vec<Outgoing>> {
+    let LocalRequest::Send(prepared) =
+        local_request(request, &tracked.uid, me, tracked.timestamp).ok()?
+    else {
+        return None;
+    };
+    let envelopes = prepared
+        .envelopes
+        .into_iter()
+        .filter(|e| destinations.contains(&e.destination.twin))
+        .map(|mut e| {
+            e.timestamp = tracked.timestamp;
+            e.expiration = tracked.deadline.saturating_sub(tracked.timestamp);
+            e
+        })
+        .collect();
+    Some(envelopes)
+}
+
 /// The `dst` and `ref` of a service's reply (which request it answers), if readable.
 pub fn reply_target(json: &str) -> Option<(String, String)> {
     #[derive(serde::Deserialize)]
@@ -473,6 +499,20 @@ mod tests {
         let bad = r#"{"ver":1,"ref":"u","dat":"","dst":"zero","now":0}"#;
         let e = local_reply(bad, &me(), |_, _| None).unwrap_err();
         assert_eq!(e.reference.as_deref(), Some("u"));
+    }
+
+    #[test]
+    fn a_request_is_rebuilt_with_its_uid_and_deadline() {
+        let json = r#"{"ver":1,"ref":"r1","cmd":"calc.add","exp":100,"dat":"aGk=","dst":[7,8],"ret":"app.ret","now":0}"#;
+        let LocalRequest::Send(first) = local_request(json, "u-1", &me(), 1000).unwrap() else {
+            panic!()
+        };
+        let again = envelopes_again(json, &first.tracked, &me(), &[8]).unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].uid, "u-1");
+        assert_eq!(again[0].destination, Address::twin(8));
+        assert_eq!((again[0].timestamp, again[0].expiration), (1000, 100));
+        assert_eq!(again[0].payload.as_deref(), Some(&b"hi"[..]));
     }
 
     #[test]

@@ -33,10 +33,11 @@ pub(crate) struct Queued {
 }
 
 pub(crate) enum Job {
-    /// A remote twin's request, for the service list `list`.
+    /// A remote twin's request, for the service list `list`, with the markers of its
+    /// de-duplication keys.
     Request {
         list: String,
-        seen: String,
+        seen: Vec<String>,
         json: String,
         ttl: u64,
         /// What the seen marker holds (the schema and deadline, for the reply).
@@ -54,6 +55,15 @@ pub(crate) enum Job {
         /// Push even if Redis has no backlog (the peer remembers the request).
         unchecked: bool,
     },
+    /// Destinations `fields` of request `uid` move from state `from` to `to`.
+    Mark {
+        uid: String,
+        from: &'static str,
+        to: &'static str,
+        fields: Vec<String>,
+    },
+    /// `entry` is done with: off the processing list `list`.
+    Remove { list: &'static str, entry: Vec<u8> },
 }
 
 impl Job {
@@ -69,6 +79,10 @@ impl Job {
                 field,
                 ..
             } => uid.len() + ret.len() + json.len() + field.len() + 64,
+            Job::Mark { uid, fields, .. } => {
+                uid.len() + fields.iter().map(|f| f.len() + 8).sum::<usize>() + 64
+            }
+            Job::Remove { entry, .. } => entry.len() + 64,
         }
     }
 }
@@ -129,6 +143,8 @@ fn budget(shared: &Shared, job: &Job) -> u32 {
 struct Scripts {
     request: Script,
     reply: Script,
+    mark: Script,
+    remove: Script,
 }
 
 pub(crate) async fn run(shared: Arc<Shared>, mut writes: mpsc::Receiver<Queued>) {
@@ -136,6 +152,8 @@ pub(crate) async fn run(shared: Arc<Shared>, mut writes: mpsc::Receiver<Queued>)
     let scripts = Scripts {
         request: Script::new(store::PUSH_REQUEST),
         reply: Script::new(store::PUSH_REPLY),
+        mark: Script::new(store::MARK),
+        remove: Script::new(store::CONSUME_ENTRY),
     };
     let mut batch = Vec::with_capacity(BATCH);
     loop {
@@ -253,12 +271,14 @@ async fn write_batch(
 
 async fn load_scripts(redis: &mut Redis, scripts: &Scripts) -> redis::RedisResult<()> {
     let mut conn = redis.conn(Duration::ZERO).await?;
-    scripts
-        .request
-        .prepare_invoke()
-        .load_async(&mut conn)
-        .await?;
-    scripts.reply.prepare_invoke().load_async(&mut conn).await?;
+    for script in [
+        &scripts.request,
+        &scripts.reply,
+        &scripts.mark,
+        &scripts.remove,
+    ] {
+        script.prepare_invoke().load_async(&mut conn).await?;
+    }
     Ok(())
 }
 
@@ -272,16 +292,20 @@ fn invoke(pipe: &mut redis::Pipeline, scripts: &Scripts, limits: &crate::Limits,
             marker,
             ..
         } => {
+            let mut invocation = scripts.request.key(list);
+            invocation.key(store::SEEN_INDEX);
+            for marker in seen {
+                invocation.key(marker);
+            }
             pipe.invoke_script(
-                scripts
-                    .request
-                    .key(list)
-                    .key(seen)
+                invocation
                     .arg(json)
                     .arg(ttl)
                     .arg(limits.command_list_entries)
                     .arg(limits.command_list_bytes)
-                    .arg(marker),
+                    .arg(marker)
+                    .arg(now())
+                    .arg(limits.seen_markers),
             );
         }
         Job::Reply {
@@ -302,6 +326,22 @@ fn invoke(pipe: &mut redis::Pipeline, scripts: &Scripts, limits: &crate::Limits,
                     .arg(uid)
                     .arg(if *unchecked { "1" } else { "0" }),
             );
+        }
+        Job::Mark {
+            uid,
+            from,
+            to,
+            fields,
+        } => {
+            let mut invocation = scripts.mark.key(store::backlog_key(uid));
+            invocation.arg(from).arg(to);
+            for field in fields {
+                invocation.arg(field);
+            }
+            pipe.invoke_script(&invocation);
+        }
+        Job::Remove { list, entry } => {
+            pipe.invoke_script(scripts.remove.key(*list).arg(entry.as_slice()));
         }
     }
 }
@@ -327,6 +367,10 @@ fn settle(shared: &Shared, job: Job, outcome: Outcome) {
                 Outcome::WrongType => {
                     format!("the peer cannot queue requests: its key {list} is not a list")
                 }
+                Outcome::Markers => format!(
+                    "busy: the peer remembers {} requests already; try again later",
+                    shared.limits.seen_markers
+                ),
                 other => format!("the peer cannot queue the request: {other:?}"),
             };
             tracing::warn!(uid, %from, "refused a request: {message}");
@@ -345,6 +389,7 @@ fn settle(shared: &Shared, job: Job, outcome: Outcome) {
         (Job::Reply { uid, ret, .. }, other) => {
             tracing::warn!(uid, ret, "cannot push a reply to the app: {other:?}");
         }
+        (Job::Mark { .. } | Job::Remove { .. }, _) => {}
     }
 }
 

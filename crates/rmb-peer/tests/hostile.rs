@@ -222,3 +222,38 @@ async fn a_reply_from_a_twin_the_request_did_not_go_to_never_reaches_the_app() {
     assert_eq!(unb64(&reply["dat"]), b"real");
     assert!(list(&url, "b.ret").await.is_empty());
 }
+
+#[tokio::test]
+async fn the_markers_of_requests_run_are_capped_and_requests_beyond_refused_busy() {
+    let reg = TestRegistrar::start().await.unwrap();
+    let relay = Relay::start("127.0.0.1", &reg.url()).await;
+    // Two markers per signed request: room for two requests.
+    let opts = PeerOpts {
+        limits: Limits {
+            seen_markers: 4,
+            ..Limits::default()
+        },
+        ..Default::default()
+    };
+    let (b, redis_b) = peer(&reg, &[&relay], opts).await;
+    let mut raw = RawTwin::connect(&reg, &relay).await;
+    for i in 0..3 {
+        let frame = raw.request(&format!("m{i}"), b.twin_id(), "marks", b"x");
+        raw.send(frame).await;
+    }
+    let (_, code, message) = raw.recv_error().await;
+    assert_eq!(code, ErrorCode::Other.code());
+    assert!(
+        message.starts_with("busy: the peer remembers 4"),
+        "{message}"
+    );
+    let mut c = conn(&redis_b.url()).await.unwrap();
+    let len: usize = c.llen("msgbus.marks").await.unwrap();
+    assert_eq!(len, 2);
+    let markers: usize = redis::cmd("ZCARD")
+        .arg("msgbus.system.seen")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(markers, 4);
+}

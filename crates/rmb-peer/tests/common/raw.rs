@@ -80,3 +80,13 @@ impl RawTwin {
         }
     }
 }
+
+impl RawTwin {
+    /// Connects again to `relay` (after it restarted), as the same twin.
+    pub async fn reconnect(&mut self, relay: &Relay) {
+        let token = rmb_core::jwt::create(&self.signer, self.id, None, rmb_core::time::now(), 300);
+        self.conn = RawConn::connect(relay.domain().parse().unwrap(), &token)
+            .await
+            .unwrap();
+    }
+}
