@@ -112,6 +112,7 @@ pub async fn serve_relay(args: ServeRelayArgs) -> anyhow::Result<()> {
     config.redis_url = args.redis;
     config.max_connections = 1_000_000;
     config.federation_scheme = "http";
+    config.federation_allow_private = true;
     if let Some(n) = args.limit_per_second {
         config.rate_limit = rmb_relay::ratelimit::RateLimit {
             messages: Some(n),
@@ -249,6 +250,24 @@ const CLOCK_FIELD: u32 = 100;
 /// valid while the time changes (relays verify signatures on federation; re-signing
 /// every envelope would make the load generator, not the relay, the bottleneck). Relays
 /// forward the bytes they received, so the field reaches the receiver.
+/// Frames of new envelopes from `from` to `to`, as a flooder that does not care whether
+/// its envelopes verify would send them: one signed envelope whose uid and signature
+/// change with every frame. The relay does not verify signatures (the receiver does) but
+/// drops copies of an envelope it has seen (same uid, or same signature), so a flood of
+/// one repeated frame would measure de-duplication rather than the rate limit.
+pub fn distinct_frames(from: &BenchTwin, to: &BenchTwin, size: usize) -> impl FnMut() -> Vec<u8> {
+    let (first, _) = frame(from, to, size);
+    let mut env = Envelope::decode(&first[..]).expect("a frame we just encoded");
+    let mut n: u64 = rand::random();
+    move || {
+        n = n.wrapping_add(1);
+        env.uid = format!("{n:032x}");
+        let signature = env.signature.get_or_insert_with(|| vec![0; 64]);
+        signature[..8].copy_from_slice(&n.to_le_bytes());
+        env.encode_to_vec()
+    }
+}
+
 pub fn frame(from: &BenchTwin, to: &BenchTwin, size: usize) -> (Vec<u8>, usize) {
     let mut env = Envelope {
         uid: format!("{:032x}", rand::random::<u128>()),

@@ -56,6 +56,7 @@ pub fn hint_of(e: &anyhow::Error) -> Option<&'static str> {
         CliError::Unreachable(_) => Some("is the registrar/relay running? `rmb up` starts a local network; check --registrar and --relay"),
         CliError::UnknownTwin(_) => Some("check the twin id with `rmb twin <id>`"),
         CliError::Call(CallError::Timeout) => Some("the destination may be offline or slow; raise --timeout or check it is connected"),
+        CliError::Call(CallError::Unconfirmed(_)) => Some("the request may have run: check with the destination before calling again"),
         CliError::Usage(_) => Some("see --help"),
         _ => None,
     }

@@ -482,6 +482,9 @@ fn declared_flags(crate_dir: &str) -> BTreeSet<String> {
                     flags.insert(format!("--{}", field.replace('_', "-")));
                 } else if let Some(v) = part.strip_prefix("long =") {
                     flags.insert(format!("--{}", v.trim().trim_matches('"')));
+                } else if let Some(v) = part.strip_prefix("alias =") {
+                    // Another spelling of the long flag (the original binaries' names).
+                    flags.insert(format!("--{}", v.trim().trim_matches('"')));
                 } else if part == "short" {
                     flags.insert(format!("-{}", &field[..1]));
                 } else if let Some(v) = part.strip_prefix("short =") {
@@ -531,7 +534,10 @@ fn check_flags_exist(
     for word in args {
         if word.starts_with('-') && word.len() > 1 {
             let flag = word.split('=').next().unwrap_or(word);
-            if !known.contains(flag) {
+            // A cluster of short switches (`-dd`) is fine when each one exists.
+            let cluster = !flag.starts_with("--")
+                && flag[1..].chars().all(|c| known.contains(&format!("-{c}")));
+            if !known.contains(flag) && !cluster {
                 return Err(format!("`{program}` has no flag {flag}"));
             }
         }

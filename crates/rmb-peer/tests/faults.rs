@@ -143,7 +143,7 @@ async fn a_request_lost_with_a_crashed_relay_is_sent_again_and_answered() {
     let reg = TestRegistrar::start().await.unwrap();
     let mut relay = Relay::start("127.0.0.1", &reg.url()).await;
     let resend = PeerOpts {
-        resend_after: Some(std::time::Duration::from_millis(300)),
+        resend_interval: std::time::Duration::from_millis(300),
         ..Default::default()
     };
     let (a, redis_a) = peer(&reg, &[&relay], resend).await;

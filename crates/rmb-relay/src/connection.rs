@@ -16,7 +16,6 @@ use rmb_core::Envelope;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
-use crate::federation;
 use crate::mailbox::{Mailbox, QueuedFrame};
 use crate::metrics::Metrics;
 use crate::route::{self, ReplyTo};
@@ -240,7 +239,12 @@ async fn handle_frame(
     };
     let now = state.clock.now();
     let refusal = match state.from_session(key, &env, &data, now).await {
-        Outcome::Delivered | Outcome::Queued => return Ok(()),
+        Outcome::Delivered | Outcome::Queued | Outcome::Federated => return Ok(()),
+        Outcome::Duplicate => {
+            // Silently: the sender's retransmission is fine, it just must not run twice.
+            Metrics::inc(&state.metrics.duplicates);
+            return Ok(());
+        }
         Outcome::Pong => {
             // The pong echoes the ping's payload, so this one is decoded in full.
             let ping = Envelope::decode(&data[..])
@@ -250,13 +254,6 @@ async fn handle_frame(
                 deadline: now + route::ERROR_EXPIRATION,
             });
             return Ok(());
-        }
-        Outcome::Elsewhere { fwd, twin } => {
-            let reply_to = ReplyTo::of(&env, key);
-            match federation::submit(state, data, fwd, reply_to, twin.relays.clone()) {
-                Ok(()) => return Ok(()),
-                Err(refusal) => refusal,
-            }
         }
         Outcome::Refused(refusal) => refusal,
     };

@@ -12,7 +12,7 @@
 //! to inject forged traffic; the body size is limited like a WebSocket frame.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -21,9 +21,11 @@ use rmb_core::prost::Message as _;
 use rmb_core::proto::EnvelopeHeader;
 use rmb_core::{envelope, Envelope};
 
+use crate::dedup::SeenKeys;
 use crate::metrics::Metrics;
+use crate::outbound::{self, Attempt};
 use crate::route::{self, Forward, ReplyTo};
-use crate::state::{Outcome, Refusal, RelayState};
+use crate::state::{Outcome, Refusal, RelayState, Via};
 
 /// Starts federating one envelope to `relays` in the background; never blocks the
 /// caller. The delivery holds a backlog permit for its whole life. `Err` when the
@@ -86,7 +88,16 @@ async fn deliver(
                 break;
             }
             let timeout = state.config.federation_timeout.min(left);
-            match post(state, &relay, frame.clone(), timeout).await {
+            let config = &state.config;
+            let attempt = outbound::post(
+                &state.http,
+                config.federation_scheme,
+                &relay,
+                config.federation_allow_private,
+                frame.clone(),
+                timeout,
+            );
+            match attempt.await {
                 Attempt::Accepted => {
                     state.ranker.record(&relay, true, Instant::now());
                     state.metrics.federation(&relay, "ok");
@@ -126,50 +137,29 @@ async fn deliver(
 /// federation gives up reaches the sender before the request expires.
 const ERROR_MARGIN: Duration = Duration::from_millis(200);
 
-/// Time left before the unix second `deadline`, less [`ERROR_MARGIN`].
+/// Time left before the unix second `deadline`, less [`ERROR_MARGIN`]. Checked: a
+/// deadline past what `SystemTime` can hold is simply far away.
 fn time_left(deadline: u64) -> Duration {
-    let deadline = std::time::UNIX_EPOCH + Duration::from_secs(deadline);
+    let Some(deadline) = UNIX_EPOCH.checked_add(Duration::from_secs(deadline)) else {
+        return Duration::MAX;
+    };
     deadline
-        .duration_since(std::time::SystemTime::now())
+        .duration_since(SystemTime::now())
         .unwrap_or_default()
         .saturating_sub(ERROR_MARGIN)
-}
-
-enum Attempt {
-    Accepted,
-    Refused(String),
-    Failed(String),
-}
-
-async fn post(state: &RelayState, relay: &str, body: Bytes, timeout: Duration) -> Attempt {
-    let url = format!("{}://{}/", state.config.federation_scheme, relay);
-    let response = state
-        .http
-        .post(&url)
-        .header("content-type", "application/x-protobuf")
-        .body(body)
-        .timeout(timeout)
-        .send()
-        .await;
-    match response {
-        Err(e) if e.is_timeout() => Attempt::Failed("timeout".into()),
-        Err(e) => Attempt::Failed(format!("unreachable ({})", e.without_url())),
-        Ok(r) if r.status() == StatusCode::ACCEPTED => Attempt::Accepted,
-        Ok(r) if r.status().is_client_error() => {
-            let status = r.status();
-            let text = r.text().await.unwrap_or_default();
-            Attempt::Refused(format!("{status} {}", text.trim()))
-        }
-        Ok(r) => Attempt::Failed(format!("HTTP {}", r.status())),
-    }
 }
 
 /// `POST /`: an envelope forwarded by another relay.
 pub async fn receive(State(state): State<Arc<RelayState>>, body: Bytes) -> (StatusCode, String) {
     let now = state.clock.now();
     match accept(&state, body, now).await {
-        Ok(()) => {
+        Ok(Accepted::New) => {
             Metrics::inc(&state.metrics.federation_received);
+            (StatusCode::ACCEPTED, String::new())
+        }
+        // The sender must not take a copy for a failure: it was delivered the first time.
+        Ok(Accepted::Duplicate) => {
+            Metrics::inc(&state.metrics.duplicates);
             (StatusCode::ACCEPTED, String::new())
         }
         Err(refusal) => {
@@ -182,6 +172,14 @@ pub async fn receive(State(state): State<Arc<RelayState>>, body: Bytes) -> (Stat
             (status, refusal.to_string())
         }
     }
+}
+
+/// How a federation post was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    New,
+    /// A copy of an envelope accepted before: dropped.
+    Duplicate,
 }
 
 /// The HTTP status telling the posting relay how to take a refusal: 4xx is final for
@@ -199,6 +197,7 @@ pub fn status_of(refusal: &Refusal) -> StatusCode {
         Refusal::SourceLookup(_)
         | Refusal::Directory(_)
         | Refusal::Backend(_)
+        | Refusal::QueueFull(_)
         | Refusal::FederationBacklogFull
         | Refusal::FederationFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
@@ -207,7 +206,7 @@ pub fn status_of(refusal: &Refusal) -> StatusCode {
 /// Accepts an envelope another relay posted at `now`: it must carry a signature that
 /// verifies against its source twin's key, then it is routed like one from a session,
 /// except that it is never federated again.
-pub async fn accept(state: &RelayState, body: Bytes, now: u64) -> Result<(), Refusal> {
+pub async fn accept(state: &Arc<RelayState>, body: Bytes, now: u64) -> Result<Accepted, Refusal> {
     let header = EnvelopeHeader::decode(body.clone())?;
     let source = header
         .source
@@ -215,7 +214,7 @@ pub async fn accept(state: &RelayState, body: Bytes, now: u64) -> Result<(), Ref
         .map(|s| s.twin)
         .filter(|twin| *twin != 0)
         .ok_or(Refusal::NoSource)?;
-    let fwd = route::forward(&header, now)?;
+    let fwd = route::forward(&header, &state.config.rules, now)?;
     let twin = state
         .directory
         .twin(source)
@@ -227,81 +226,18 @@ pub async fn accept(state: &RelayState, body: Bytes, now: u64) -> Result<(), Ref
         twin: source,
         source: source_error,
     })?;
-    // The same per-twin budget as on WebSockets: another relay (or anyone posting here)
-    // must not be a way around it.
-    state.charge(source, body.len(), now)?;
-    match state.dispatch(fwd, body).await {
-        // (`dispatch` never answers pings: only a session's reader does.)
-        Outcome::Delivered | Outcome::Queued | Outcome::Pong => Ok(()),
-        Outcome::Elsewhere { fwd, .. } => Err(Refusal::NotHostedHere(fwd.destination.twin)),
+    // Then the same steps as from a session: copies dropped, the same per-twin budget
+    // (another relay, or anyone posting here, must not be a way around it).
+    let keys = SeenKeys::of(&state.hash_key, &header);
+    match state
+        .accept(Via::Federation, fwd, keys, source, &body, now)
+        .await
+    {
+        Outcome::Duplicate => Ok(Accepted::Duplicate),
         Outcome::Refused(refusal) => Err(refusal),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::directory::TwinRecord;
-    use crate::session_key::SessionKey;
-    use crate::state::tests::{attach, relay, NOW};
-    use rmb_core::proto::{Message, Request};
-    use rmb_core::{Address, KeyType, Signer};
-
-    /// Twin 7 lives elsewhere and signs with `signer`.
-    fn signed(signer: &Signer, to: Address) -> Bytes {
-        let mut env = Envelope {
-            uid: "u-7".into(),
-            timestamp: NOW,
-            expiration: 60,
-            source: Some(Address::twin(7)),
-            destination: Some(to),
-            message: Some(Message::Request(Request {
-                command: "x".into(),
-            })),
-            ..Default::default()
-        };
-        envelope::sign(&mut env, signer);
-        Bytes::from(env.encode_to_vec())
-    }
-
-    #[tokio::test]
-    async fn accepts_only_what_the_source_signed_for_twins_living_here() {
-        let (state, directory) = relay(|_| {});
-        let seven = Signer::from_seed(&[7; 32], KeyType::Ed25519).unwrap();
-        let mallory = Signer::from_seed(&[8; 32], KeyType::Ed25519).unwrap();
-        let record = TwinRecord {
-            public_key: seven.public_key(),
-            relays: vec!["relay.there".into()],
-        };
-        directory.insert(7, record);
-        let status = |r: Result<(), Refusal>| r.map_err(|e| status_of(&e));
-
-        let garbage = Bytes::from_static(b"\xff\xff");
-        assert_eq!(
-            status(accept(&state, garbage, NOW).await),
-            Err(StatusCode::BAD_REQUEST)
-        );
-        let forged = signed(&mallory, Address::twin(2));
-        assert_eq!(
-            status(accept(&state, forged, NOW).await),
-            Err(StatusCode::UNAUTHORIZED)
-        );
-        let not_here = signed(&seven, Address::twin(3));
-        assert_eq!(
-            status(accept(&state, not_here, NOW).await),
-            Err(StatusCode::NOT_FOUND)
-        );
-        let late = signed(&seven, Address::twin(2));
-        assert_eq!(
-            status(accept(&state, late, NOW + 60).await),
-            Err(StatusCode::BAD_REQUEST)
-        );
-        let genuine = signed(&seven, Address::twin(2));
-        assert_eq!(status(accept(&state, genuine.clone(), NOW).await), Ok(()));
-        let mailbox = attach(&state, &SessionKey::new(2, None)).await;
-        let mut queued = Vec::new();
-        mailbox.pop_batch(NOW, 10, &mut queued);
-        assert_eq!(queued.len(), 1);
-        assert_eq!(queued[0].data, genuine);
+        // (Federated and Pong never come out of `Via::Federation`.)
+        Outcome::Delivered | Outcome::Queued | Outcome::Federated | Outcome::Pong => {
+            Ok(Accepted::New)
+        }
     }
 }

@@ -3,7 +3,8 @@
 //! The I/O around them lives in `connection` and `federation`.
 
 use rmb_core::proto::{EnvelopeHeader, Error, Message, MessageKind, Payload, Pong};
-use rmb_core::{envelope, time, Envelope};
+use rmb_core::rules::{Rules, Violation};
+use rmb_core::{envelope, Envelope};
 
 use crate::session_key::SessionKey;
 
@@ -56,21 +57,21 @@ impl ReplyTo {
 pub enum Rejection {
     #[error("source {found} does not match your session {session}: envelopes must be sent as the authenticated twin and session")]
     SourceMismatch { found: String, session: String },
-    #[error("envelope has no destination")]
-    NoDestination,
-    #[error(
-        "envelope expired before the relay could route it (check your clock and the expiration)"
-    )]
-    Expired,
+    /// The envelope rules every relay and receiver apply (`rmb_core::rules`).
+    #[error("{0}")]
+    Rules(#[from] Violation),
 }
 
 impl Rejection {
-    /// The `reason` label of `rmb_relay_rejected_total`.
+    /// The `reason` label of `rmb_relay_rejected_total` (a fixed set of values).
     pub fn label(&self) -> &'static str {
         match self {
             Rejection::SourceMismatch { .. } => "source_mismatch",
-            Rejection::NoDestination => "no_destination",
-            Rejection::Expired => "expired",
+            Rejection::Rules(Violation::NoDestination) => "no_destination",
+            Rejection::Rules(Violation::Expired { .. }) => "expired",
+            Rejection::Rules(Violation::LifetimeTooLong { .. }) => "lifetime_too_long",
+            Rejection::Rules(Violation::FromTheFuture { .. }) => "from_the_future",
+            Rejection::Rules(_) => "bad_envelope",
         }
     }
 }
@@ -79,10 +80,12 @@ impl Rejection {
 /// alone (the payload is never read).
 ///
 /// Pings are answered before any other check: the pong goes back to the authenticated
-/// session only, and the TypeScript client sends pings with an empty destination (§6).
+/// session only, and the TypeScript client sends pings with an empty destination and
+/// no timestamp (§6).
 pub fn classify(
     env: &EnvelopeHeader,
     session: &SessionKey,
+    rules: &Rules,
     now: u64,
 ) -> Result<Inbound, Rejection> {
     if matches!(env.kind, Some(MessageKind::Ping(_))) {
@@ -99,19 +102,20 @@ pub fn classify(
             session: session.to_string(),
         });
     }
-    forward(env, now).map(Inbound::Forward)
+    forward(env, rules, now).map(Inbound::Forward)
 }
 
 /// The routing facts of an envelope whose source has been checked (by the session it
-/// came from, or by its signature when another relay posted it).
-pub fn forward(env: &EnvelopeHeader, now: u64) -> Result<Forward, Rejection> {
+/// came from, or by its signature when another relay posted it), after the envelope
+/// rules: among them, a timestamp at most a little in the future and an `expiration`
+/// at most `rules.max_lifetime`, so every deadline the relay keeps is near, which bounds
+/// how long it must remember an envelope to drop its copies.
+pub fn forward(env: &EnvelopeHeader, rules: &Rules, now: u64) -> Result<Forward, Rejection> {
+    rules.check_header(env, now)?;
     let destination = match &env.destination {
         Some(d) if d.twin != 0 => SessionKey::of(d),
-        _ => return Err(Rejection::NoDestination),
+        _ => return Err(Violation::NoDestination.into()),
     };
-    if time::ttl(env.timestamp, env.expiration, now).is_none() {
-        return Err(Rejection::Expired);
-    }
     Ok(Forward {
         destination,
         deadline: env.timestamp.saturating_add(env.expiration),
@@ -175,6 +179,10 @@ mod tests {
     use rmb_core::proto::{Ping, RequestHeader, Skipped};
     use rmb_core::Address;
 
+    fn rules() -> Rules {
+        Rules::default()
+    }
+
     fn env(source: Option<Address>, destination: Option<Address>) -> EnvelopeHeader {
         EnvelopeHeader {
             uid: bytes::Bytes::from_static(b"u"),
@@ -182,7 +190,10 @@ mod tests {
             expiration: 60,
             source,
             destination,
-            kind: Some(MessageKind::Request(RequestHeader::default())),
+            kind: Some(MessageKind::Request(RequestHeader {
+                command: bytes::Bytes::from_static(b"calc.add"),
+            })),
+            signature: Some(bytes::Bytes::from([&b"e"[..], &[1u8; 64]].concat())),
             ..Default::default()
         }
     }
@@ -191,7 +202,7 @@ mod tests {
     fn forwards_a_good_request() {
         let me = SessionKey::new(1, None);
         let e = env(Some(Address::twin(1)), Some(Address::session(2, "s")));
-        let Ok(Inbound::Forward(f)) = classify(&e, &me, 1010) else {
+        let Ok(Inbound::Forward(f)) = classify(&e, &me, &rules(), 1010) else {
             panic!()
         };
         assert_eq!(f.destination, SessionKey::new(2, Some("s".into())));
@@ -210,35 +221,37 @@ mod tests {
         ] {
             let e = env(source, Some(Address::twin(2)));
             assert!(matches!(
-                classify(&e, &me, 1010),
+                classify(&e, &me, &rules(), 1010),
                 Err(Rejection::SourceMismatch { .. })
             ));
         }
     }
 
     #[test]
-    fn refuses_missing_destination_and_expired() {
+    fn applies_the_envelope_rules() {
         let me = SessionKey::new(1, None);
+        let at = |e: EnvelopeHeader, now| classify(&e, &me, &rules(), now).map(|_| ());
+        let label = |r: Result<(), Rejection>| r.unwrap_err().label();
         assert_eq!(
-            classify(&env(Some(Address::twin(1)), None), &me, 1010),
-            Err(Rejection::NoDestination)
+            label(at(env(Some(Address::twin(1)), None), 1010)),
+            "no_destination"
         );
-        assert_eq!(
-            classify(
-                &env(Some(Address::twin(1)), Some(Address::twin(0))),
-                &me,
-                1010
-            ),
-            Err(Rejection::NoDestination)
-        );
-        assert_eq!(
-            classify(
-                &env(Some(Address::twin(1)), Some(Address::twin(2))),
-                &me,
-                1060
-            ),
-            Err(Rejection::Expired)
-        );
+        let to_zero = env(Some(Address::twin(1)), Some(Address::twin(0)));
+        assert_eq!(label(at(to_zero, 1010)), "no_destination");
+        let good = env(Some(Address::twin(1)), Some(Address::twin(2)));
+        assert_eq!(label(at(good.clone(), 1060)), "expired");
+        let mut huge = good.clone();
+        huge.expiration = u64::MAX - huge.timestamp;
+        assert_eq!(label(at(huge, 1010)), "lifetime_too_long");
+        let mut future = good.clone();
+        future.timestamp = 173_300_000_030;
+        future.expiration = 0;
+        assert_eq!(label(at(future, 1010)), "from_the_future");
+        let mut unsigned = good;
+        unsigned.signature = None;
+        let refused = at(unsigned, 1010).unwrap_err();
+        assert_eq!(refused.label(), "bad_envelope");
+        assert!(refused.to_string().contains("not signed"), "{refused}");
     }
 
     #[test]
@@ -246,7 +259,7 @@ mod tests {
         let me = SessionKey::new(1, None);
         let mut ping = env(None, None);
         ping.kind = Some(MessageKind::Ping(Skipped {}));
-        assert_eq!(classify(&ping, &me, 5000), Ok(Inbound::Ping));
+        assert_eq!(classify(&ping, &me, &rules(), 5000), Ok(Inbound::Ping));
         let full = Envelope {
             uid: "u".into(),
             message: Some(Message::Ping(Ping {})),

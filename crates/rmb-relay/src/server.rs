@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{DefaultBodyLimit, RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -91,15 +91,16 @@ pub async fn start(
     directory: Arc<dyn TwinDirectory>,
 ) -> Result<RelayHandle, StartError> {
     let addr = listener.local_addr()?;
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(config.metric_relay_labels));
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     let backend: Arc<dyn Backend> = match &config.redis_url {
-        None => Arc::new(MemoryBackend::new(config.mailbox, metrics.clone())),
+        None => Arc::new(MemoryBackend::new(&config, metrics.clone())),
         Some(url) => Arc::new(
             RedisBackend::connect(
                 url,
                 config.mailbox,
+                config.dedup_capacity,
                 metrics.clone(),
                 config.redis_heartbeat,
                 shutdown.clone(),
@@ -271,7 +272,8 @@ async fn websocket(
     let key = SessionKey::new(claims.sub, claims.sid);
     let max = state.config.max_envelope_size;
     let tasks = state.tasks.clone();
-    upgrade
+    let drops_copies = state.config.dedup_capacity > 0;
+    let mut response = upgrade
         .max_message_size(max)
         .max_frame_size(max)
         .read_buffer_size(state.config.read_buffer_size)
@@ -282,5 +284,17 @@ async fn websocket(
             async move {
                 tasks.track_future(session).await;
             }
-        })
+        });
+    // D1a: copies of what this relay accepted are dropped, so a client may re-send a
+    // frame the relay did not confirm on a new connection here. Others ignore it. A relay
+    // configured to remember nothing (`dedup_capacity` 0) must not say so.
+    if drops_copies {
+        response
+            .headers_mut()
+            .insert(DEDUP_HEADER, HeaderValue::from_static("1"));
+    }
+    response
 }
+
+/// The upgrade-response header saying this relay drops copies of accepted envelopes.
+pub const DEDUP_HEADER: &str = "rmb-dedup";

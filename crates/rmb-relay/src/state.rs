@@ -12,13 +12,16 @@ use std::sync::Arc;
 use bytes::Bytes;
 use rmb_core::prost::Message as _;
 use rmb_core::proto::EnvelopeHeader;
+use rmb_core::rules::HashKey;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backend::{Backend, BackendError};
+use crate::budget::OverBudget;
 use crate::clock::CoarseClock;
 use crate::config::Config;
+use crate::dedup::{Claim, SeenKeys};
 use crate::directory::{DirectoryError, TwinDirectory, TwinRecord};
 use crate::mailbox::QueuedFrame;
 use crate::metrics::Metrics;
@@ -26,6 +29,7 @@ use crate::ranker::Ranker;
 use crate::ratelimit::RateLimiter;
 use crate::route::{self, Forward, Inbound, Rejection, ReplyTo};
 use crate::session_key::SessionKey;
+use crate::{federation, outbound};
 
 pub struct RelayState {
     pub config: Config,
@@ -44,6 +48,8 @@ pub struct RelayState {
     pub connections: Arc<Semaphore>,
     pub next_connection: AtomicU64,
     pub clock: CoarseClock,
+    /// The secret of the keys of the memory of accepted envelopes (D1a).
+    pub hash_key: HashKey,
     /// Cancelled when the relay shuts down: every connection closes.
     pub shutdown: CancellationToken,
     /// Connection, federation and background tasks, awaited at shutdown.
@@ -55,14 +61,38 @@ pub struct RelayState {
 pub enum Outcome {
     /// An envelope ping from a session: answer it with a pong.
     Pong,
+    /// A copy of an envelope already accepted: dropped, uncharged (D1a).
+    Duplicate,
     /// Handed to the connected destination session.
     Delivered,
     /// Queued until the destination connects.
     Queued,
-    /// The destination lives on other relays: federate it there.
-    Elsewhere { fwd: Forward, twin: Arc<TwinRecord> },
+    /// Handed to federation: the destination lives on other relays.
+    Federated,
     /// Not routed, for this reason.
     Refused(Refusal),
+}
+
+/// Where an envelope came from, which decides what happens to one whose destination
+/// lives elsewhere.
+pub enum Via {
+    /// A local session: federate it, and tell this sender if that fails.
+    Session(ReplyTo),
+    /// Another relay: never federated again (relays that disagree about a twin would
+    /// bounce it between them).
+    Federation,
+}
+
+/// Where [`RelayState::dispatch`] put an envelope.
+#[derive(Debug)]
+pub enum Routed {
+    Delivered,
+    Queued,
+    /// The destination twin lives on other relays.
+    Elsewhere {
+        fwd: Forward,
+        twin: Arc<TwinRecord>,
+    },
 }
 
 /// Why an envelope was not routed; the text is what its sender reads (a relay error
@@ -80,7 +110,9 @@ pub enum Refusal {
     #[error("cannot look up the destination twin: {0}")]
     Directory(#[source] DirectoryError),
     #[error("relay storage error: {0}")]
-    Backend(#[from] BackendError),
+    Backend(#[source] BackendError),
+    #[error("{0}")]
+    QueueFull(#[source] OverBudget),
     #[error("relay federation backlog is full, retry later")]
     FederationBacklogFull,
     /// Federation gave up: every relay of the destination failed or one refused.
@@ -106,6 +138,15 @@ pub enum Refusal {
     },
 }
 
+impl From<BackendError> for Refusal {
+    fn from(e: BackendError) -> Self {
+        match e {
+            BackendError::QueueFull(over) => Refusal::QueueFull(over),
+            other => Refusal::Backend(other),
+        }
+    }
+}
+
 impl Refusal {
     /// The `reason` label of `rmb_relay_rejected_total` for a refusal of an envelope
     /// from a session.
@@ -115,6 +156,7 @@ impl Refusal {
             Refusal::RateLimited { .. } => "rate_limited",
             Refusal::FederationBacklogFull => "federation_backlog_full",
             Refusal::FederationFailed(_) => "federation_failed",
+            Refusal::QueueFull(_) => "queue_full",
             _ => "unroutable",
         }
     }
@@ -130,18 +172,16 @@ impl RelayState {
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(64)
-            .connect_timeout(config.federation_timeout)
-            .build()?;
+        let http = outbound::client(config.federation_timeout, config.federation_allow_private)?;
         Ok(RelayState {
             limiter: RateLimiter::new(config.rate_limit),
-            ranker: Ranker::new(config.ranker_period),
+            ranker: Ranker::new(config.ranker_period, config.ranker_relays),
             federation_slots: Arc::new(Semaphore::new(config.federation_concurrency)),
             federation_backlog: Arc::new(Semaphore::new(config.federation_backlog)),
             connections: Arc::new(Semaphore::new(config.max_connections)),
             next_connection: AtomicU64::new(1),
             clock: CoarseClock::start(shutdown.clone(), &tasks),
+            hash_key: HashKey::random(),
             shutdown,
             tasks,
             http,
@@ -160,25 +200,74 @@ impl RelayState {
     }
 
     /// The routing step for an envelope the authenticated `session` sent (its header
-    /// `env`, the bytes `frame`) at `now`: checks, rate limit, then [`dispatch`].
+    /// `env`, the bytes `frame`) at `now`: the session's checks, then [`accept`].
     ///
-    /// [`dispatch`]: RelayState::dispatch
+    /// [`accept`]: RelayState::accept
     pub async fn from_session(
-        &self,
+        self: &Arc<Self>,
         session: &SessionKey,
         env: &EnvelopeHeader,
         frame: &Bytes,
         now: u64,
     ) -> Outcome {
-        let fwd = match route::classify(env, session, now) {
+        let fwd = match route::classify(env, session, &self.config.rules, now) {
             Ok(Inbound::Ping) => return Outcome::Pong,
             Ok(Inbound::Forward(fwd)) => fwd,
             Err(rejection) => return Outcome::Refused(rejection.into()),
         };
-        if let Err(refusal) = self.charge(session.twin, frame.len(), now) {
-            return Outcome::Refused(refusal);
+        let via = Via::Session(ReplyTo::of(env, session));
+        let keys = SeenKeys::of(&self.hash_key, env);
+        self.accept(via, fwd, keys, session.twin, frame, now).await
+    }
+
+    /// The steps every envelope whose source is established (by its session, or by its
+    /// signature) goes through: dropped if it is a copy of one accepted before, charged
+    /// to `source`'s rate limit, then dispatched. It is remembered only if accepted: a
+    /// refused envelope may be sent again.
+    pub async fn accept(
+        self: &Arc<Self>,
+        via: Via,
+        fwd: Forward,
+        keys: SeenKeys,
+        source: u32,
+        frame: &Bytes,
+        now: u64,
+    ) -> Outcome {
+        // Remembered no longer than the relay would keep the envelope anyway.
+        let until = fwd
+            .deadline
+            .min(now.saturating_add(self.config.rules.max_lifetime));
+        match self.backend.claim(&keys, until, now).await {
+            Ok(Claim::Copy) => return Outcome::Duplicate,
+            Ok(Claim::New { evicted }) => {
+                Metrics::add(&self.metrics.dedup_evicted, evicted as u64);
+            }
+            Err(e) => return Outcome::Refused(e.into()),
         }
-        self.dispatch(fwd, frame.clone()).await
+        let outcome = match self.charge(source, frame.len(), now) {
+            Err(refusal) => Outcome::Refused(refusal),
+            Ok(()) => match self.dispatch(fwd, frame.clone()).await {
+                Ok(Routed::Delivered) => Outcome::Delivered,
+                Ok(Routed::Queued) => Outcome::Queued,
+                Ok(Routed::Elsewhere { fwd, twin }) => match via {
+                    Via::Session(reply_to) => {
+                        let relays = twin.relays.clone();
+                        match federation::submit(self, frame.clone(), fwd, reply_to, relays) {
+                            Ok(()) => Outcome::Federated,
+                            Err(refusal) => Outcome::Refused(refusal),
+                        }
+                    }
+                    Via::Federation => {
+                        Outcome::Refused(Refusal::NotHostedHere(fwd.destination.twin))
+                    }
+                },
+                Err(refusal) => Outcome::Refused(refusal),
+            },
+        };
+        if matches!(outcome, Outcome::Refused(_)) {
+            self.backend.release(&keys).await;
+        }
+        outcome
     }
 
     /// Counts an envelope of `size` bytes against `twin`'s rate limit.
@@ -194,39 +283,34 @@ impl RelayState {
     }
 
     /// Routes one envelope (§3.2): to the connected session, else by the destination
-    /// twin's registered relays to a queue here or elsewhere (federation).
-    pub async fn dispatch(&self, fwd: Forward, frame: Bytes) -> Outcome {
-        match self.try_dispatch(fwd, frame).await {
-            Ok(outcome) | Err(outcome) => outcome,
-        }
-    }
-
-    async fn try_dispatch(&self, fwd: Forward, frame: Bytes) -> Result<Outcome, Outcome> {
-        let refused = |r: Refusal| Outcome::Refused(r);
+    /// twin's registered relays to a queue here or elsewhere.
+    pub async fn dispatch(&self, fwd: Forward, frame: Bytes) -> Result<Routed, Refusal> {
         let frame = QueuedFrame {
             data: frame,
             deadline: fwd.deadline,
         };
-        let connected = self.backend.deliver_connected(&fwd.destination, &frame);
-        if connected.await.map_err(|e| refused(e.into()))? {
-            return Ok(Outcome::Delivered);
+        if self
+            .backend
+            .deliver_connected(&fwd.destination, &frame)
+            .await?
+        {
+            return Ok(Routed::Delivered);
         }
         let twin_id = fwd.destination.twin;
         let twin = self
             .directory
             .twin(twin_id)
             .await
-            .map_err(|e| refused(Refusal::Directory(e)))?
-            .ok_or(refused(Refusal::UnknownTwin(twin_id)))?;
+            .map_err(Refusal::Directory)?
+            .ok_or(Refusal::UnknownTwin(twin_id))?;
         if !route::lives_here(&twin.relays, &self.config.domains) {
-            return Ok(Outcome::Elsewhere { fwd, twin });
+            return Ok(Routed::Elsewhere { fwd, twin });
         }
         if fwd.fail_fast {
-            return Err(refused(Refusal::Offline(fwd.destination)));
+            return Err(Refusal::Offline(fwd.destination));
         }
-        let queued = self.backend.enqueue(&fwd.destination, frame);
-        queued.await.map_err(|e| refused(e.into()))?;
-        Ok(Outcome::Queued)
+        self.backend.enqueue(&fwd.destination, frame).await?;
+        Ok(Routed::Queued)
     }
 
     /// The error policy for an envelope from a session that was not routed: counted,
@@ -288,8 +372,8 @@ pub(crate) mod tests {
             };
             directory.insert(twin, record);
         }
-        let metrics = Arc::new(Metrics::default());
-        let backend = Arc::new(MemoryBackend::new(config.mailbox, metrics.clone()));
+        let metrics = Arc::new(Metrics::new(config.metric_relay_labels));
+        let backend = Arc::new(MemoryBackend::new(&config, metrics.clone()));
         let state = RelayState::new(
             config,
             directory.clone(),
@@ -320,10 +404,31 @@ pub(crate) mod tests {
             kind: Some(kind),
             ..Default::default()
         }
+        .signed()
+    }
+
+    trait Signed {
+        fn signed(self) -> Self;
+    }
+
+    impl Signed for EnvelopeHeader {
+        /// A signature of the right shape, different for every uid, destination and tags
+        /// (the relay never verifies a session's signatures, it only keys copies on them).
+        fn signed(mut self) -> Self {
+            let mut text = self.uid.to_vec();
+            text.extend(format!("{:?}{:?}", self.destination, self.tags).bytes());
+            let mut signature = vec![b'e'];
+            signature.extend(text.iter().cycle().take(64));
+            self.signature = Some(Bytes::from(signature));
+            self
+        }
     }
 
     fn request(from: u32, to: Address) -> EnvelopeHeader {
-        header(from, to, MessageKind::Request(RequestHeader::default()))
+        let command = RequestHeader {
+            command: Bytes::from_static(b"calc.add"),
+        };
+        header(from, to, MessageKind::Request(command))
     }
 
     fn frame(env: &EnvelopeHeader) -> Bytes {
@@ -359,6 +464,7 @@ pub(crate) mod tests {
         assert!(matches!(outcome, Outcome::Queued), "{outcome:?}");
         let mut ff = request(1, Address::twin(2));
         ff.tags = Some(Bytes::from_static(b"fail-fast"));
+        let ff = ff.signed();
         let outcome = state.from_session(&a, &ff, &frame(&ff), NOW).await;
         assert!(
             matches!(outcome, Outcome::Refused(Refusal::Offline(_))),
@@ -378,11 +484,12 @@ pub(crate) mod tests {
         let a = SessionKey::new(1, None);
         let env = request(1, Address::twin(3));
         let outcome = state.from_session(&a, &env, &frame(&env), NOW).await;
-        let Outcome::Elsewhere { fwd, twin } = outcome else {
-            panic!("{outcome:?}")
+        assert!(matches!(outcome, Outcome::Federated), "{outcome:?}");
+        let fwd = route::forward(&env, &rmb_core::rules::Rules::default(), NOW).unwrap();
+        let Ok(Routed::Elsewhere { twin, .. }) = state.dispatch(fwd, frame(&env)).await else {
+            panic!("not elsewhere")
         };
         assert_eq!(twin.relays, ["relay.there"]);
-        assert_eq!((fwd.destination.twin, fwd.deadline), (3, NOW + 60));
         let env = request(1, Address::twin(99));
         let outcome = state.from_session(&a, &env, &frame(&env), NOW).await;
         assert!(
@@ -412,7 +519,10 @@ pub(crate) mod tests {
         let env = request(1, Address::twin(2));
         let first = state.from_session(&a, &env, &frame(&env), NOW).await;
         assert!(matches!(first, Outcome::Queued), "{first:?}");
-        let second = state.from_session(&a, &env, &frame(&env), NOW).await;
+        let mut other = request(1, Address::twin(2));
+        other.uid = Bytes::from_static(b"uid-2");
+        let other = other.signed();
+        let second = state.from_session(&a, &other, &frame(&other), NOW).await;
         assert!(
             matches!(
                 second,
@@ -420,6 +530,46 @@ pub(crate) mod tests {
             ),
             "{second:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn copies_are_dropped_uncharged_and_refused_envelopes_forgotten() {
+        let (state, _) = relay(|c| {
+            c.rate_limit.messages = Some(2);
+        });
+        let a = SessionKey::new(1, None);
+        let env = request(1, Address::session(2, "x"));
+        let first = state.from_session(&a, &env, &frame(&env), NOW).await;
+        assert!(matches!(first, Outcome::Queued), "{first:?}");
+        for _ in 0..3 {
+            let copy = state.from_session(&a, &env, &frame(&env), NOW + 1).await;
+            assert!(matches!(copy, Outcome::Duplicate), "{copy:?}");
+        }
+        let mut empty = env.clone();
+        empty.destination = Some(Address::session(2, ""));
+        let empty = empty.signed();
+        let other = state.from_session(&a, &empty, &frame(&empty), NOW).await;
+        assert!(
+            matches!(other, Outcome::Queued),
+            "session \"\" is not session \"x\"; and the copies were not charged: {other:?}"
+        );
+        // A refused envelope is not remembered: sent again, it is judged again.
+        let (state, directory) = relay(|_| {});
+        let to_99 = request(1, Address::twin(99));
+        let refused = state.from_session(&a, &to_99, &frame(&to_99), NOW).await;
+        assert!(
+            matches!(refused, Outcome::Refused(Refusal::UnknownTwin(99))),
+            "{refused:?}"
+        );
+        directory.insert(
+            99,
+            TwinRecord {
+                public_key: [9; 32],
+                relays: vec![HERE.into()],
+            },
+        );
+        let again = state.from_session(&a, &to_99, &frame(&to_99), NOW).await;
+        assert!(matches!(again, Outcome::Queued), "{again:?}");
     }
 
     #[tokio::test]

@@ -2,7 +2,6 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,6 +12,7 @@ use parking_lot::Mutex;
 use rmb_core::peer_api::ErrorCode;
 use rmb_core::prost::Message as _;
 use rmb_core::proto::{EnvelopeHeader, Message, MessageKind};
+use rmb_core::rules::{self, Rules};
 use rmb_core::time::DEFAULT_TTL;
 use rmb_core::{Address, Envelope, KeyType};
 use rmb_registrar_client::{RegistrarClient, Twin};
@@ -57,6 +57,7 @@ pub struct ClientBuilder {
     resend: Resend,
     resend_interval: Duration,
     memory: Option<Arc<dyn Memory>>,
+    rules: Rules,
 }
 
 /// Default wait before a request with no reply is sent again, where the [`Resend`]
@@ -133,10 +134,12 @@ impl ClientBuilder {
 
     /// How many incoming requests are handled at once (default
     /// [`DEFAULT_MAX_CONCURRENT_REQUESTS`]). As many more wait in a queue; beyond that a
-    /// request is answered at once with a "busy" error (code 500), so a flood costs
-    /// bounded memory and its senders learn why. Replies are never held back by this
-    /// cap: a handler that itself calls another twin always gets its answer. Zero is
-    /// taken as one.
+    /// request is answered at once with a "busy" error (code 500; at most 16 such
+    /// answers are in progress at once, further requests are dropped unanswered), so a
+    /// flood costs bounded memory and tasks and its senders learn why. Replies are never
+    /// held back by this cap (they have 64 checkers of their own; when those are busy,
+    /// reading from the relays waits): a handler that itself calls another twin always
+    /// gets its answer. Zero is taken as one.
     pub fn max_concurrent_requests(mut self, n: usize) -> Self {
         self.max_concurrent_requests = n.max(1);
         self
@@ -166,6 +169,15 @@ impl ClientBuilder {
     /// receiver neither runs a copy again nor leaves it unanswered.
     pub fn memory(mut self, memory: Arc<dyn Memory>) -> Self {
         self.memory = Some(memory);
+        self
+    }
+
+    /// What an envelope may hold (default [`Rules::default`], set from what the
+    /// existing clients send): incoming envelopes outside them are refused (a request
+    /// with an error reply saying which field and limit), outgoing ones are not sent
+    /// ([`SendError::Invalid`]).
+    pub fn rules(mut self, rules: Rules) -> Self {
+        self.rules = rules;
         self
     }
 
@@ -208,6 +220,7 @@ impl ClientBuilder {
         let memory = self.memory.unwrap_or_else(|| Arc::new(InMemory::default()));
         let cancel = CancellationToken::new();
         let (incoming_tx, incoming_rx) = mpsc::channel(1024);
+        let (requests_tx, requests_rx) = mpsc::channel(self.max_concurrent_requests);
         let pool = Pool::start(
             &self.relays,
             twin.twin_id,
@@ -225,11 +238,12 @@ impl ClientBuilder {
             pending: DashMap::new(),
             handlers: Registry::default(),
             unhandled: self.unhandled,
+            rules: self.rules,
             hash_key: memory.hash_key(),
             memory,
             cancel: cancel.clone(),
             request_slots: Arc::new(Semaphore::new(self.max_concurrent_requests)),
-            requests_waiting: AtomicUsize::new(0),
+            requests: requests_tx,
             resend: self.resend,
             outstanding: (self.resend != Resend::Off)
                 .then(|| Mutex::new(Outstanding::new(self.resend_interval, OUTSTANDING_BYTES))),
@@ -239,11 +253,8 @@ impl ClientBuilder {
         if inner.outstanding.is_some() {
             tokio::spawn(resend_loop(inner.clone(), self.resend_interval));
         }
-        tokio::spawn(dispatch(
-            inner.clone(),
-            incoming_rx,
-            self.max_concurrent_requests,
-        ));
+        tokio::spawn(dispatch(inner.clone(), incoming_rx));
+        tokio::spawn(run_requests(inner.clone(), requests_rx));
         Ok(Client {
             inner,
             _guard: Arc::new(Guard(cancel)),
@@ -287,6 +298,8 @@ struct Inner {
     pending: DashMap<String, Pending>,
     handlers: Registry,
     unhandled: Option<mpsc::Sender<Event>>,
+    /// What an envelope may hold, checked on everything received and sent.
+    rules: Rules,
     /// What this receiver has seen and answered.
     memory: Arc<dyn Memory>,
     /// The key envelope and reply keys are hashed with (the memory's).
@@ -294,8 +307,8 @@ struct Inner {
     cancel: CancellationToken,
     /// One permit per incoming request being handled.
     request_slots: Arc<Semaphore>,
-    /// Requests queued for a slot (see [`Client::requests_waiting`]).
-    requests_waiting: AtomicUsize,
+    /// Requests waiting for a slot (see [`Client::requests_waiting`]).
+    requests: mpsc::Sender<Bytes>,
     /// Who gets copies of late requests.
     resend: Resend,
     /// Requests sent and not yet answered; `None` when re-sending is off.
@@ -386,6 +399,7 @@ impl Client {
             resend: Resend::default(),
             resend_interval: DEFAULT_RESEND_AFTER,
             memory: None,
+            rules: Rules::default(),
         }
     }
 
@@ -393,7 +407,8 @@ impl Client {
     /// [`ClientBuilder::max_concurrent_requests`]): a measure of how far behind the
     /// handlers are.
     pub fn requests_waiting(&self) -> usize {
-        self.inner.requests_waiting.load(Ordering::Relaxed)
+        let queue = &self.inner.requests;
+        queue.max_capacity() - queue.capacity()
     }
 
     /// This client's twin id.
@@ -523,12 +538,12 @@ impl Inner {
                 twin: twin.twin_id,
                 message: e.to_string(),
             })?;
-        let env = outgoing::seal(
-            out,
-            self.identity.signer(),
-            shared.as_ref(),
-            rmb_core::time::now(),
-        );
+        let now = rmb_core::time::now();
+        let env = outgoing::seal(out, self.identity.signer(), shared.as_ref(), now);
+        // Refused here with the reason rather than by the relay or the receiver.
+        self.rules
+            .check_envelope(&env, now)
+            .map_err(SendError::Invalid)?;
         self.send_envelope(&env).await
     }
 
@@ -556,7 +571,7 @@ impl Inner {
             }
             (Some(Message::Response(_) | Message::Error(_)), Some(to)) => {
                 // Kept before it goes, so a copy of the request arriving next finds it.
-                let key = ReplyKey::of(to, &env.uid, &self.hash_key);
+                let key = ReplyKey::of(to, &self.address, &env.uid, &self.hash_key);
                 let now = rmb_core::time::now();
                 if let Err(e) = self
                     .memory
@@ -588,18 +603,27 @@ impl Inner {
 
     /// The reply already sent for request `uid` from `requester`, sent once more: the
     /// requester is re-sending because it did not get it.
-    async fn resend_reply(&self, requester: &Address, uid: &str) {
-        let key = ReplyKey::of(requester, uid, &self.hash_key);
+    async fn resend_reply(&self, request: &Envelope) {
+        let uid = &request.uid;
+        let key = ReplyKey::for_request(request, &self.hash_key);
         let frame = match self.memory.reply(key, rmb_core::time::now()).await {
             Ok(Some(frame)) => frame,
             Ok(None) => return,
             Err(e) => return tracing::warn!(uid, "cannot answer a copy of a request: {e}"),
         };
+        // Signed again: the relay dropped the first as a copy if it ever saw it.
+        let now = rmb_core::time::now();
+        let Some(frame) = outgoing::resign(&frame, self.identity.signer(), now) else {
+            return tracing::debug!(uid, "the reply kept for a request has expired");
+        };
         let Ok(header) = EnvelopeHeader::decode(frame.clone()) else {
             return tracing::warn!(uid, "the reply kept for a request does not decode");
         };
         let deadline = header.timestamp.saturating_add(header.expiration);
-        tracing::debug!(uid, %requester, "answering a copy of a request with the reply already sent");
+        tracing::debug!(
+            uid,
+            "answering a copy of a request with the reply already sent"
+        );
         let _ = self.pool.send(Outbound::new(frame, deadline, true)).await;
     }
 
@@ -652,15 +676,24 @@ impl Inner {
     }
 }
 
-/// Reads incoming frames and handles each in its own task (verification may need a
-/// registrar lookup; handlers may take long). Replies, pongs and relay errors are handled
-/// at once. Requests go through a bounded queue to [`run_requests`], which runs at most
-/// `max_concurrent_requests` of them at a time; when that queue is full too, the request
-/// is answered with a "busy" error. This loop itself never waits for a handler: a
-/// handler that calls another twin must get its reply through here.
-async fn dispatch(inner: Arc<Inner>, mut frames: mpsc::Receiver<Bytes>, max_requests: usize) {
-    let (requests_tx, requests_rx) = mpsc::channel(max_requests);
-    tokio::spawn(run_requests(inner.clone(), requests_rx));
+/// Replies (and relay errors) checked at once, at most: each may wait for a registrar
+/// lookup. When all are busy, reading waits, so a flood is read at the pace it can be
+/// checked and the relay holds the rest (its queues are bounded and it drops from them).
+const REPLY_WORKERS: usize = 64;
+/// "Busy" refusals being sent at once, at most; beyond it a request that finds the
+/// queue full is dropped without an answer (its sender times out).
+const BUSY_REFUSALS: usize = 16;
+
+/// Reads incoming frames and hands each to a bounded set of tasks. Replies and relay
+/// errors are checked by at most [`REPLY_WORKERS`] tasks at once. Requests go through a
+/// bounded queue to [`run_requests`], which runs at most `max_concurrent_requests` of
+/// them at a time; when that queue is full too, the request is answered with a "busy"
+/// error (at most [`BUSY_REFUSALS`] at once, beyond that it is dropped). This loop
+/// itself never waits for a handler: a handler that calls another twin must get its
+/// reply through here.
+async fn dispatch(inner: Arc<Inner>, mut frames: mpsc::Receiver<Bytes>) {
+    let replies = Arc::new(Semaphore::new(REPLY_WORKERS));
+    let refusals = Arc::new(Semaphore::new(BUSY_REFUSALS));
     loop {
         let frame = tokio::select! {
             f = frames.recv() => f,
@@ -671,42 +704,52 @@ async fn dispatch(inner: Arc<Inner>, mut frames: mpsc::Receiver<Bytes>, max_requ
             inner.pending.clear();
             return;
         };
-        let frame = if is_request(&frame) {
-            match requests_tx.try_send(frame) {
-                Ok(()) => {
-                    inner.requests_waiting.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
+        if is_request(&frame) {
+            match inner.requests.try_send(frame) {
+                Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(frame)) => {
+                    let Ok(permit) = refusals.clone().try_acquire_owned() else {
+                        tracing::warn!("too many requests and refusals in progress: dropping one");
+                        continue;
+                    };
                     let inner = inner.clone();
-                    tokio::spawn(async move { refuse_busy(&inner, frame).await });
-                    continue;
+                    tokio::spawn(async move {
+                        refuse_busy(&inner, frame).await;
+                        drop(permit);
+                    });
                 }
-                Err(mpsc::error::TrySendError::Closed(frame)) => frame,
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
             }
-        } else {
-            frame
+            continue;
+        }
+        let permit = tokio::select! {
+            permit = replies.clone().acquire_owned() => permit.expect("never closed"),
+            _ = inner.cancel.cancelled() => continue,
         };
         let inner = inner.clone();
-        tokio::spawn(async move { handle_frame(&inner, frame).await });
+        tokio::spawn(async move {
+            handle_frame(&inner, frame).await;
+            drop(permit);
+        });
     }
 }
 
 /// Runs queued requests, each in its own task, no more than the slots allow at once.
+/// A slot is taken before a request is, so what waits for one stays in the queue
+/// (where [`Client::requests_waiting`] counts it).
 async fn run_requests(inner: Arc<Inner>, mut requests: mpsc::Receiver<Bytes>) {
     loop {
-        let frame = tokio::select! {
-            f = requests.recv() => f,
-            _ = inner.cancel.cancelled() => None,
-        };
-        let Some(frame) = frame else { return };
         let slot = tokio::select! {
             slot = inner.request_slots.clone().acquire_owned() => {
                 slot.expect("the semaphore is never closed")
             }
             _ = inner.cancel.cancelled() => return,
         };
-        inner.requests_waiting.fetch_sub(1, Ordering::Relaxed);
+        let frame = tokio::select! {
+            f = requests.recv() => f,
+            _ = inner.cancel.cancelled() => None,
+        };
+        let Some(frame) = frame else { return };
         let inner = inner.clone();
         tokio::spawn(async move {
             handle_frame(&inner, frame).await;
@@ -759,6 +802,11 @@ async fn resend_loop(inner: Arc<Inner>, after: Duration) {
             );
         }
         for (frame, deadline) in due {
+            let Some(frame) =
+                outgoing::resign(&frame, inner.identity.signer(), rmb_core::time::now())
+            else {
+                continue;
+            };
             // Only receivers that drop copies get these, so any link may carry them.
             let copy = Outbound::new(frame, deadline, true);
             if inner.pool.send(copy).await.is_err() {
@@ -791,6 +839,9 @@ async fn handle_frame(inner: &Arc<Inner>, frame: Bytes) {
     let (source, is_request) = match incoming::classify(&env) {
         Ok(Classified::Pong | Classified::Ping) => return,
         Ok(Classified::RelayError { uid, message }) => {
+            if let Err(violation) = inner.rules.check_envelope(&env, rmb_core::time::now()) {
+                return tracing::warn!(uid, "dropping a relay error: {violation}");
+            }
             inner.settled(&uid, None);
             if let Some((_, call)) = inner.pending.remove(&uid) {
                 let _ = call.reply.send(Err(CallError::Relay(message)));
@@ -834,6 +885,11 @@ async fn handle_frame(inner: &Arc<Inner>, frame: Bytes) {
 /// Checks a signed envelope; `Ok(None)` for a duplicate.
 async fn verify(inner: &Inner, env: Envelope, source: u32) -> Result<Option<Incoming>, Rejection> {
     let now = rmb_core::time::now();
+    // Shapes, lengths and times first: they need no registrar lookup.
+    inner
+        .rules
+        .check_envelope(&env, now)
+        .map_err(incoming::refused)?;
     let lookup = |fresh: bool| async move {
         if fresh {
             inner.registrar.invalidate(source);
@@ -859,6 +915,9 @@ async fn verify(inner: &Inner, env: Envelope, source: u32) -> Result<Option<Inco
         twin = lookup(true).await?;
         incoming::verify(&env, &twin.public_key, now)?;
     }
+    // Several shifts move bytes into the destination's session id or twin, and a
+    // relay may deliver the result anywhere: only what is addressed to us exactly.
+    rules::check_destination(&env, &inner.address).map_err(incoming::refused)?;
     let keys = EnvelopeKeys::of(&env, &inner.hash_key);
     let until = memory::remember_until(&env, now);
     let is_request = matches!(env.message, Some(Message::Request(_)));
@@ -878,8 +937,8 @@ async fn verify(inner: &Inner, env: Envelope, source: u32) -> Result<Option<Inco
     };
     if !fresh {
         tracing::debug!(uid = env.uid, source, "dropping a duplicate envelope");
-        if let (true, Some(requester)) = (is_request, &env.source) {
-            inner.resend_reply(requester, &env.uid).await;
+        if is_request {
+            inner.resend_reply(&env).await;
         }
         return Ok(None);
     }

@@ -48,6 +48,9 @@ pub enum CallError {
     /// The client is shut down.
     #[error("the client is shut down")]
     NotConnected,
+    /// The request breaks the envelope rules, so it was not sent.
+    #[error("invalid request: {0}")]
+    Invalid(#[source] rmb_core::rules::Violation),
     /// The request may or may not have reached a relay, and it was not sent again so
     /// that it cannot run twice: the caller decides whether trying again is safe.
     #[error("the request's fate is unknown: {0}")]
@@ -93,6 +96,10 @@ pub enum NotResent {
 /// Why sending an envelope failed before it left this process.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
+    /// The envelope breaks the envelope rules (an over-long command, a bad session id,
+    /// ...): a relay or receiver would refuse it.
+    #[error("invalid envelope: {0}")]
+    Invalid(#[source] rmb_core::rules::Violation),
     #[error("twin {0} is not registered")]
     UnknownTwin(u32),
     #[error("registrar: {0}")]
@@ -107,6 +114,7 @@ impl SendError {
     /// The §4 error code an rmb-peer reports for this failure.
     pub fn code(&self) -> ErrorCode {
         match self {
+            SendError::Invalid(_) => ErrorCode::InvalidMessage,
             SendError::UnknownTwin(_) => ErrorCode::UnknownTwin,
             SendError::Encryption { .. } => ErrorCode::E2e,
             SendError::Registrar(_) | SendError::Closed => ErrorCode::Other,
@@ -117,6 +125,7 @@ impl SendError {
 impl From<SendError> for CallError {
     fn from(e: SendError) -> Self {
         match e {
+            SendError::Invalid(v) => CallError::Invalid(v),
             SendError::UnknownTwin(t) => CallError::UnknownTwin(t),
             SendError::Registrar(m) => CallError::Registrar(m),
             SendError::Encryption { twin, message } => CallError::Encryption { twin, message },

@@ -3,6 +3,7 @@
 
 use rmb_core::peer_api::ErrorCode;
 use rmb_core::proto::{Message, Payload};
+use rmb_core::rules::Violation;
 use rmb_core::{envelope, Address, Envelope, SharedKey};
 
 /// What an incoming envelope carries once checked.
@@ -47,6 +48,23 @@ impl Rejection {
             message: message.into(),
         }
     }
+}
+
+/// The refusal of an envelope that breaks the rules, with the §4 code that fits: 102
+/// for its times or an envelope not addressed to us, 104 for a malformed signature, 100
+/// for the rest (shapes and lengths).
+pub fn refused(violation: Violation) -> Rejection {
+    let code = match violation {
+        Violation::FromTheFuture { .. }
+        | Violation::LifetimeTooLong { .. }
+        | Violation::Expired { .. }
+        | Violation::NotForUs { .. } => ErrorCode::Expired,
+        Violation::Unsigned
+        | Violation::BadSignatureLength { .. }
+        | Violation::BadSignatureType { .. } => ErrorCode::BadSignature,
+        _ => ErrorCode::InvalidMessage,
+    };
+    Rejection::new(code, violation.to_string())
 }
 
 /// The first look at a decoded envelope, before any key is needed.
@@ -210,6 +228,34 @@ mod tests {
             classify(&anonymous).unwrap_err().code,
             ErrorCode::InvalidMessage
         );
+    }
+
+    #[test]
+    fn rule_violations_are_answered_with_the_code_that_fits() {
+        let code = |v| refused(v).code;
+        let expired = Violation::Expired {
+            timestamp: 1,
+            expiration: 1,
+            now: 5,
+        };
+        assert_eq!(code(expired), ErrorCode::Expired);
+        let future = Violation::FromTheFuture {
+            timestamp: 9,
+            now: 1,
+            ahead: 8,
+            max_skew: 5,
+        };
+        assert_eq!(code(future), ErrorCode::Expired);
+        let elsewhere = Violation::NotForUs {
+            found: "7:x".into(),
+            expected: "7".into(),
+        };
+        assert_eq!(code(elsewhere), ErrorCode::Expired);
+        assert_eq!(code(Violation::Unsigned), ErrorCode::BadSignature);
+        assert_eq!(code(Violation::NoSource), ErrorCode::InvalidMessage);
+        let rejection = refused(Violation::TooManyRelays { count: 20, max: 16 });
+        assert_eq!(rejection.code, ErrorCode::InvalidMessage);
+        assert!(rejection.message.contains("20"), "{}", rejection.message);
     }
 
     #[test]

@@ -15,104 +15,38 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 
 use async_trait::async_trait;
-use blake2::digest::consts::U8;
-use blake2::digest::{KeyInit, Mac};
-use blake2::Blake2bMac;
 use bytes::Bytes;
 use parking_lot::Mutex;
-use rmb_core::proto::Message;
+use rmb_core::proto::{Message, Request};
+pub use rmb_core::rules::HashKey;
+use rmb_core::rules::{message_key, signature_key};
 use rmb_core::time::MAX_TTL;
 use rmb_core::{Address, Envelope};
 
-/// The secret the keys are hashed with. A memory that outlives the process must keep
-/// the same one (e.g. stored next to its entries), or its entries stop matching.
-#[derive(Clone, PartialEq, Eq)]
-pub struct HashKey([u8; 16]);
-
-impl HashKey {
-    /// A fresh random key.
-    pub fn random() -> Self {
-        HashKey(rand::random())
-    }
-
-    /// A key kept from before.
-    pub fn from_bytes(bytes: [u8; 16]) -> Self {
-        HashKey(bytes)
-    }
-
-    /// The key's bytes, to keep it.
-    pub fn to_bytes(&self) -> [u8; 16] {
-        self.0
-    }
-
-    fn hash(&self, parts: &[&[u8]]) -> u64 {
-        let mut mac = <Blake2bMac<U8> as KeyInit>::new_from_slice(&self.0)
-            .expect("16 bytes is a valid BLAKE2b key length");
-        for part in parts {
-            // Length-prefixed, so that bytes cannot move between neighbouring parts.
-            Mac::update(&mut mac, &(part.len() as u64).to_le_bytes());
-            Mac::update(&mut mac, part);
-        }
-        let bytes: [u8; 8] = mac.finalize().into_bytes().into();
-        u64::from_le_bytes(bytes)
-    }
-}
-
-impl std::fmt::Debug for HashKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("HashKey(..)")
-    }
-}
-
-/// An address as hashed: `None` and `Some("")` are different sessions (design D2).
-fn address_parts(address: Option<&Address>) -> ([u8; 5], &[u8]) {
-    let Some(address) = address else {
-        return ([0; 5], &[]);
-    };
-    let mut head = [0u8; 5];
-    head[..4].copy_from_slice(&address.twin.to_le_bytes());
-    let session = match &address.connection {
-        Some(sid) => {
-            head[4] = 1;
-            sid.as_bytes()
-        }
-        None => &[],
-    };
-    (head, session)
-}
-
-/// The two keys an envelope is remembered by (design D1(a)): a copy matches on either.
+/// The two keys an envelope is remembered by (design D1(a), the same as the relay's,
+/// from [`rmb_core::rules`]): a copy matches on either.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct EnvelopeKeys {
-    /// Kind, source and destination (twin and session) and uid.
-    pub uid: u64,
-    /// Source twin and signature: the same signature on a shifted envelope (a new uid
-    /// cut from its neighbours, issue 12) is still a copy.
-    pub signature: u64,
+    /// Kind, source and destination (twin and exact session) and uid.
+    pub message: u64,
+    /// Source twin and signature (`None` for an unsigned envelope): the same signature
+    /// on a shifted envelope (a new uid cut from its neighbours, issue 12) is still a
+    /// copy.
+    pub signature: Option<u64>,
 }
 
 impl EnvelopeKeys {
     /// The keys of `env`, hashed with `key`.
     pub fn of(env: &Envelope, key: &HashKey) -> Self {
-        let kind: &[u8] = match env.message {
-            Some(Message::Request(_)) => b"request",
-            Some(Message::Response(_)) => b"response",
-            Some(Message::Error(_)) => b"error",
-            _ => b"other",
-        };
-        let (src, src_session) = address_parts(env.source.as_ref());
-        let (dst, dst_session) = address_parts(env.destination.as_ref());
-        let uid = key.hash(&[
-            kind,
-            &src,
-            src_session,
-            &dst,
-            dst_session,
-            env.uid.as_bytes(),
-        ]);
-        let twin = env.source.as_ref().map_or(0, |a| a.twin).to_le_bytes();
-        let signature = key.hash(&[b"signature", &twin, env.signature.as_deref().unwrap_or(&[])]);
-        EnvelopeKeys { uid, signature }
+        EnvelopeKeys {
+            message: message_key(key, env),
+            signature: signature_key(key, env),
+        }
+    }
+
+    /// Both keys (one for an unsigned envelope).
+    pub fn iter(&self) -> impl Iterator<Item = u64> {
+        std::iter::once(self.message).chain(self.signature)
     }
 }
 
@@ -124,15 +58,27 @@ pub fn remember_until(env: &Envelope, now: u64) -> u64 {
         .min(now.saturating_add(MAX_TTL))
 }
 
-/// The key of the reply to request `uid` from `requester`.
+/// The key of the reply to a request: the request's own message key, so a copy of the
+/// request finds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ReplyKey(pub u64);
 
 impl ReplyKey {
-    /// The key, hashed with `key`.
-    pub fn of(requester: &Address, uid: &str, key: &HashKey) -> Self {
-        let (address, session) = address_parts(Some(requester));
-        ReplyKey(key.hash(&[b"reply", &address, session, uid.as_bytes()]))
+    /// The key of the reply to request `uid` that `requester` sent to `me`.
+    pub fn of(requester: &Address, me: &Address, uid: &str, key: &HashKey) -> Self {
+        let request = Envelope {
+            uid: uid.to_string(),
+            source: Some(requester.clone()),
+            destination: Some(me.clone()),
+            message: Some(Message::Request(Request::default())),
+            ..Default::default()
+        };
+        ReplyKey(message_key(key, &request))
+    }
+
+    /// The key of the reply to `request`.
+    pub fn for_request(request: &Envelope, key: &HashKey) -> Self {
+        ReplyKey(message_key(key, request))
     }
 }
 
@@ -157,7 +103,8 @@ impl MemoryError {
 #[async_trait]
 pub trait Memory: Send + Sync + 'static {
     /// The key the client hashes [`EnvelopeKeys`] and [`ReplyKey`] with. A memory that
-    /// outlives the process must return the same key after a restart.
+    /// outlives the process must return the same key after a restart: keep 64 random
+    /// bytes next to the entries and build it with [`HashKey::from_bytes`].
     fn hash_key(&self) -> HashKey;
 
     /// Records both keys until `deadline`; `true` only if neither was recorded before
@@ -286,9 +233,8 @@ impl Seen {
 
     fn first_time(&mut self, keys: EnvelopeKeys, deadline: u64, now: u64) -> bool {
         self.expire(now);
-        let first =
-            !self.until.contains_key(&keys.uid) && !self.until.contains_key(&keys.signature);
-        for key in [keys.uid, keys.signature] {
+        let first = !keys.iter().any(|key| self.until.contains_key(&key));
+        for key in keys.iter() {
             if self.until.contains_key(&key) {
                 continue;
             }
@@ -422,8 +368,11 @@ mod tests {
         Bytes::copy_from_slice(s.as_bytes())
     }
 
-    fn keys(uid: u64, signature: u64) -> EnvelopeKeys {
-        EnvelopeKeys { uid, signature }
+    fn keys(message: u64, signature: u64) -> EnvelopeKeys {
+        EnvelopeKeys {
+            message,
+            signature: Some(signature),
+        }
     }
 
     fn request(uid: &str, from: Address) -> Envelope {
@@ -433,32 +382,24 @@ mod tests {
     }
 
     #[test]
-    fn envelope_keys_tell_apart_what_may_legitimately_repeat() {
-        let key = HashKey::from_bytes([7; 16]);
+    fn a_reply_is_kept_under_its_request_and_keys_tell_sessions_apart() {
+        let key = HashKey::from_bytes(&[7; 64]);
         let env = request("u1", Address::twin(1));
         let of = |env: &Envelope| EnvelopeKeys::of(env, &key);
         assert_eq!(of(&env), of(&env.clone()), "a copy has the same keys");
+        assert_eq!(
+            ReplyKey::of(&Address::twin(1), &Address::twin(2), "u1", &key),
+            ReplyKey::for_request(&env, &key)
+        );
         // The same uid from another session ("" is not none) is another envelope.
         let mut other = env.clone();
         other.source = Some(Address::session(1, ""));
-        assert_ne!(of(&other).uid, of(&env).uid);
-        // A shifted envelope (other uid, same signature) matches on the signature.
-        let mut shifted = env.clone();
-        shifted.uid = "u".into();
-        shifted.tags = Some("1".into());
-        assert_ne!(of(&shifted).uid, of(&env).uid);
-        assert_eq!(of(&shifted).signature, of(&env).signature);
-        // Another hash key gives other keys.
+        assert_ne!(of(&other).message, of(&env).message);
         assert_ne!(
-            EnvelopeKeys::of(&env, &HashKey::from_bytes([8; 16])),
-            of(&env)
+            ReplyKey::for_request(&other, &key),
+            ReplyKey::for_request(&env, &key)
         );
-        // Bytes cannot move between parts: "ab"+"c" is not "a"+"bc".
-        assert_ne!(key.hash(&[b"ab", b"c"]), key.hash(&[b"a", b"bc"]));
-        assert_ne!(
-            ReplyKey::of(&Address::twin(1), "u", &key),
-            ReplyKey::of(&Address::session(1, ""), "u", &key)
-        );
+        assert_eq!(of(&env).iter().count(), 2);
     }
 
     #[test]

@@ -82,7 +82,7 @@ struct Broken;
 #[async_trait]
 impl Memory for Broken {
     fn hash_key(&self) -> HashKey {
-        HashKey::from_bytes([0; 16])
+        HashKey::from_bytes(&[0; 64])
     }
     async fn first_time(&self, _: EnvelopeKeys, _: u64, _: u64) -> Result<bool, MemoryError> {
         Err(MemoryError::new("store is down"))

@@ -36,6 +36,7 @@ use tokio_util::task::TaskTracker;
 
 use super::memory::note_dropped;
 use super::{Backend, BackendError, LocalSessions};
+use crate::dedup::{Claim, SeenKeys, SeenMemory};
 use crate::mailbox::{Mailbox, MailboxLimits, QueuedFrame};
 use crate::metrics::Metrics;
 use crate::session_key::SessionKey;
@@ -114,6 +115,8 @@ struct Inner {
     redis: ConnectionManager,
     url: String,
     local: LocalSessions,
+    /// Per instance until the durable work shares it through Redis.
+    seen: SeenMemory,
     limits: MailboxLimits,
     metrics: Arc<Metrics>,
     owner_ttl_secs: u64,
@@ -125,6 +128,7 @@ impl RedisBackend {
     pub async fn connect(
         url: &str,
         limits: MailboxLimits,
+        seen_capacity: usize,
         metrics: Arc<Metrics>,
         heartbeat: Duration,
         shutdown: CancellationToken,
@@ -138,6 +142,7 @@ impl RedisBackend {
             redis,
             url: url.to_string(),
             local: LocalSessions::new(limits),
+            seen: SeenMemory::new(seen_capacity),
             limits,
             metrics,
             // Three missed heartbeats and the mark is gone.
@@ -484,7 +489,16 @@ impl Backend for RedisBackend {
         self.inner.push_queue(key, &frame).await
     }
 
+    async fn claim(&self, keys: &SeenKeys, deadline: u64, now: u64) -> Result<Claim, BackendError> {
+        Ok(self.inner.seen.claim(keys, deadline, now))
+    }
+
+    async fn release(&self, keys: &SeenKeys) {
+        self.inner.seen.release(keys);
+    }
+
     async fn sweep(&self, now: u64) -> usize {
+        self.inner.seen.sweep(now);
         // Redis lists expire on their own; expired frames in them are skipped on drain.
         self.inner
             .owners
