@@ -69,7 +69,8 @@ pub fn from_build(e: BuildError) -> anyhow::Error {
     match e {
         BuildError::Registrar(
             rmb_registrar_client::ClientError::Timeout
-            | rmb_registrar_client::ClientError::Unreachable(_),
+            | rmb_registrar_client::ClientError::Unreachable(_)
+            | rmb_registrar_client::ClientError::Busy,
         ) => CliError::Unreachable(text).into(),
         BuildError::Registrar(_) => anyhow::anyhow!(text),
         _ => CliError::Usage(text).into(),
@@ -80,7 +81,8 @@ pub fn from_build(e: BuildError) -> anyhow::Error {
 pub fn from_registrar(e: rmb_registrar_client::ClientError) -> anyhow::Error {
     match e {
         rmb_registrar_client::ClientError::Timeout
-        | rmb_registrar_client::ClientError::Unreachable(_) => {
+        | rmb_registrar_client::ClientError::Unreachable(_)
+        | rmb_registrar_client::ClientError::Busy => {
             CliError::Unreachable(format!("registrar: {e}")).into()
         }
         rmb_registrar_client::ClientError::InvalidUrl(_) => {

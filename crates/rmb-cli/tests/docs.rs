@@ -877,6 +877,7 @@ async fn http_examples_replay_exactly_against_a_registrar() {
             rmb_registrar::Config::new(dir.path().join("r.db").to_string_lossy().to_string());
         // The examples carry fixed timestamps: accept any.
         config.time_window = Duration::from_secs(100 * 365 * 24 * 3600);
+        config.auth_max_age = config.time_window;
         let registrar = rmb_testkit::TestRegistrar::start_with_config(config)
             .await
             .unwrap();

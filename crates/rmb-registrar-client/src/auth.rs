@@ -18,10 +18,20 @@ pub fn x_auth_challenge(timestamp: u64, twin_id: u32) -> String {
     format!("{timestamp}:{twin_id}")
 }
 
-/// Builds the `X-Auth` header value for `twin_id` at `timestamp` (typed signature).
+/// A raw 64-byte signature (no type byte), as node-registrar and its Go client expect:
+/// node-registrar tries ed25519, then sr25519. Our registrar accepts these and typed
+/// 65-byte ones.
+pub fn sign_raw(signer: &Signer, message: &[u8]) -> [u8; 64] {
+    let typed = signer.sign(message);
+    let mut raw = [0u8; 64];
+    raw.copy_from_slice(&typed[1..]);
+    raw
+}
+
+/// Builds the `X-Auth` header value for `twin_id` at `timestamp` (raw signature).
 pub fn x_auth_header(signer: &Signer, twin_id: u32, timestamp: u64) -> String {
     let challenge = x_auth_challenge(timestamp, twin_id);
-    let signature = signer.sign(challenge.as_bytes());
+    let signature = sign_raw(signer, challenge.as_bytes());
     format!(
         "{}:{}",
         STANDARD.encode(challenge),

@@ -13,6 +13,21 @@
 //! with the last known record instead of failing, so relays and peers keep routing and
 //! verifying between twins they know through a registrar outage. Twins never seen
 //! still fail, and a registrar that answers is always believed.
+//!
+//! The cache is bounded in bytes ([`ClientConfig::cache_bytes`]; records carry relay
+//! names whose lengths the registrar's owner chose), and at most
+//! [`ClientConfig::max_concurrent_misses`] lookups of uncached twins are at the
+//! registrar at once: a flood of distinct unknown twin ids (random ids in JWTs or
+//! federation posts) costs at most that many requests in flight, each answer negatively
+//! cached. A lookup beyond the bound waits for a free slot for up to
+//! [`ClientConfig::timeout`], then fails with [`ClientError::Busy`] (or answers with the
+//! last known record, as in an outage).
+//!
+//! It speaks to our registrar and to node-registrar alike (docs/registrar.md,
+//! "node-registrar"): it signs with raw 64-byte signatures (which both verify), reads
+//! their different answers (`200`/`201`, RFC 3339 times, base64 or hex e2e keys,
+//! `wss://` relay URLs, wrapped bodies, an update answered with a message instead of the
+//! account) into one [`Twin`], relays normalised to `host[:port]`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,50 +39,75 @@ use moka::sync::Cache;
 use moka::Expiry;
 use reqwest::StatusCode;
 use rmb_core::Signer;
-use tokio::sync::OnceCell;
+use serde::de::DeserializeOwned;
+use tokio::sync::{OnceCell, Semaphore};
 
 use crate::auth;
-use crate::wire::{AccountJson, CreateRequest, ErrorBody, UpdateRequest};
+use crate::validate;
+use crate::wire::{AccountJson, AnyErrorBody, CreateRequest, UpdateRequest, Wrapped};
 
 /// A twin as peers and relays need it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Twin {
     pub twin_id: u32,
     pub public_key: [u8; 32],
+    /// `host[:port]`, normalised, at most [`validate::MAX_RELAYS`].
     pub relays: Vec<String>,
     pub rmb_enc_key: Option<[u8; 33]>,
+}
+
+impl Twin {
+    /// What the record costs in the cache, in bytes: its own size, its relay names
+    /// (their lengths are the twin owner's choice) and the cache's per-entry overhead.
+    fn weight(&self) -> u32 {
+        let relays: usize = self.relays.iter().map(|r| r.len() + 24).sum();
+        u32::try_from(ENTRY_OVERHEAD + 160 + relays).unwrap_or(u32::MAX)
+    }
 }
 
 /// Client timeouts and cache bounds.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// Whole-request timeout (connect + answer).
+    /// Whole-request timeout (connect + answer); also how long a lookup waits for a
+    /// free slot when [`ClientConfig::max_concurrent_misses`] are in flight.
     pub timeout: Duration,
     /// How long a found twin is served from the cache.
     pub cache_ttl: Duration,
-    /// Most twins kept (found and unknown together).
-    pub cache_capacity: u64,
+    /// Bytes the cache may hold (found and unknown twins together; the last-known
+    /// records for outages have as much again).
+    pub cache_bytes: u64,
     /// How long "no such twin" is served from the cache.
     pub negative_ttl: Duration,
     /// How long a found twin may still be served when the registrar cannot be reached
     /// (zero: never).
     pub stale_ttl: Duration,
+    /// Lookups of uncached twins at the registrar at once, at most.
+    pub max_concurrent_misses: usize,
 }
+
+/// What one cache entry costs beyond its value (the map slot, the key, moka's
+/// bookkeeping for expiry and eviction), bytes; an unknown twin costs only this.
+const ENTRY_OVERHEAD: usize = 128;
+
+/// Largest registrar answer read, bytes: an account is well under 4 KiB.
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
             timeout: Duration::from_secs(5),
             cache_ttl: Duration::from_secs(60),
-            cache_capacity: 100_000,
+            cache_bytes: 64 * 1024 * 1024,
             negative_ttl: Duration::from_secs(5),
             stale_ttl: Duration::from_secs(3600),
+            max_concurrent_misses: 64,
         }
     }
 }
 
 /// Why a registrar call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
     #[error("invalid registrar URL {0:?}: expected http(s)://host[:port][/prefix]")]
     InvalidUrl(String),
@@ -75,6 +115,9 @@ pub enum ClientError {
     Timeout,
     #[error("registrar unreachable: {0}")]
     Unreachable(String),
+    /// Too many lookups of uncached twins are already waiting for the registrar.
+    #[error("too many registrar lookups in flight; try again shortly")]
+    Busy,
     /// The registrar refused the request; `message` is its `error` text.
     #[error("registrar refused the request ({status}): {message}")]
     Rejected { status: u16, message: String },
@@ -87,7 +130,7 @@ impl ClientError {
     /// back to what is already known, and worth retrying later.
     pub fn is_outage(&self) -> bool {
         match self {
-            ClientError::Timeout | ClientError::Unreachable(_) => true,
+            ClientError::Timeout | ClientError::Unreachable(_) | ClientError::Busy => true,
             ClientError::Rejected { status, .. } => *status >= 500,
             ClientError::InvalidUrl(_) | ClientError::BadResponse(_) => false,
         }
@@ -102,7 +145,9 @@ pub struct RegistrarClient {
 
 struct Inner {
     http: reqwest::Client,
-    /// `<base>/v1/accounts/`
+    timeout: Duration,
+    /// `<base>/v1/accounts/` (or `<base>/accounts/` when the base already ends in `/v1`,
+    /// as node-registrar URLs are often written).
     accounts_url: String,
     by_id: Cache<u32, Option<Arc<Twin>>>,
     /// Last known record of each twin found, for lookups while the registrar is down.
@@ -111,8 +156,10 @@ struct Inner {
     /// removed (under this lock) when its answer is cached, or by `invalidate`, in which
     /// case the answer of the fetch already running is not cached.
     inflight: Mutex<HashMap<u32, Arc<Flight>>>,
-    /// Newest X-Auth timestamp this client used per twin: two updates within one second
-    /// must still carry increasing timestamps.
+    /// Slots for lookups at the registrar.
+    misses: Arc<Semaphore>,
+    /// Newest X-Auth timestamp this client used per twin: updates made within one
+    /// second still carry increasing timestamps.
     last_auth: Mutex<HashMap<u32, u64>>,
 }
 
@@ -158,9 +205,19 @@ impl Expiry<u32, Option<Arc<Twin>>> for TwinExpiry {
     }
 }
 
+/// The accounts URL for a registrar base URL.
+fn accounts_url(base: &str) -> String {
+    if base.ends_with("/v1") {
+        format!("{base}/accounts/")
+    } else {
+        format!("{base}/v1/accounts/")
+    }
+}
+
 impl RegistrarClient {
     /// A client with [`ClientConfig::default`]. `base_url` is `http(s)://host[:port]`
-    /// (a path prefix is kept).
+    /// (a path prefix is kept; a prefix ending in `/v1`, such as node-registrar's
+    /// `/api/v1`, is the API root itself).
     pub fn new(base_url: &str) -> Result<Self, ClientError> {
         Self::with_config(base_url, ClientConfig::default())
     }
@@ -176,26 +233,35 @@ impl RegistrarClient {
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
             .pool_idle_timeout(Duration::from_secs(60))
+            // A registrar that redirects is misconfigured; following it would send
+            // updates somewhere else.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ClientError::Unreachable(format!("building the HTTP client: {e}")))?;
         let by_id = Cache::builder()
-            .max_capacity(config.cache_capacity)
+            .max_capacity(config.cache_bytes)
+            .weigher(|_id: &u32, twin: &Option<Arc<Twin>>| {
+                twin.as_ref().map_or(ENTRY_OVERHEAD as u32, |t| t.weight())
+            })
             .expire_after(TwinExpiry {
                 ttl: config.cache_ttl,
                 negative_ttl: config.negative_ttl,
             })
             .build();
         let last_known = Cache::builder()
-            .max_capacity(config.cache_capacity)
+            .max_capacity(config.cache_bytes)
+            .weigher(|_id: &u32, twin: &Arc<Twin>| twin.weight())
             .time_to_live(config.stale_ttl)
             .build();
         Ok(RegistrarClient {
             inner: Arc::new(Inner {
                 http,
-                accounts_url: format!("{base}/v1/accounts/"),
+                timeout: config.timeout,
+                accounts_url: accounts_url(base),
                 by_id,
                 last_known,
                 inflight: Mutex::new(HashMap::new()),
+                misses: Arc::new(Semaphore::new(config.max_concurrent_misses.max(1))),
                 last_auth: Mutex::new(HashMap::new()),
             }),
         })
@@ -218,7 +284,7 @@ impl RegistrarClient {
             inflight.entry(twin_id).or_default().clone()
         };
         let result = flight
-            .get_or_init(|| self.fetch(vec![("twin_id", twin_id.to_string())]))
+            .get_or_init(|| self.fetch_limited(twin_id))
             .await
             .clone();
         let mut inflight = self.inner.inflight.lock().expect("not poisoned");
@@ -253,6 +319,20 @@ impl RegistrarClient {
         }
     }
 
+    /// One lookup by id at the registrar, in one of the bounded slots.
+    async fn fetch_limited(&self, twin_id: u32) -> Result<Option<Arc<Twin>>, ClientError> {
+        let slot = tokio::time::timeout(
+            self.inner.timeout,
+            self.inner.misses.clone().acquire_owned(),
+        )
+        .await;
+        let _slot = match slot {
+            Ok(Ok(slot)) => slot,
+            _ => return Err(ClientError::Busy),
+        };
+        self.fetch(vec![("twin_id", twin_id.to_string())]).await
+    }
+
     /// The twin registered with `public_key`; always asks the registrar (a found twin is
     /// then cached by id).
     pub async fn get_twin_by_public_key(
@@ -263,10 +343,17 @@ impl RegistrarClient {
             .fetch(vec![("public_key", STANDARD.encode(public_key))])
             .await?;
         if let Some(twin) = &twin {
-            self.inner.by_id.insert(twin.twin_id, Some(twin.clone()));
-            self.inner.last_known.insert(twin.twin_id, twin.clone());
+            self.remember(twin);
         }
         Ok(twin)
+    }
+
+    /// Bytes the lookup cache holds now, as weighed (found and unknown twins); never
+    /// more than [`ClientConfig::cache_bytes`] once pending evictions ran (this runs
+    /// them).
+    pub fn cache_weight(&self) -> u64 {
+        self.inner.by_id.run_pending_tasks();
+        self.inner.by_id.weighted_size()
     }
 
     /// Forgets the cached answer for `twin_id`: the next lookup asks the registrar.
@@ -277,31 +364,55 @@ impl RegistrarClient {
         self.inner.by_id.invalidate(&twin_id);
     }
 
-    /// Registers `signer`'s key with a fresh proof of possession.
+    fn remember(&self, twin: &Arc<Twin>) {
+        self.inner.by_id.insert(twin.twin_id, Some(twin.clone()));
+        self.inner.last_known.insert(twin.twin_id, twin.clone());
+    }
+
+    /// Registers `signer`'s key with a fresh proof of possession. If the registrar says
+    /// the timestamp is outside its window and tells its time (node-registrar allows
+    /// only ±2 s), the proof is signed once more at the registrar's time.
     pub async fn create_account(
         &self,
         signer: &Signer,
         relays: &[String],
         rmb_enc_key: Option<[u8; 33]>,
     ) -> Result<Arc<Twin>, ClientError> {
-        let timestamp = rmb_core::time::now();
-        let public_key = STANDARD.encode(signer.public_key());
-        let signature = signer.sign(auth::create_challenge(timestamp, &public_key).as_bytes());
-        let body = CreateRequest {
-            timestamp,
-            public_key,
-            signature: STANDARD.encode(signature),
-            relays: relays.to_vec(),
-            rmb_enc_key: rmb_enc_key.map(hex::encode),
-        };
-        let request = self.inner.http.post(&self.inner.accounts_url).json(&body);
-        let twin = Arc::new(expect_account(request, StatusCode::CREATED).await?);
-        self.inner.by_id.insert(twin.twin_id, Some(twin.clone()));
-        Ok(twin)
+        let mut timestamp = rmb_core::time::now();
+        let mut retried = false;
+        loop {
+            let public_key = STANDARD.encode(signer.public_key());
+            let challenge = auth::create_challenge(timestamp, &public_key);
+            let body = CreateRequest {
+                timestamp,
+                public_key,
+                signature: STANDARD.encode(auth::sign_raw(signer, challenge.as_bytes())),
+                relays: relays.to_vec(),
+                rmb_enc_key: rmb_enc_key.map(hex::encode),
+            };
+            let request = self.inner.http.post(&self.inner.accounts_url).json(&body);
+            let answer = send(request).await?;
+            if answer.status == StatusCode::BAD_REQUEST && !retried {
+                if let Some(server_time) = answer.error_body().server_time() {
+                    tracing::info!(
+                        server_time,
+                        our_time = timestamp,
+                        "registrar clock differs from ours: signing again at its time"
+                    );
+                    timestamp = server_time;
+                    retried = true;
+                    continue;
+                }
+            }
+            let twin = Arc::new(answer.account(&[StatusCode::CREATED, StatusCode::OK])?);
+            self.remember(&twin);
+            return Ok(twin);
+        }
     }
 
     /// Changes the relays and/or the e2e key of `twin_id` (`None`: leave as is), signed
-    /// by `signer`. Drops the cached entry and caches the answer.
+    /// by `signer`. Drops the cached entry and caches the answer (node-registrar answers
+    /// an update with a message, not the account: then the account is read back).
     pub async fn update_account(
         &self,
         signer: &Signer,
@@ -314,6 +425,7 @@ impl RegistrarClient {
         let body = UpdateRequest {
             relays: relays.map(<[String]>::to_vec),
             rmb_enc_key: rmb_enc_key.map(|k| Some(hex::encode(k))),
+            public_key: None,
         };
         let request = self
             .inner
@@ -321,17 +433,30 @@ impl RegistrarClient {
             .patch(format!("{}{twin_id}", self.inner.accounts_url))
             .header("X-Auth", auth::x_auth_header(signer, twin_id, timestamp))
             .json(&body);
-        let result = expect_account(request, StatusCode::OK).await;
+        let result = send(request).await;
         // Whatever happened, the cached view may be stale now.
         self.invalidate(twin_id);
-        let twin = Arc::new(result?);
-        self.inner.by_id.insert(twin.twin_id, Some(twin.clone()));
+        let answer = result?;
+        let twin = match answer.account(&[StatusCode::OK]) {
+            Ok(twin) => Arc::new(twin),
+            Err(ClientError::BadResponse(_)) if answer.status == StatusCode::OK => self
+                .fetch(vec![("twin_id", twin_id.to_string())])
+                .await?
+                .ok_or_else(|| {
+                    ClientError::BadResponse(format!(
+                        "twin {twin_id} was updated but the registrar does not find it"
+                    ))
+                })?,
+            Err(e) => return Err(e),
+        };
+        self.remember(&twin);
         Ok(twin)
     }
 
     /// Creates the account for `signer` if its key is unknown, otherwise updates the
-    /// relays (compared as sets) and the e2e key when they differ from the wanted ones.
-    /// `rmb_enc_key: None` leaves a registered e2e key alone. Returns the twin.
+    /// relays (compared as sets, normalised) and the e2e key when they differ from the
+    /// wanted ones. `rmb_enc_key: None` leaves a registered e2e key alone. Returns the
+    /// twin.
     pub async fn ensure_account(
         &self,
         signer: &Signer,
@@ -356,7 +481,8 @@ impl RegistrarClient {
             },
         };
         let mut have: Vec<&String> = existing.relays.iter().collect();
-        let mut want: Vec<&String> = relays.iter().collect();
+        let wanted = validate::relays_lenient(relays);
+        let mut want: Vec<&String> = wanted.iter().collect();
         have.sort();
         have.dedup();
         want.sort();
@@ -380,79 +506,109 @@ impl RegistrarClient {
         query: Vec<(&'static str, String)>,
     ) -> Result<Option<Arc<Twin>>, ClientError> {
         let request = self.inner.http.get(&self.inner.accounts_url).query(&query);
-        let response = request.send().await.map_err(transport_error)?;
-        if response.status() == StatusCode::NOT_FOUND {
+        let answer = send(request).await?;
+        if answer.status == StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        let account = read_account(response, StatusCode::OK).await?;
+        // Some node-registrar versions answer lookups with 201.
+        let account = answer.account(&[StatusCode::OK, StatusCode::CREATED])?;
         Ok(Some(Arc::new(account)))
     }
 
-    /// `max(now, last used + 1)`: strictly increasing per twin within this process, and
-    /// within the registrar's window as long as fewer than ~30 updates a second are made.
+    /// `max(now, last used + 1)`: strictly increasing per twin within this process.
     fn next_auth_timestamp(&self, twin_id: u32) -> u64 {
         let now = rmb_core::time::now();
         let mut last = self.inner.last_auth.lock().expect("not poisoned");
         let entry = last.entry(twin_id).or_insert(0);
-        *entry = now.max(*entry + 1);
+        *entry = now.max(entry.saturating_add(1));
         *entry
     }
 }
 
-async fn expect_account(
-    request: reqwest::RequestBuilder,
-    expected: StatusCode,
-) -> Result<Twin, ClientError> {
-    let response = request.send().await.map_err(transport_error)?;
-    read_account(response, expected).await
+/// A registrar's answer: its status and at most [`MAX_ANSWER_BYTES`] of its body.
+struct Answer {
+    status: StatusCode,
+    body: Vec<u8>,
 }
 
-async fn read_account(
-    response: reqwest::Response,
-    expected: StatusCode,
-) -> Result<Twin, ClientError> {
+async fn send(request: reqwest::RequestBuilder) -> Result<Answer, ClientError> {
+    let mut response = request.send().await.map_err(transport_error)?;
     let status = response.status();
-    let body = response.bytes().await.map_err(transport_error)?;
-    if status != expected {
-        let message = serde_json::from_slice::<ErrorBody>(&body)
-            .map(|b| b.error)
-            .unwrap_or_else(|_| String::from_utf8_lossy(&body).chars().take(200).collect());
-        if status.is_client_error() || status.is_server_error() {
-            return Err(ClientError::Rejected {
-                status: status.as_u16(),
-                message,
-            });
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(ClientError::BadResponse(format!(
+                "answer larger than {MAX_ANSWER_BYTES} bytes (status {status})"
+            )));
         }
-        return Err(ClientError::BadResponse(format!(
-            "status {status}, expected {expected}"
-        )));
+        body.extend_from_slice(&chunk);
     }
-    let account: AccountJson = serde_json::from_slice(&body)
-        .map_err(|e| ClientError::BadResponse(format!("account JSON: {e}")))?;
-    twin_from_json(account)
+    Ok(Answer { status, body })
 }
 
-/// Checks and converts an account answer.
+impl Answer {
+    fn error_body(&self) -> AnyErrorBody {
+        serde_json::from_slice(&self.body).unwrap_or_default()
+    }
+
+    /// The account in the body, if the status is one of `expected`; otherwise the
+    /// refusal as an error.
+    fn account(&self, expected: &[StatusCode]) -> Result<Twin, ClientError> {
+        if !expected.contains(&self.status) {
+            let status = self.status;
+            let message = match self.error_body().text() {
+                Some(text) => text.chars().take(300).collect(),
+                None => String::from_utf8_lossy(&self.body)
+                    .chars()
+                    .take(200)
+                    .collect(),
+            };
+            if status.is_client_error() || status.is_server_error() {
+                return Err(ClientError::Rejected {
+                    status: status.as_u16(),
+                    message,
+                });
+            }
+            return Err(ClientError::BadResponse(format!(
+                "status {status}, expected {expected:?}"
+            )));
+        }
+        let account: AccountJson = parse_maybe_wrapped(&self.body)
+            .map_err(|e| ClientError::BadResponse(format!("account JSON: {e}")))?;
+        twin_from_json(account)
+    }
+}
+
+/// `T` itself or `{"data": T}`.
+fn parse_maybe_wrapped<T: DeserializeOwned>(body: &[u8]) -> Result<T, serde_json::Error> {
+    serde_json::from_slice::<T>(body).or_else(|e| {
+        serde_json::from_slice::<Wrapped<T>>(body)
+            .map(|w| w.data)
+            .map_err(|_| e)
+    })
+}
+
+/// Checks and converts an account answer. Relays are normalised (entries that name no
+/// relay are dropped); an e2e key that is neither hex nor base64 of a valid key is
+/// treated as none (the twin could not decrypt with it either).
 pub fn twin_from_json(account: AccountJson) -> Result<Twin, ClientError> {
-    let bad = |what: &str| ClientError::BadResponse(what.to_string());
     let public_key = STANDARD
         .decode(&account.public_key)
         .ok()
         .and_then(|k| <[u8; 32]>::try_from(k).ok())
-        .ok_or_else(|| bad("public_key is not base64 of 32 bytes"))?;
-    let rmb_enc_key = account
-        .rmb_enc_key
-        .map(|k| {
-            hex::decode(k)
-                .ok()
-                .and_then(|k| <[u8; 33]>::try_from(k).ok())
-                .ok_or_else(|| bad("rmb_enc_key is not hex of 33 bytes"))
-        })
-        .transpose()?;
+        .ok_or_else(|| ClientError::BadResponse("public_key is not base64 of 32 bytes".into()))?;
+    let rmb_enc_key = match account.rmb_enc_key.as_deref().map(validate::e2e_key) {
+        None => None,
+        Some(Ok(key)) => key,
+        Some(Err(e)) => {
+            tracing::warn!(twin_id = account.twin_id, error = %e, "ignoring the twin's e2e key");
+            None
+        }
+    };
     Ok(Twin {
         twin_id: account.twin_id,
         public_key,
-        relays: account.relays,
+        relays: validate::relays_lenient(&account.relays),
         rmb_enc_key,
     })
 }
@@ -473,5 +629,40 @@ fn transport_error(e: reqwest::Error) -> ClientError {
             source = cause.source();
         }
         ClientError::Unreachable(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accounts_url_keeps_prefixes_and_knows_v1_roots() {
+        assert_eq!(accounts_url("http://r:8080"), "http://r:8080/v1/accounts/");
+        assert_eq!(
+            accounts_url("https://r/registrar"),
+            "https://r/registrar/v1/accounts/"
+        );
+        // zos4 and the Go client are configured with the API root.
+        assert_eq!(
+            accounts_url("https://r/api/v1"),
+            "https://r/api/v1/accounts/"
+        );
+        assert_eq!(accounts_url("https://r/v1"), "https://r/v1/accounts/");
+    }
+
+    #[test]
+    fn wrapped_and_plain_bodies() {
+        let plain = br#"{"twin_id":3,"public_key":"AAAA","relays":[],"rmb_enc_key":null}"#;
+        let wrapped = br#"{"msg":"Account retrieved successfully","data":{"twin_id":3,"public_key":"AAAA","relays":[],"rmb_enc_key":null}}"#;
+        assert_eq!(
+            parse_maybe_wrapped::<AccountJson>(plain).unwrap().twin_id,
+            3
+        );
+        assert_eq!(
+            parse_maybe_wrapped::<AccountJson>(wrapped).unwrap().twin_id,
+            3
+        );
+        assert!(parse_maybe_wrapped::<AccountJson>(b"{\"message\":\"ok\"}").is_err());
     }
 }

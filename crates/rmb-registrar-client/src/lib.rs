@@ -11,7 +11,9 @@
 //! databases.
 //!
 //! Modules: [`client`] (the client and its cache), [`wire`] (the JSON bodies, shared with
-//! the server), [`auth`] (the texts a client signs).
+//! the server), [`auth`] (the texts a client signs), [`validate`] (relay names and e2e
+//! keys: their canonical forms, applied by the server on write and by the client on
+//! read).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), rmb_registrar_client::ClientError> {
@@ -25,6 +27,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod validate;
 pub mod wire;
 
 pub use client::{ClientConfig, ClientError, RegistrarClient, Twin};

@@ -9,11 +9,12 @@
 //! | `GET /health` | 200 `{"status":"ok"}` when the database answers, else 503 |
 //! | `GET /metrics` | Prometheus text |
 //!
-//! `/v1/accounts` and `/v1/accounts/` are the same route. Refusals are
-//! `{"error": "..."}`: 400 malformed (JSON syntax, base64, hex, query values, X-Auth
-//! shape), 401 failed proof (signature, timestamp window, replayed X-Auth), 404 unknown
-//! twin, 409 key already registered, 413 body over the limit, 422 well-formed but
-//! invalid values (relays, e2e key, key length, JSON fields of the wrong type).
+//! Every `/v1/...` route is also served as `/api/v1/...` (node-registrar's base path),
+//! with or without a trailing slash. Refusals are `{"error": "..."}`, with the status
+//! node-registrar gives: 400 for anything malformed or invalid (JSON, base64, relays,
+//! e2e key, query values, X-Auth shape, a create proof out of the time window, which
+//! also carries `server_time`), 401 failed proof (signature, X-Auth window, replay), 404
+//! unknown twin, 408 body too slow, 409 key already registered, 413 body over the limit.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -36,7 +37,7 @@ use crate::auth::{self, AuthError};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::{Account, AccountUpdate, Store, StoreError};
-use crate::validate::{self, ValidationError};
+use rmb_registrar_client::validate::{self, ValidationError};
 use rmb_registrar_client::wire::{AccountJson, CreateRequest, ErrorBody, UpdateRequest};
 
 /// Default and largest page size of the account list.
@@ -66,11 +67,13 @@ pub(crate) struct Shared {
 
 type AppState = Arc<Shared>;
 
-/// A refusal, rendered as `{"error": message}`.
+/// A refusal, rendered as `{"error": message}` (plus `server_time` where the client
+/// should sign again at the server's time).
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    server_time: Option<u64>,
 }
 
 impl ApiError {
@@ -78,7 +81,19 @@ impl ApiError {
         ApiError {
             status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             message: message.into(),
+            server_time: None,
         }
+    }
+
+    /// The HTTP status of this refusal.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.status, self.message)
     }
 }
 
@@ -88,6 +103,7 @@ impl IntoResponse for ApiError {
             self.status,
             Json(ErrorBody {
                 error: self.message,
+                server_time: self.server_time,
             }),
         )
             .into_response()
@@ -96,13 +112,16 @@ impl IntoResponse for ApiError {
 
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
-        ApiError::new(e.status(), e.to_string())
+        ApiError {
+            server_time: e.server_time(),
+            ..ApiError::new(e.status(), e.to_string())
+        }
     }
 }
 
 impl From<ValidationError> for ApiError {
     fn from(e: ValidationError) -> Self {
-        ApiError::new(e.status(), e.to_string())
+        ApiError::new(400, e.to_string())
     }
 }
 
@@ -124,16 +143,36 @@ impl From<StoreError> for ApiError {
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let max_body = shared.config.max_body;
-    Router::new()
-        .route("/v1/accounts", get(get_accounts).post(create_account))
-        .route("/v1/accounts/", get(get_accounts).post(create_account))
-        .route("/v1/accounts/{twin_id}", patch(update_account))
+    let mut router = Router::new();
+    // node-registrar serves both prefixes (pkg/server/routes.go); zos4 uses /api/v1.
+    for prefix in ["/v1", "/api/v1"] {
+        router = router
+            .route(
+                &format!("{prefix}/accounts"),
+                get(get_accounts).post(create_account),
+            )
+            .route(
+                &format!("{prefix}/accounts/"),
+                get(get_accounts).post(create_account),
+            )
+            .route(
+                &format!("{prefix}/accounts/{{twin_id}}"),
+                patch(update_account),
+            )
+            .route(
+                &format!("{prefix}/accounts/{{twin_id}}/"),
+                patch(update_account),
+            );
+    }
+    router
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
         .route_layer(middleware::from_fn(track))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        // Outermost: preflights are answered before routing, and 404s get the headers too.
+        .layer(middleware::from_fn(crate::cors::layer))
         .with_state(shared)
 }
 
@@ -147,17 +186,38 @@ async fn track(matched: Option<MatchedPath>, req: Request, next: Next) -> Respon
         .unwrap_or_default();
     let response = next.run(req).await;
     let status = response.status().as_u16().to_string();
-    metrics::counter!("registrar_http_requests_total", "route" => route.clone(), "method" => method.to_string(), "status" => status).increment(1);
+    metrics::counter!("registrar_http_requests_total", "route" => route.clone(), "method" => method_label(&method), "status" => status).increment(1);
     metrics::histogram!("registrar_http_request_duration_seconds", "route" => route)
         .record(started.elapsed().as_secs_f64());
     response
 }
 
+/// The metric label of a request method: HTTP lets a client invent methods, so any
+/// other than the standard ones is `other` (labels must not grow with what strangers
+/// send).
+fn method_label(method: &Method) -> &'static str {
+    const KNOWN: [Method; 9] = [
+        Method::GET,
+        Method::POST,
+        Method::PATCH,
+        Method::PUT,
+        Method::DELETE,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::CONNECT,
+        Method::TRACE,
+    ];
+    KNOWN
+        .iter()
+        .find(|known| *known == method)
+        .map_or("other", |known| known.as_str())
+}
+
 async fn not_found(method: Method) -> ApiError {
-    metrics::counter!("registrar_http_requests_total", "route" => "unmatched", "method" => method.to_string(), "status" => "404").increment(1);
+    metrics::counter!("registrar_http_requests_total", "route" => "unmatched", "method" => method_label(&method), "status" => "404").increment(1);
     ApiError::new(
         404,
-        "no such route: the API is /v1/accounts, /v1/accounts/{twin_id}, /health and /metrics",
+        "no such route: the API is /v1/accounts, /v1/accounts/{twin_id} (also under /api/v1), /health and /metrics",
     )
 }
 
@@ -186,13 +246,11 @@ async fn metrics_text(State(s): State<AppState>) -> Response {
     }
 }
 
-/// Reads a JSON body: 413 over the limit, 400 for a syntax error, 422 for fields of the
-/// wrong shape. The content type is not required (older clients omit it).
-fn json_body<T: DeserializeOwned>(
-    body: Result<Bytes, BytesRejection>,
-    max_body: usize,
-) -> Result<T, ApiError> {
-    let body = body.map_err(|rejection| {
+/// Reads a JSON body: 413 over the limit, 408 too slow, 400 for anything that is not the
+/// expected JSON (as node-registrar). The content type is not required (older clients
+/// omit it).
+fn read_body(body: Result<Bytes, BytesRejection>, max_body: usize) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
         let status = rejection.status();
         if rmb_http::is_body_timeout(&rejection) {
             ApiError::new(
@@ -207,14 +265,11 @@ fn json_body<T: DeserializeOwned>(
         } else {
             ApiError::new(status.as_u16(), format!("could not read the request body: {rejection}"))
         }
-    })?;
-    serde_json::from_slice(&body).map_err(|e| {
-        let status = match e.classify() {
-            serde_json::error::Category::Data => 422,
-            _ => 400,
-        };
-        ApiError::new(status, format!("invalid JSON body: {e}"))
     })
+}
+
+fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::new(400, format!("invalid JSON body: {e}")))
 }
 
 /// An account as the API shows it.
@@ -253,9 +308,36 @@ fn decode_public_key(text: &str, lenient: bool) -> Result<[u8; 32], ApiError> {
     let len = bytes.len();
     bytes.try_into().map_err(|_| {
         ApiError::new(
-            422,
+            400,
             format!("public_key must be 32 bytes (an ed25519 or sr25519 public key), got {len}"),
         )
+    })
+}
+
+/// A create request, decoded and checked (all but the proof's time and the database).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidCreate {
+    pub request: CreateRequest,
+    pub public_key: [u8; 32],
+    pub relays: Vec<String>,
+    pub rmb_enc_key: Option<[u8; 33]>,
+}
+
+/// Decodes a create body: JSON, key, relays (normalised), e2e key. Pure; the fuzz
+/// target `registrar_create` runs it.
+pub fn decode_create(body: &[u8]) -> Result<ValidCreate, ApiError> {
+    let request: CreateRequest = parse_json(body)?;
+    let public_key = decode_public_key(&request.public_key, false)?;
+    let relays = validate::relays(&request.relays)?;
+    let rmb_enc_key = match request.rmb_enc_key.as_deref() {
+        Some(text) => validate::e2e_key(text)?,
+        None => None,
+    };
+    Ok(ValidCreate {
+        request,
+        public_key,
+        relays,
+        rmb_enc_key,
     })
 }
 
@@ -263,33 +345,27 @@ async fn create_account(
     State(s): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let req: CreateRequest = json_body(body, s.config.max_body)?;
-    let public_key = decode_public_key(&req.public_key, false)?;
-    validate::relays(&req.relays)?;
-    let rmb_enc_key = req
-        .rmb_enc_key
-        .as_deref()
-        .map(validate::e2e_key)
-        .transpose()?;
+    let body = read_body(body, s.config.max_body)?;
+    let create = decode_create(&body)?;
     auth::verify_create_proof(
-        req.timestamp,
-        &req.public_key,
-        &public_key,
-        &req.signature,
+        create.request.timestamp,
+        &create.request.public_key,
+        &create.public_key,
+        &create.request.signature,
         rmb_core::time::now(),
         s.config.time_window.as_secs(),
     )?;
     // Checked first so a repeated registration does not consume an id from the
     // PostgreSQL sequence; the unique constraint still decides concurrent creates.
-    if s.store.by_public_key(&public_key).await?.is_some() {
+    if s.store.by_public_key(&create.public_key).await?.is_some() {
         return Err(StoreError::KeyExists.into());
     }
     let account = s
         .store
         .create(
-            &public_key,
-            &req.relays,
-            rmb_enc_key.as_ref(),
+            &create.public_key,
+            &create.relays,
+            create.rmb_enc_key.as_ref(),
             rmb_core::time::now(),
         )
         .await?;
@@ -298,7 +374,7 @@ async fn create_account(
     Ok(account_response(StatusCode::CREATED, &account))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 struct AccountsQuery {
     twin_id: Option<String>,
     public_key: Option<String>,
@@ -306,29 +382,60 @@ struct AccountsQuery {
     size: Option<String>,
 }
 
+/// What a `GET /v1/accounts` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    ById(u32),
+    ByKey([u8; 32]),
+    List { page: u32, size: u32 },
+}
+
+/// Decodes a lookup query string. Empty values count as absent, as node-registrar
+/// reads them (`c.Query`). Pure; the fuzz target `registrar_lookup` runs it.
+pub fn decode_lookup(query: &str) -> Result<Lookup, ApiError> {
+    let q: AccountsQuery = serde_urlencoded::from_str(query)
+        .map_err(|e| ApiError::new(400, format!("invalid query string: {e}")))?;
+    decode_lookup_query(q)
+}
+
+fn decode_lookup_query(q: AccountsQuery) -> Result<Lookup, ApiError> {
+    let present = |v: &Option<String>| v.as_deref().filter(|v| !v.is_empty()).map(str::to_string);
+    match (present(&q.twin_id), present(&q.public_key)) {
+        (Some(_), Some(_)) => Err(ApiError::new(
+            400,
+            "give either twin_id or public_key, not both",
+        )),
+        (Some(id), None) => Ok(Lookup::ById(parse_twin_id(&id)?)),
+        (None, Some(key)) => Ok(Lookup::ByKey(decode_public_key(&key, true)?)),
+        (None, None) => Ok(Lookup::List {
+            page: parse_page_param(&q.page, "page", 1, u32::MAX)?,
+            size: parse_page_param(&q.size, "size", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?,
+        }),
+    }
+}
+
 async fn get_accounts(
     State(s): State<AppState>,
     query: Result<Query<AccountsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::new(400, format!("invalid query string: {e}")))?;
-    match (&q.twin_id, &q.public_key) {
-        (Some(_), Some(_)) => Err(ApiError::new(
-            400,
-            "give either twin_id or public_key, not both",
-        )),
-        (Some(id), None) => {
+    match decode_lookup_query(q)? {
+        Lookup::ById(twin_id) => {
             s.stats.lookups.fetch_add(1, Ordering::Relaxed);
-            let twin_id = parse_twin_id(id)?;
             let account = s.store.by_id(twin_id).await?;
             found(account, || format!("no twin with id {twin_id}"))
         }
-        (None, Some(key)) => {
+        Lookup::ByKey(public_key) => {
             s.stats.lookups.fetch_add(1, Ordering::Relaxed);
-            let public_key = decode_public_key(key, true)?;
             let account = s.store.by_public_key(&public_key).await?;
             found(account, || "no twin with this public key".to_string())
         }
-        (None, None) => list_accounts(&s, &q).await,
+        Lookup::List { page, size } => {
+            let offset = u64::from(page - 1) * u64::from(size);
+            let accounts = s.store.list(offset, size).await?;
+            let body: Vec<AccountJson> = accounts.iter().map(account_json).collect();
+            Ok(Json(body).into_response())
+        }
     }
 }
 
@@ -348,7 +455,10 @@ fn parse_twin_id(text: &str) -> Result<u32, ApiError> {
     }
     Err(ApiError::new(
         400,
-        format!("twin id {text:?} is not a number from 1 to 4294967295"),
+        format!(
+            "twin id {:?} is not a number from 1 to 4294967295",
+            text.chars().take(40).collect::<String>()
+        ),
     ))
 }
 
@@ -358,26 +468,56 @@ fn parse_page_param(
     default: u32,
     max: u32,
 ) -> Result<u32, ApiError> {
-    let Some(text) = value else {
+    let Some(text) = value.as_deref().filter(|v| !v.is_empty()) else {
         return Ok(default);
     };
     match text.trim().parse::<u32>() {
         Ok(n) if (1..=max).contains(&n) => Ok(n),
         _ => Err(ApiError::new(
             400,
-            format!("{name} must be a whole number from 1 to {max}, got {text:?}"),
+            format!(
+                "{name} must be a whole number from 1 to {max}, got {:?}",
+                text.chars().take(40).collect::<String>()
+            ),
         )),
     }
 }
 
-async fn list_accounts(s: &Shared, q: &AccountsQuery) -> Result<Response, ApiError> {
-    let page = parse_page_param(&q.page, "page", 1, u32::MAX)?;
-    let size = parse_page_param(&q.size, "size", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
-    let offset = u64::from(page - 1) * u64::from(size);
-    let accounts = s.store.list(offset, size).await?;
-    let body: Vec<AccountJson> = accounts.iter().map(account_json).collect();
-    Ok(Json(body).into_response())
+/// A PATCH body, decoded and checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidUpdate {
+    pub update: AccountUpdate,
+    /// The `public_key` the body names, if any: it must be the account's.
+    pub public_key: Option<[u8; 32]>,
 }
+
+/// Decodes a PATCH body. `"relays": null` and `"rmb_enc_key": ""` leave the values as
+/// they are (node-registrar); `"rmb_enc_key": null` removes the key; unknown fields are
+/// ignored. Pure; the fuzz target `registrar_update` runs it.
+pub fn decode_update(body: &[u8]) -> Result<ValidUpdate, ApiError> {
+    let req: UpdateRequest = parse_json(body)?;
+    let relays = req.relays.as_deref().map(validate::relays).transpose()?;
+    let rmb_enc_key = match &req.rmb_enc_key {
+        None => None,
+        Some(None) => Some(None),
+        Some(Some(text)) => validate::e2e_key(text)?.map(Some),
+    };
+    let public_key = req
+        .public_key
+        .as_deref()
+        .map(|k| decode_public_key(k, false))
+        .transpose()?;
+    Ok(ValidUpdate {
+        update: AccountUpdate {
+            relays,
+            rmb_enc_key,
+        },
+        public_key,
+    })
+}
+
+/// Times a PATCH re-reads the account when another update changed it in between.
+const UPDATE_ATTEMPTS: usize = 3;
 
 async fn update_account(
     State(s): State<AppState>,
@@ -392,48 +532,48 @@ async fn update_account(
         .to_str()
         .map_err(|_| AuthError::MalformedHeader("it is not ASCII".into()))?;
     let x_auth = auth::parse_x_auth(header)?;
-    let account = s
+    let mut account = s
         .store
         .by_id(twin_id)
         .await?
         .ok_or_else(|| ApiError::new(404, format!("no twin with id {twin_id}")))?;
-    let window = s.config.time_window.as_secs();
     x_auth.verify(
         twin_id,
         &account.public_key,
-        account.last_auth_ts,
         rmb_core::time::now(),
-        window,
+        s.config.auth_max_age.as_secs(),
+        s.config.time_window.as_secs(),
     )?;
 
-    let req: UpdateRequest = json_body(body, s.config.max_body)?;
-    if let Some(relays) = &req.relays {
-        validate::relays(relays)?;
+    let body = read_body(body, s.config.max_body)?;
+    let valid = decode_update(&body)?;
+    if valid.public_key.is_some_and(|k| k != account.public_key) {
+        return Err(ApiError::new(
+            400,
+            "the public key of an account cannot be changed; register the new key as a new twin",
+        ));
     }
-    let rmb_enc_key = match &req.rmb_enc_key {
-        None => None,
-        Some(None) => Some(None),
-        Some(Some(text)) => Some(Some(validate::e2e_key(text)?)),
-    };
-    let update = AccountUpdate {
-        relays: req.relays,
-        rmb_enc_key,
-    };
-    match s
-        .store
-        .update(twin_id, &update, x_auth.timestamp, rmb_core::time::now())
-        .await?
-    {
-        Some(updated) => {
+    let digest = auth::body_digest(&body);
+    for _ in 0..UPDATE_ATTEMPTS {
+        let guard = auth::admit(&account.auth, x_auth.timestamp, &digest)?;
+        let now = rmb_core::time::now();
+        if let Some(updated) = s
+            .store
+            .update(twin_id, &valid.update, &account.auth, &guard, now)
+            .await?
+        {
             tracing::info!(twin_id, "account updated");
-            Ok(account_response(StatusCode::OK, &updated))
+            return Ok(account_response(StatusCode::OK, &updated));
         }
-        // The row exists (read above) and accounts are never deleted: another request
-        // with this or a newer timestamp was accepted in between.
-        None => Err(AuthError::Replayed {
-            timestamp: x_auth.timestamp,
-            last: x_auth.timestamp,
-        }
-        .into()),
+        // Another update was accepted in between: decide again against it.
+        account = s
+            .store
+            .by_id(twin_id)
+            .await?
+            .ok_or_else(|| ApiError::new(404, format!("no twin with id {twin_id}")))?;
     }
+    Err(ApiError::new(
+        409,
+        "the account is being updated concurrently; try again",
+    ))
 }

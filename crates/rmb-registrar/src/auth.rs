@@ -1,20 +1,44 @@
 //! Proof-of-possession (account creation) and `X-Auth` (account update) checks.
 //!
-//! Pure functions: the caller passes `now` and the stored key, nothing here does I/O, so
-//! every refusal is unit-tested below. What is signed (PROTOCOL.md §5):
+//! Pure functions: the caller passes `now` and the stored state, nothing here does I/O,
+//! so every refusal is unit-tested below. What is signed (PROTOCOL.md §5):
 //! - create: the ASCII text `<timestamp>:<public_key as sent>`;
 //! - update: `X-Auth: <b64("<timestamp>:<twin_id>")>:<b64(signature over that text)>`.
 //!
-//! A signature is 64 bytes (raw ed25519, as older clients send) or 65 bytes (a type byte
-//! `e`/`s` + 64, §1, so ed25519 or sr25519).
+//! A signature is 65 bytes (a type byte `e`/`s` + 64, §1) or 64 bytes raw, which is what
+//! node-registrar's clients send: like node-registrar (`pkg/server/sigverifier.go`) we
+//! try ed25519, then sr25519.
+//!
+//! ## Time windows
+//! A create proof must be within `time_window` (30 s) of the server clock either way
+//! (node-registrar: 2 s, `handlers.go` `MaxTimestampDelta`). An `X-Auth` timestamp may
+//! be up to `auth_max_age` (60 s) old, as node-registrar allows
+//! (`middlewares.go` `ChallengeValidity`), and at most `time_window` in the future
+//! (node-registrar has no bound there: a header signed for next year works next year).
+//!
+//! ## Replay guard
+//! node-registrar has none: a captured header works again for a minute. Ours, in
+//! [`admit`]: timestamps never go back, and each (timestamp, body) pair is accepted
+//! once. An honest client that sends two different updates within one second (the Go
+//! client signs `time.Now().Unix()`, so both carry the same header) gets both; the same
+//! header with the same body again, or any header older than the newest accepted, is
+//! refused. The header does not sign the body (the protocol's choice): whoever sees a
+//! header can send a different body with it for as long as it is the newest and within
+//! the window, at most [`MAX_UPDATES_PER_SECOND`] times; TLS is what keeps headers from
+//! being seen.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use rmb_core::identity::{verify, verify_raw, KeyType, SignatureError};
 use rmb_registrar_client::auth::create_challenge;
+use sha2::{Digest, Sha256};
+
+/// At most this many different updates are accepted with one X-Auth timestamp.
+pub const MAX_UPDATES_PER_SECOND: usize = 8;
 
 /// Why a proof or an `X-Auth` header was refused. [`AuthError::status`] maps each to HTTP.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum AuthError {
     #[error("missing X-Auth header: send X-Auth: <base64(\"<timestamp>:<twin_id>\")>:<base64(signature of that text)>")]
     MissingHeader,
@@ -22,18 +46,30 @@ pub enum AuthError {
     MalformedHeader(String),
     #[error("signature is not valid base64 ({0}); send the signature bytes in standard base64")]
     SignatureEncoding(String),
-    #[error("signature must be 64 bytes (raw ed25519) or 65 bytes (type byte 'e'/'s' + 64), got {0} bytes")]
+    #[error("signature must be 64 bytes (raw ed25519 or sr25519) or 65 bytes (type byte 'e'/'s' + 64), got {0} bytes")]
     SignatureLength(usize),
+    /// A create proof outside the window: 400 with `server_time`, as node-registrar.
     #[error("timestamp {timestamp} is more than {window} s away from the server time {now}; sign again with the current unix time in seconds")]
-    StaleTimestamp {
+    CreateTimestamp {
         timestamp: u64,
         now: u64,
         window: u64,
     },
+    #[error("X-Auth timestamp {timestamp} is outside the accepted window ({max_age} s old to {skew} s ahead of the server time {now}); sign again with the current unix time in seconds")]
+    StaleTimestamp {
+        timestamp: u64,
+        now: u64,
+        max_age: u64,
+        skew: u64,
+    },
     #[error("X-Auth is signed for twin {header} but the request is for twin {path}; sign \"<timestamp>:{path}\"")]
     TwinMismatch { header: u32, path: u32 },
-    #[error("X-Auth timestamp {timestamp} is not newer than the last accepted one ({last}); a challenge is accepted once: sign a new one with a later timestamp")]
+    #[error("X-Auth timestamp {timestamp} is older than the last accepted one ({last}); a challenge is accepted once: sign a new one with the current time")]
     Replayed { timestamp: u64, last: u64 },
+    #[error("this X-Auth header was already used for this same request; sign a new one with a later timestamp")]
+    ReplayedBody,
+    #[error("more than {MAX_UPDATES_PER_SECOND} updates signed with the timestamp {0}; sign the next one with a later timestamp")]
+    TooManyUpdates(u64),
     #[error(
         "signature does not verify ({0}); sign the exact challenge text with the account's key"
     )]
@@ -41,42 +77,46 @@ pub enum AuthError {
 }
 
 impl AuthError {
-    /// The HTTP status for this refusal: 400 for a request that cannot be parsed, 401 for
-    /// a proof that does not hold.
+    /// The HTTP status for this refusal: 400 for a request that cannot be parsed (and a
+    /// create proof out of the window, as node-registrar answers), 401 for a proof that
+    /// does not hold.
     pub fn status(&self) -> u16 {
         match self {
             AuthError::MalformedHeader(_)
             | AuthError::SignatureEncoding(_)
-            | AuthError::SignatureLength(_) => 400,
+            | AuthError::SignatureLength(_)
+            | AuthError::CreateTimestamp { .. } => 400,
             AuthError::MissingHeader
             | AuthError::StaleTimestamp { .. }
             | AuthError::TwinMismatch { .. }
             | AuthError::Replayed { .. }
+            | AuthError::ReplayedBody
+            | AuthError::TooManyUpdates(_)
             | AuthError::BadSignature(_) => 401,
+        }
+    }
+
+    /// The server's clock, for refusals a client fixes by signing again at that time.
+    pub fn server_time(&self) -> Option<u64> {
+        match self {
+            AuthError::CreateTimestamp { now, .. } | AuthError::StaleTimestamp { now, .. } => {
+                Some(*now)
+            }
+            _ => None,
         }
     }
 }
 
-/// Refuses a timestamp more than `window` seconds before or after `now`.
-pub fn check_window(timestamp: u64, now: u64, window: u64) -> Result<(), AuthError> {
-    if timestamp.abs_diff(now) > window {
-        return Err(AuthError::StaleTimestamp {
-            timestamp,
-            now,
-            window,
-        });
-    }
-    Ok(())
-}
-
-/// Verifies a 64-byte raw ed25519 or a 65-byte typed signature over `message`.
+/// Verifies a 64-byte raw (ed25519, else sr25519) or a 65-byte typed signature over
+/// `message`.
 pub fn verify_signature(
     public_key: &[u8; 32],
     message: &[u8],
     signature: &[u8],
 ) -> Result<(), AuthError> {
     match signature.len() {
-        64 => verify_raw(KeyType::Ed25519, public_key, message, signature),
+        64 => verify_raw(KeyType::Ed25519, public_key, message, signature)
+            .or_else(|_| verify_raw(KeyType::Sr25519, public_key, message, signature)),
         65 => verify(public_key, message, signature),
         n => return Err(AuthError::SignatureLength(n)),
     }
@@ -90,8 +130,8 @@ pub fn decode_signature(text: &str) -> Result<Vec<u8>, AuthError> {
         .map_err(|e| AuthError::SignatureEncoding(e.to_string()))
 }
 
-/// Checks the proof that the creator holds the key: the timestamp is recent and
-/// `signature` (base64) signs [`create_challenge`] with `public_key`.
+/// Checks the proof that the creator holds the key: the timestamp is within `window`
+/// of `now` and `signature` (base64) signs [`create_challenge`] with `public_key`.
 pub fn verify_create_proof(
     timestamp: u64,
     public_key_text: &str,
@@ -104,7 +144,13 @@ pub fn verify_create_proof(
     if !matches!(signature.len(), 64 | 65) {
         return Err(AuthError::SignatureLength(signature.len()));
     }
-    check_window(timestamp, now, window)?;
+    if timestamp.abs_diff(now) > window {
+        return Err(AuthError::CreateTimestamp {
+            timestamp,
+            now,
+            window,
+        });
+    }
     verify_signature(
         public_key,
         create_challenge(timestamp, public_key_text).as_bytes(),
@@ -162,17 +208,16 @@ fn parse_decimal<T: std::str::FromStr>(s: &str) -> Option<T> {
 }
 
 impl XAuth {
-    /// Verifies the header for a request on `path_twin_id` whose account has `public_key`
-    /// and last accepted `last_auth_ts`. The storage update must then re-check
-    /// `last_auth_ts < timestamp` atomically: this check alone cannot stop two concurrent
-    /// requests with the same header.
+    /// Verifies the header for a request on `path_twin_id` whose account has
+    /// `public_key`: the twin matches, the signature holds, and the timestamp is at most
+    /// `max_age` old and `skew` ahead of `now`. Replays are [`admit`]'s business.
     pub fn verify(
         &self,
         path_twin_id: u32,
         public_key: &[u8; 32],
-        last_auth_ts: u64,
         now: u64,
-        window: u64,
+        max_age: u64,
+        skew: u64,
     ) -> Result<(), AuthError> {
         if self.twin_id != path_twin_id {
             return Err(AuthError::TwinMismatch {
@@ -181,22 +226,73 @@ impl XAuth {
             });
         }
         verify_signature(public_key, &self.challenge, &self.signature)?;
-        check_window(self.timestamp, now, window)?;
-        if self.timestamp <= last_auth_ts {
-            return Err(AuthError::Replayed {
+        let too_old = now.saturating_sub(self.timestamp) > max_age;
+        let too_new = self.timestamp.saturating_sub(now) > skew;
+        if too_old || too_new {
+            return Err(AuthError::StaleTimestamp {
                 timestamp: self.timestamp,
-                last: last_auth_ts,
+                now,
+                max_age,
+                skew,
             });
         }
         Ok(())
     }
 }
 
+/// What an account remembers of accepted `X-Auth` headers: the newest timestamp, and
+/// the digests of the request bodies accepted with it (comma separated).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplayGuard {
+    pub last_ts: u64,
+    pub digests: String,
+}
+
+/// The digest a request body is remembered by: 64 bits of SHA-256, hex.
+pub fn body_digest(body: &[u8]) -> String {
+    hex::encode(&Sha256::digest(body)[..8])
+}
+
+/// Admits a verified header with timestamp `ts` for a body of digest `digest`, and
+/// returns what the account remembers afterwards. The store must replace `guard` by the
+/// result only if it is still `guard` (compare and swap), so that of two concurrent
+/// requests with the same header and body at most one succeeds.
+pub fn admit(guard: &ReplayGuard, ts: u64, digest: &str) -> Result<ReplayGuard, AuthError> {
+    if ts > guard.last_ts {
+        return Ok(ReplayGuard {
+            last_ts: ts,
+            digests: digest.to_string(),
+        });
+    }
+    if ts < guard.last_ts {
+        return Err(AuthError::Replayed {
+            timestamp: ts,
+            last: guard.last_ts,
+        });
+    }
+    let seen: Vec<&str> = guard.digests.split(',').filter(|d| !d.is_empty()).collect();
+    if seen.contains(&digest) {
+        return Err(AuthError::ReplayedBody);
+    }
+    if seen.len() >= MAX_UPDATES_PER_SECOND {
+        return Err(AuthError::TooManyUpdates(ts));
+    }
+    let mut digests = seen.join(",");
+    if !digests.is_empty() {
+        digests.push(',');
+    }
+    digests.push_str(digest);
+    Ok(ReplayGuard {
+        last_ts: ts,
+        digests,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use rmb_core::Signer;
-    use rmb_registrar_client::auth::x_auth_header;
+    use rmb_registrar_client::auth::{sign_raw, x_auth_header};
 
     fn signer(kind: KeyType) -> Signer {
         Signer::from_seed(&[7; 32], kind).unwrap()
@@ -204,33 +300,26 @@ mod tests {
 
     fn create_proof(s: &Signer, ts: u64, raw: bool) -> (String, String) {
         let pk = STANDARD.encode(s.public_key());
-        let sig = s.sign(create_challenge(ts, &pk).as_bytes());
-        let sig = if raw { &sig[1..] } else { &sig[..] };
+        let text = create_challenge(ts, &pk);
+        let sig = if raw {
+            sign_raw(s, text.as_bytes()).to_vec()
+        } else {
+            s.sign(text.as_bytes()).to_vec()
+        };
         (pk, STANDARD.encode(sig))
     }
 
     #[test]
-    fn create_proof_accepts_typed_ed25519_sr25519_and_raw_ed25519() {
-        for (kind, raw) in [
-            (KeyType::Ed25519, false),
-            (KeyType::Sr25519, false),
-            (KeyType::Ed25519, true),
-        ] {
-            let s = signer(kind);
-            let (pk, sig) = create_proof(&s, 1000, raw);
-            verify_create_proof(1000, &pk, &s.public_key(), &sig, 1010, 30)
-                .unwrap_or_else(|e| panic!("{kind} raw={raw}: {e}"));
+    fn create_proof_accepts_typed_and_raw_signatures_of_both_schemes() {
+        // Raw 64-byte sr25519 is what node-registrar's farmers send (go-subkey).
+        for kind in [KeyType::Ed25519, KeyType::Sr25519] {
+            for raw in [false, true] {
+                let s = signer(kind);
+                let (pk, sig) = create_proof(&s, 1000, raw);
+                verify_create_proof(1000, &pk, &s.public_key(), &sig, 1010, 30)
+                    .unwrap_or_else(|e| panic!("{kind} raw={raw}: {e}"));
+            }
         }
-    }
-
-    #[test]
-    fn raw_64_byte_sr25519_signature_is_refused() {
-        // 64 bytes means ed25519; an sr25519 signature must carry its type byte.
-        let s = signer(KeyType::Sr25519);
-        let (pk, sig) = create_proof(&s, 1000, true);
-        let err = verify_create_proof(1000, &pk, &s.public_key(), &sig, 1000, 30).unwrap_err();
-        assert!(matches!(err, AuthError::BadSignature(_)), "{err}");
-        assert_eq!(err.status(), 401);
     }
 
     #[test]
@@ -252,21 +341,17 @@ mod tests {
     }
 
     #[test]
-    fn window_applies_in_both_directions_inclusive() {
-        assert!(check_window(970, 1000, 30).is_ok());
-        assert!(check_window(1030, 1000, 30).is_ok());
-        assert!(matches!(
-            check_window(969, 1000, 30),
-            Err(AuthError::StaleTimestamp { .. })
-        ));
-        assert!(matches!(
-            check_window(1031, 1000, 30),
-            Err(AuthError::StaleTimestamp { .. })
-        ));
+    fn create_window_applies_in_both_directions_and_tells_the_server_time() {
         let s = signer(KeyType::Sr25519);
-        let (pk, sig) = create_proof(&s, 900, false);
-        let err = verify_create_proof(900, &pk, &s.public_key(), &sig, 1000, 30).unwrap_err();
-        assert_eq!(err.status(), 401);
+        for (ts, ok) in [(970, true), (1030, true), (969, false), (1031, false)] {
+            let (pk, sig) = create_proof(&s, ts, true);
+            let result = verify_create_proof(ts, &pk, &s.public_key(), &sig, 1000, 30);
+            assert_eq!(result.is_ok(), ok, "{ts}");
+            if let Err(e) = result {
+                assert_eq!(e.status(), 400);
+                assert_eq!(e.server_time(), Some(1000));
+            }
+        }
     }
 
     #[test]
@@ -277,46 +362,40 @@ mod tests {
             let header = x_auth_header(&s, 42, 1000);
             let auth = parse_x_auth(&header).unwrap();
             assert_eq!((auth.timestamp, auth.twin_id), (1000, 42));
-            auth.verify(42, &pk, 999, 1000, 30).unwrap();
+            auth.verify(42, &pk, 1000, 60, 30).unwrap();
             assert_eq!(
-                auth.verify(43, &pk, 0, 1000, 30),
+                auth.verify(43, &pk, 1000, 60, 30),
                 Err(AuthError::TwinMismatch {
                     header: 42,
                     path: 43
                 })
             );
-            assert_eq!(
-                auth.verify(42, &pk, 1000, 1000, 30),
-                Err(AuthError::Replayed {
-                    timestamp: 1000,
-                    last: 1000
-                })
-            );
-            assert!(matches!(
-                auth.verify(42, &pk, 0, 1100, 30),
-                Err(AuthError::StaleTimestamp { .. })
-            ));
+            // 60 s old is fine (node-registrar's validity), 61 s is not; 30 s ahead is
+            // fine, 31 s is not.
+            auth.verify(42, &pk, 1060, 60, 30).unwrap();
+            auth.verify(42, &pk, 970, 60, 30).unwrap();
+            for now in [1061, 969] {
+                let err = auth.verify(42, &pk, now, 60, 30).unwrap_err();
+                assert!(matches!(err, AuthError::StaleTimestamp { .. }), "{now}");
+                assert_eq!(err.status(), 401);
+            }
             let other = Signer::from_seed(&[9; 32], kind).unwrap().public_key();
             assert!(matches!(
-                auth.verify(42, &other, 0, 1000, 30),
+                auth.verify(42, &other, 1000, 60, 30),
                 Err(AuthError::BadSignature(_))
             ));
         }
     }
 
     #[test]
-    fn x_auth_accepts_raw_ed25519_signature() {
-        let s = signer(KeyType::Ed25519);
+    fn x_auth_accepts_typed_signatures_too() {
+        let s = signer(KeyType::Sr25519);
         let challenge = "1000:5";
         let sig = s.sign(challenge.as_bytes());
-        let header = format!(
-            "{}:{}",
-            STANDARD.encode(challenge),
-            STANDARD.encode(&sig[1..])
-        );
+        let header = format!("{}:{}", STANDARD.encode(challenge), STANDARD.encode(sig));
         parse_x_auth(&header)
             .unwrap()
-            .verify(5, &s.public_key(), 0, 1000, 30)
+            .verify(5, &s.public_key(), 1000, 60, 30)
             .unwrap();
     }
 
@@ -326,7 +405,7 @@ mod tests {
         let mut auth = parse_x_auth(&x_auth_header(&s, 5, 1000)).unwrap();
         auth.signature[10] ^= 1;
         assert!(matches!(
-            auth.verify(5, &s.public_key(), 0, 1000, 30),
+            auth.verify(5, &s.public_key(), 1000, 60, 30),
             Err(AuthError::BadSignature(_))
         ));
         // A signature for another challenge does not verify the claimed one.
@@ -338,8 +417,38 @@ mod tests {
         );
         assert!(parse_x_auth(&swapped)
             .unwrap()
-            .verify(5, &s.public_key(), 0, 1000, 30)
+            .verify(5, &s.public_key(), 1000, 60, 30)
             .is_err());
+    }
+
+    #[test]
+    fn replay_guard_admits_each_timestamp_and_body_once() {
+        let fresh = ReplayGuard::default();
+        let a = body_digest(br#"{"relays":["a.example"]}"#);
+        let b = body_digest(br#"{"relays":["b.example"]}"#);
+        let after_a = admit(&fresh, 1000, &a).unwrap();
+        // The same second, another body: an honest second update.
+        let after_b = admit(&after_a, 1000, &b).unwrap();
+        assert_eq!(after_b.last_ts, 1000);
+        // The same header with a body already applied: a replay.
+        assert_eq!(admit(&after_b, 1000, &a), Err(AuthError::ReplayedBody));
+        assert_eq!(admit(&after_b, 1000, &b), Err(AuthError::ReplayedBody));
+        // Older than the newest accepted: a replay, whatever the body.
+        let newer = admit(&after_b, 1001, &a).unwrap();
+        assert_eq!(newer.digests, a);
+        assert!(matches!(
+            admit(&newer, 1000, &body_digest(b"{}")),
+            Err(AuthError::Replayed { .. })
+        ));
+        // Bounded per timestamp.
+        let mut guard = ReplayGuard::default();
+        for i in 0..MAX_UPDATES_PER_SECOND {
+            guard = admit(&guard, 5, &body_digest(format!("{i}").as_bytes())).unwrap();
+        }
+        assert_eq!(
+            admit(&guard, 5, &body_digest(b"one more")),
+            Err(AuthError::TooManyUpdates(5))
+        );
     }
 
     #[test]

@@ -6,6 +6,8 @@ use std::time::Duration;
 pub const DEFAULT_DATABASE: &str = "rmb-registrar.db";
 /// Default accepted distance between a signed timestamp and the server clock.
 pub const DEFAULT_TIME_WINDOW: Duration = Duration::from_secs(30);
+/// Default age an `X-Auth` timestamp may have (node-registrar's challenge validity).
+pub const DEFAULT_AUTH_MAX_AGE: Duration = Duration::from_secs(60);
 /// Default request body limit; an account update is well under 1 KiB.
 pub const DEFAULT_MAX_BODY: usize = 16 * 1024;
 
@@ -16,9 +18,11 @@ pub struct Config {
     /// `postgres://...` / `postgresql://...` for PostgreSQL; `sqlite://path` or a plain
     /// file path for SQLite (created and migrated if missing).
     pub database: String,
-    /// Signed timestamps (account creation, `X-Auth`) are accepted this far from now,
-    /// in both directions. Whole seconds.
+    /// A create proof's timestamp is accepted this far from now, in both directions; an
+    /// `X-Auth` timestamp this far in the future. Whole seconds.
     pub time_window: Duration,
+    /// An `X-Auth` timestamp is accepted up to this old. Whole seconds.
+    pub auth_max_age: Duration,
     /// Request bodies larger than this are refused with 413.
     pub max_body: usize,
     /// Connection cap and HTTP timeouts (slow or silent clients are cut off).
@@ -31,6 +35,7 @@ impl Config {
         Config {
             database: database.into(),
             time_window: DEFAULT_TIME_WINDOW,
+            auth_max_age: DEFAULT_AUTH_MAX_AGE,
             max_body: DEFAULT_MAX_BODY,
             http: rmb_http::ServeLimits::default(),
         }

@@ -13,7 +13,8 @@
 //! `rmb-registrar-client`.
 //!
 //! Modules: [`api`] (routes and handlers), [`auth`] (proof and `X-Auth` checks, pure),
-//! [`validate`] (relay names, e2e key, pure), [`store`], [`config`], [`error`].
+//! [`store`], [`config`], [`error`], [`cors`] (browsers may call us, as node-registrar). Relay names and e2e keys follow
+//! `rmb_registrar_client::validate`, shared with the client.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), rmb_registrar::Error> {
@@ -27,10 +28,10 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod cors;
 pub mod error;
 mod metrics;
 pub mod store;
-pub mod validate;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -25,8 +25,9 @@ struct Args {
     #[arg(long, env = "RMB_REGISTRAR_DB", default_value = "rmb-registrar.db")]
     db: String,
 
-    /// Seconds a signed timestamp (account creation, X-Auth) may differ from the server
-    /// clock, in either direction. Older or newer requests are refused with 401.
+    /// Seconds a create proof's timestamp may differ from the server clock, in either
+    /// direction (refused with 400 and the server time), and an X-Auth timestamp may be
+    /// ahead of it (refused with 401).
     #[arg(
         long,
         env = "RMB_REGISTRAR_TIME_WINDOW",
@@ -34,6 +35,15 @@ struct Args {
         value_name = "SECONDS"
     )]
     time_window: u64,
+
+    /// Seconds an X-Auth timestamp may be old; older headers are refused with 401.
+    #[arg(
+        long,
+        env = "RMB_REGISTRAR_AUTH_MAX_AGE",
+        default_value_t = rmb_registrar::config::DEFAULT_AUTH_MAX_AGE.as_secs(),
+        value_name = "SECONDS"
+    )]
+    auth_max_age: u64,
 
     /// Largest accepted request body in bytes; larger ones are refused with 413.
     #[arg(long, env = "RMB_REGISTRAR_MAX_BODY", default_value_t = DEFAULT_MAX_BODY, value_name = "BYTES")]
@@ -81,6 +91,7 @@ async fn main() -> anyhow::Result<()> {
     let config = Config {
         database: args.db,
         time_window: Duration::from_secs(args.time_window),
+        auth_max_age: Duration::from_secs(args.auth_max_age),
         max_body: args.max_body,
         http: rmb_http::ServeLimits {
             max_connections: args.max_connections,

@@ -4,9 +4,10 @@
 //! table definition differs (id generation), so each backend has its own embedded
 //! migration directory. SQLite runs in WAL mode so readers do not wait for the writer.
 //!
-//! The replay guard of `X-Auth` lives here: [`Store::update`] changes a row only if the
-//! request's timestamp is newer than the stored `last_auth_ts`, in the same statement, so
-//! of two concurrent updates carrying the same header at most one succeeds.
+//! The replay guard of `X-Auth` (`crate::auth::admit`) is stored here: [`Store::update`]
+//! changes a row only if its guard (`last_auth_ts`, `last_auth_digests`) is still the one
+//! the request was admitted against, in the same statement (compare and swap), so of two
+//! concurrent updates carrying the same header and body at most one succeeds.
 
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
@@ -15,6 +16,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Executor, Row, SqlSafeStr};
 
+use crate::auth::ReplayGuard;
 use crate::error::Error;
 
 /// Which database a [`Store`] talks to.
@@ -33,8 +35,9 @@ pub struct Account {
     pub rmb_enc_key: Option<[u8; 33]>,
     pub created_at: u64,
     pub updated_at: u64,
-    /// The newest `X-Auth` timestamp accepted for this account (0: none yet).
-    pub last_auth_ts: u64,
+    /// The newest `X-Auth` timestamp accepted for this account (0: none yet), and the
+    /// digests of the bodies accepted with it.
+    pub auth: ReplayGuard,
 }
 
 /// A storage failure.
@@ -66,20 +69,20 @@ pub struct Store {
 }
 
 // One statement per shape of update, all static: the SET list is the only difference.
-const UPDATE_NONE: &str = "UPDATE accounts SET updated_at = $1, last_auth_ts = $2 \
-     WHERE twin_id = $3 AND last_auth_ts < $2 \
-     RETURNING twin_id, public_key, relays, rmb_enc_key, created_at, updated_at, last_auth_ts";
-const UPDATE_RELAYS: &str = "UPDATE accounts SET updated_at = $1, last_auth_ts = $2, relays = $4 \
-     WHERE twin_id = $3 AND last_auth_ts < $2 \
-     RETURNING twin_id, public_key, relays, rmb_enc_key, created_at, updated_at, last_auth_ts";
-const UPDATE_KEY: &str =
-    "UPDATE accounts SET updated_at = $1, last_auth_ts = $2, rmb_enc_key = $4 \
-     WHERE twin_id = $3 AND last_auth_ts < $2 \
-     RETURNING twin_id, public_key, relays, rmb_enc_key, created_at, updated_at, last_auth_ts";
-const UPDATE_BOTH: &str =
-    "UPDATE accounts SET updated_at = $1, last_auth_ts = $2, relays = $4, rmb_enc_key = $5 \
-     WHERE twin_id = $3 AND last_auth_ts < $2 \
-     RETURNING twin_id, public_key, relays, rmb_enc_key, created_at, updated_at, last_auth_ts";
+// $1 now, $2 new guard timestamp, $3 twin, $4/$5 the guard admitted against, $6 new
+// digests, then the changed values.
+const UPDATE_NONE: &str = "UPDATE accounts SET updated_at = $1, last_auth_ts = $2, last_auth_digests = $6 \
+     WHERE twin_id = $3 AND last_auth_ts = $4 AND last_auth_digests = $5 \
+     RETURNING twin_id, public_key, relays, rmb_enc_key, created_at, updated_at, last_auth_ts, last_auth_digests";
+const UPDATE_RELAYS: &str = "UPDATE accounts SET updated_at = $1, last_auth_ts = $2, last_auth_digests = $6, relays = $7 \
+     WHERE twin_id = $3 AND last_auth_ts = $4 AND last_auth_digests = $5 \
+     RETURNING twin_id, public_key, relays, rmb_enc_key, created_at, updated_at, last_auth_ts, last_auth_digests";
+const UPDATE_KEY: &str = "UPDATE accounts SET updated_at = $1, last_auth_ts = $2, last_auth_digests = $6, rmb_enc_key = $7 \
+     WHERE twin_id = $3 AND last_auth_ts = $4 AND last_auth_digests = $5 \
+     RETURNING twin_id, public_key, relays, rmb_enc_key, created_at, updated_at, last_auth_ts, last_auth_digests";
+const UPDATE_BOTH: &str = "UPDATE accounts SET updated_at = $1, last_auth_ts = $2, last_auth_digests = $6, relays = $7, rmb_enc_key = $8 \
+     WHERE twin_id = $3 AND last_auth_ts = $4 AND last_auth_digests = $5 \
+     RETURNING twin_id, public_key, relays, rmb_enc_key, created_at, updated_at, last_auth_ts, last_auth_digests";
 
 /// Turns the configured database into a sqlx URL: a plain path means a SQLite file,
 /// created if missing.
@@ -111,16 +114,31 @@ pub fn database_url(database: &str) -> Result<(String, Backend), Error> {
 
 fn migrator(backend: Backend) -> Migrator {
     let sql = match backend {
-        Backend::Sqlite => include_str!("../migrations/sqlite/0001_accounts.sql"),
-        Backend::Postgres => include_str!("../migrations/postgres/0001_accounts.sql"),
+        Backend::Sqlite => [
+            include_str!("../migrations/sqlite/0001_accounts.sql"),
+            include_str!("../migrations/sqlite/0002_auth_digests.sql"),
+        ],
+        Backend::Postgres => [
+            include_str!("../migrations/postgres/0001_accounts.sql"),
+            include_str!("../migrations/postgres/0002_auth_digests.sql"),
+        ],
     };
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        Cow::Borrowed("accounts"),
-        MigrationType::Simple,
-        sql.into_sql_str(),
-        false,
-    )])
+    let names = ["accounts", "auth_digests"];
+    Migrator::with_migrations(
+        sql.into_iter()
+            .zip(names)
+            .zip(1..)
+            .map(|((sql, name), version)| {
+                Migration::new(
+                    version,
+                    Cow::Borrowed(name),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
 }
 
 impl Store {
@@ -178,9 +196,9 @@ impl Store {
         let started = Instant::now();
         let relays_json = serde_json::to_string(relays).expect("strings serialize");
         let result = sqlx::query(
-            "INSERT INTO accounts (public_key, relays, rmb_enc_key, created_at, updated_at, last_auth_ts) \
-             VALUES ($1, $2, $3, $4, $4, 0) \
-             RETURNING twin_id, public_key, relays, rmb_enc_key, created_at, updated_at, last_auth_ts",
+            "INSERT INTO accounts (public_key, relays, rmb_enc_key, created_at, updated_at, last_auth_ts, last_auth_digests) \
+             VALUES ($1, $2, $3, $4, $4, 0, '') \
+             RETURNING twin_id, public_key, relays, rmb_enc_key, created_at, updated_at, last_auth_ts, last_auth_digests",
         )
         .bind(public_key.to_vec())
         .bind(relays_json)
@@ -205,7 +223,7 @@ impl Store {
     pub async fn by_id(&self, twin_id: u32) -> Result<Option<Account>, StoreError> {
         let started = Instant::now();
         let row = sqlx::query(
-            "SELECT twin_id, public_key, relays, rmb_enc_key, created_at, updated_at, last_auth_ts \
+            "SELECT twin_id, public_key, relays, rmb_enc_key, created_at, updated_at, last_auth_ts, last_auth_digests \
              FROM accounts WHERE twin_id = $1",
         )
         .bind(i64::from(twin_id))
@@ -221,7 +239,7 @@ impl Store {
     ) -> Result<Option<Account>, StoreError> {
         let started = Instant::now();
         let row = sqlx::query(
-            "SELECT twin_id, public_key, relays, rmb_enc_key, created_at, updated_at, last_auth_ts \
+            "SELECT twin_id, public_key, relays, rmb_enc_key, created_at, updated_at, last_auth_ts, last_auth_digests \
              FROM accounts WHERE public_key = $1",
         )
         .bind(public_key.to_vec())
@@ -231,14 +249,15 @@ impl Store {
         row.as_ref().map(account_from_row).transpose()
     }
 
-    /// Applies `update` and records `auth_ts` as the last accepted `X-Auth` timestamp,
-    /// only if `auth_ts` is newer than the stored one. `None`: nothing changed (the
-    /// timestamp was not newer, or the twin does not exist).
+    /// Applies `update` and stores the replay guard `new`, only if the stored guard is
+    /// still `admitted_against`. `None`: nothing changed (another update came first, or
+    /// the twin does not exist).
     pub async fn update(
         &self,
         twin_id: u32,
         update: &AccountUpdate,
-        auth_ts: u64,
+        admitted_against: &ReplayGuard,
+        new: &ReplayGuard,
         now: u64,
     ) -> Result<Option<Account>, StoreError> {
         let started = Instant::now();
@@ -258,8 +277,11 @@ impl Store {
         };
         let mut query = sqlx::query(sql)
             .bind(to_i64(now))
-            .bind(to_i64(auth_ts))
-            .bind(i64::from(twin_id));
+            .bind(to_i64(new.last_ts))
+            .bind(i64::from(twin_id))
+            .bind(to_i64(admitted_against.last_ts))
+            .bind(admitted_against.digests.clone())
+            .bind(new.digests.clone());
         if let Some(relays) = relays {
             query = query.bind(relays);
         }
@@ -275,7 +297,7 @@ impl Store {
     pub async fn list(&self, offset: u64, limit: u32) -> Result<Vec<Account>, StoreError> {
         let started = Instant::now();
         let rows = sqlx::query(
-            "SELECT twin_id, public_key, relays, rmb_enc_key, created_at, updated_at, last_auth_ts \
+            "SELECT twin_id, public_key, relays, rmb_enc_key, created_at, updated_at, last_auth_ts, last_auth_digests \
              FROM accounts ORDER BY twin_id LIMIT $1 OFFSET $2",
         )
         .bind(i64::from(limit))
@@ -311,6 +333,7 @@ fn account_from_row(row: &AnyRow) -> Result<Account, StoreError> {
     let created_at: i64 = row.try_get(4)?;
     let updated_at: i64 = row.try_get(5)?;
     let last_auth_ts: i64 = row.try_get(6)?;
+    let last_auth_digests: String = row.try_get(7)?;
     Ok(Account {
         twin_id: u32::try_from(twin_id).map_err(|_| StoreError::IdsExhausted)?,
         public_key: public_key
@@ -323,7 +346,10 @@ fn account_from_row(row: &AnyRow) -> Result<Account, StoreError> {
             .map_err(|_| corrupt("rmb_enc_key is not 33 bytes"))?,
         created_at: created_at.max(0) as u64,
         updated_at: updated_at.max(0) as u64,
-        last_auth_ts: last_auth_ts.max(0) as u64,
+        auth: ReplayGuard {
+            last_ts: last_auth_ts.max(0) as u64,
+            digests: last_auth_digests,
+        },
     })
 }
 

@@ -161,9 +161,17 @@ async fn lifecycle_and_persistence(db: &str) {
     registrar.restart().await.unwrap();
     assert_eq!(api.all().await, snapshot);
     let (status, body) = api
-        .patch(1, Some(&x_auth(&ed, 1, t1 + 1)), &json!({"relays": []}))
+        .patch(
+            1,
+            Some(&x_auth(&ed, 1, t1 + 1)),
+            &json!({"rmb_enc_key": null}),
+        )
         .await;
     assert_eq!(status, 401, "replayed after restart: {body}");
+    let (status, body) = api
+        .patch(1, Some(&x_auth(&ed, 1, t1)), &json!({"relays": []}))
+        .await;
+    assert_eq!(status, 401, "older header after restart: {body}");
     assert_eq!(api.all().await, snapshot);
     let d = register(&api, &signer(KeyType::Sr25519), &[]).await;
     assert_eq!(twin_id(&d), 4, "ids continue after restart");
@@ -223,18 +231,35 @@ async fn concurrent_patches_with_one_header(db: &str) {
     let id = twin_id(&register(&api, &s, &["r0.example"]).await);
     let ts = now();
     for round in 0..5u64 {
-        let header = x_auth(&s, id, ts + round);
+        // The same header and body twice at once (a replay racing the original): one
+        // succeeds.
+        let header = x_auth(&s, id, ts + 2 * round);
         let one = json!({"relays": [format!("one{round}.example")]});
-        let two = json!({"relays": [format!("two{round}.example")]});
         let (first, second) = tokio::join!(
             api.patch(id, Some(&header), &one),
-            api.patch(id, Some(&header), &two)
+            api.patch(id, Some(&header), &one)
         );
         let mut statuses = [first.0, second.0];
         statuses.sort();
         assert_eq!(statuses, [200, 401], "round {round}: {first:?} {second:?}");
-        let winner = if first.0 == 200 { &first.1 } else { &second.1 };
-        assert_eq!(&api.account(id).await, winner);
+        // Two different updates signed in the same second, at once: both are honest
+        // and both succeed, one after the other.
+        let header = x_auth(&s, id, ts + 2 * round + 1);
+        let two = json!({"relays": [format!("two{round}.example")]});
+        let three = json!({"rmb_enc_key": null});
+        let (first, second) = tokio::join!(
+            api.patch(id, Some(&header), &two),
+            api.patch(id, Some(&header), &three)
+        );
+        assert_eq!(
+            (first.0, second.0),
+            (200, 200),
+            "round {round}: {first:?} {second:?}"
+        );
+        assert_eq!(
+            api.account(id).await["relays"],
+            json!([format!("two{round}.example")])
+        );
     }
 }
 
@@ -290,7 +315,7 @@ async fn create_refusals_change_nothing(db: &str) {
     refused(
         &api,
         api.create(&stale).await,
-        401,
+        400,
         "stale timestamp",
         &snapshot,
     )
@@ -299,7 +324,7 @@ async fn create_refusals_change_nothing(db: &str) {
     refused(
         &api,
         api.create(&future).await,
-        401,
+        400,
         "future timestamp",
         &snapshot,
     )
@@ -337,14 +362,14 @@ async fn create_refusals_change_nothing(db: &str) {
     .await;
     let mut bad = good();
     bad["public_key"] = json!(STANDARD.encode([1u8; 31]));
-    refused(&api, api.create(&bad).await, 422, "31-byte key", &snapshot).await;
+    refused(&api, api.create(&bad).await, 400, "31-byte key", &snapshot).await;
 
     let relays = ["ok.example", "bad host.example"];
     let body = create_body(&s, now(), &relays, None);
     refused(
         &api,
         api.create(&body).await,
-        422,
+        400,
         "bad relay host",
         &snapshot,
     )
@@ -352,12 +377,12 @@ async fn create_refusals_change_nothing(db: &str) {
     let nine: Vec<String> = (0..9).map(|i| format!("r{i}.example")).collect();
     let nine: Vec<&str> = nine.iter().map(String::as_str).collect();
     let body = create_body(&s, now(), &nine, None);
-    refused(&api, api.create(&body).await, 422, "nine relays", &snapshot).await;
+    refused(&api, api.create(&body).await, 400, "nine relays", &snapshot).await;
     let body = create_body(&s, now(), &["a.example", "a.example"], None);
     refused(
         &api,
         api.create(&body).await,
-        422,
+        400,
         "duplicate relay",
         &snapshot,
     )
@@ -369,7 +394,7 @@ async fn create_refusals_change_nothing(db: &str) {
     refused(
         &api,
         api.create(&body).await,
-        422,
+        400,
         "e2e key off the curve",
         &snapshot,
     )
@@ -405,7 +430,7 @@ async fn create_refusals_change_nothing(db: &str) {
     refused(
         &api,
         api.create(&json!({"timestamp": now()})).await,
-        422,
+        400,
         "missing fields",
         &snapshot,
     )
@@ -414,7 +439,7 @@ async fn create_refusals_change_nothing(db: &str) {
         &api,
         api.create(&json!({"timestamp": "soon", "public_key": "", "signature": ""}))
             .await,
-        422,
+        400,
         "wrong field type",
         &snapshot,
     )
@@ -529,21 +554,21 @@ async fn update_refusals_change_nothing(db: &str) {
     let mut off_curve = [0xffu8; 33];
     off_curve[0] = 0x03;
     for (body, status, case) in [
-        (json!({"relays": ["bad_host"]}), 422, "bad relay host"),
-        (json!({"relays": ["a.example:0"]}), 422, "port 0"),
-        (json!({"relays": nine}), 422, "nine relays"),
+        (json!({"relays": ["bad_host"]}), 400, "bad relay host"),
+        (json!({"relays": ["a.example:0"]}), 400, "port 0"),
+        (json!({"relays": nine}), 400, "nine relays"),
         (
             json!({"rmb_enc_key": hex::encode(off_curve)}),
-            422,
+            400,
             "bad e2e key",
         ),
         (json!({"rmb_enc_key": "zz"}), 400, "e2e key not hex"),
         (
             json!({"public_key": STANDARD.encode(b.public_key())}),
-            422,
+            400,
             "changing the key",
         ),
-        (json!({"relays": "r.example"}), 422, "relays not a list"),
+        (json!({"relays": "r.example"}), 400, "relays not a list"),
         (
             json!({"relays": ["x".repeat(17 * 1024)]}),
             413,
@@ -567,11 +592,12 @@ async fn update_refusals_change_nothing(db: &str) {
     snapshot = api.all().await;
     assert_eq!(snapshot[0]["relays"], json!(["changed.example"]));
 
-    // Replays: the same header again, and an older timestamp than the accepted one.
+    // Replays: the same header with the same body again, and an older timestamp than
+    // the accepted one.
     let back = json!({"relays": ["r1.example"]});
     refused(
         &api,
-        api.patch(id, Some(&good_header), &back).await,
+        api.patch(id, Some(&good_header), &change).await,
         401,
         "replayed X-Auth",
         &snapshot,
@@ -673,15 +699,7 @@ async fn health_and_metrics() {
     let api = Api::new(&registrar.url());
     assert_eq!(api.get("/health").await, (200, json!({"status": "ok"})));
     api.by_id(12345).await;
-    let text = api
-        .http
-        .get(format!("{}/metrics", api.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = api.metrics().await;
     assert!(
         text.contains(
             "registrar_http_requests_total{route=\"/v1/accounts/\",method=\"GET\",status=\"404\"}"
@@ -694,6 +712,30 @@ async fn health_and_metrics() {
     );
 }
 
+/// HTTP lets a client invent request methods: each one a stranger sends must not become
+/// a new metric label (memory and the scraper's storage grow with them).
+#[tokio::test]
+async fn invented_methods_do_not_grow_metric_labels() {
+    let registrar = TestRegistrar::start().await.unwrap();
+    let api = Api::new(&registrar.url());
+    for i in 0..20 {
+        let method = reqwest::Method::from_bytes(format!("INVENTED{i}").as_bytes()).unwrap();
+        for path in ["/v1/accounts", "/no/such/route"] {
+            let status = api
+                .http
+                .request(method.clone(), format!("{}{path}", api.base))
+                .send()
+                .await
+                .unwrap()
+                .status();
+            assert!(matches!(status.as_u16(), 404 | 405), "{path}: {status}");
+        }
+    }
+    let text = api.metrics().await;
+    assert!(!text.contains("INVENTED"), "{text}");
+    assert!(text.contains("method=\"other\""), "{text}");
+}
+
 #[tokio::test]
 async fn a_shorter_time_window_is_enforced() {
     let dir = tempfile::tempdir().unwrap();
@@ -704,7 +746,9 @@ async fn a_shorter_time_window_is_enforced() {
     let api = Api::new(&registrar.url());
     let s = signer(KeyType::Ed25519);
     let (status, body) = api.create(&create_body(&s, now() - 5, &[], None)).await;
-    assert_eq!(status, 401, "{body}");
+    // node-registrar's answer: 400 with the server's clock.
+    assert_eq!(status, 400, "{body}");
+    assert!(body["server_time"].as_u64().unwrap() >= now() - 1, "{body}");
     let mut padded = create_body(&s, now(), &[], None);
     padded["padding"] = json!("x".repeat(600));
     assert_eq!(api.create(&padded).await.0, 413);

@@ -224,19 +224,19 @@ async fn refusals_are_typed_with_the_server_message() {
         .await
     {
         Err(ClientError::Rejected {
-            status: 422,
+            status: 400,
             message,
         }) => {
             assert!(message.contains("bad host"), "{message}")
         }
-        other => panic!("expected 422, got {other:?}"),
+        other => panic!("expected 400, got {other:?}"),
     }
     match client
         .create_account(&signer(KeyType::Sr25519), &relays(&["x"; 9]), None)
         .await
     {
-        Err(ClientError::Rejected { status: 422, .. }) => {}
-        other => panic!("expected 422, got {other:?}"),
+        Err(ClientError::Rejected { status: 400, .. }) => {}
+        other => panic!("expected 400, got {other:?}"),
     }
 }
 

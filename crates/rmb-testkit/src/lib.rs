@@ -14,6 +14,8 @@
 //! - [`TestRelay`]: an in-process relay on any 127.0.0.x address and a free port;
 //! - [`Proxy`]: a TCP proxy that can be switched to a black hole (a network partition);
 //! - [`RawConn`]: a raw WebSocket connection to a relay for hand-made envelopes;
+//! - [`node_registrar::NodeRegistrar`]: a stand-in for node-registrar, answering as its
+//!   handlers do, to test our registrar client against;
 //! - [`shift`]: every variant of a signed envelope that keeps its signature (the
 //!   field-shift attack), to send to real servers.
 //!
@@ -27,6 +29,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod node_registrar;
 mod process;
 mod proxy;
 mod relay;

@@ -94,6 +94,12 @@ impl Api {
         Self::read(r).await
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let response = self.http.get(format!("{}/metrics", self.base)).send().await;
+        response.unwrap().text().await.unwrap()
+    }
+
     pub async fn by_id(&self, twin_id: u64) -> (u16, Value) {
         self.get(&format!("/v1/accounts/?twin_id={twin_id}")).await
     }
