@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use clap::Args;
 use futures_util::StreamExt;
-use rmb_registrar::RegistrarClient;
+use rmb_registrar_client::RegistrarClient;
 
 use crate::load::{closed_loop, LoadResult};
 use crate::report::{Common, Meter, Row, Table};

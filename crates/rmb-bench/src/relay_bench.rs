@@ -4,7 +4,7 @@
 
 use anyhow::bail;
 use clap::Args;
-use rmb_registrar::RegistrarClient;
+use rmb_registrar_client::RegistrarClient;
 
 use crate::load::{self, Pair, Shape};
 use crate::proc_stats;

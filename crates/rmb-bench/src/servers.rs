@@ -11,7 +11,7 @@ use clap::Args;
 use rmb_core::prost::Message as _;
 use rmb_core::proto::{Message, Payload, Request};
 use rmb_core::{envelope, jwt, Address, Envelope, KeyType, Signer};
-use rmb_registrar::RegistrarClient;
+use rmb_registrar_client::RegistrarClient;
 use rmb_relay::registrar_directory::RegistrarDirectory;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -112,6 +112,7 @@ pub async fn serve_relay(args: ServeRelayArgs) -> anyhow::Result<()> {
     config.redis_url = args.redis;
     config.max_connections = 1_000_000;
     config.federation_scheme = "http";
+    config.federation_allow_private = true;
     if let Some(n) = args.limit_per_second {
         config.rate_limit = rmb_relay::ratelimit::RateLimit {
             messages: Some(n),

@@ -7,7 +7,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use clap::{Args, Subcommand};
 use rmb_core::{E2eKey, KeyType, Signer};
-use rmb_registrar::RegistrarClient;
+use rmb_registrar_client::RegistrarClient;
 use rmb_sdk::{CallError, Client};
 
 use crate::exit::{self, CliError};

@@ -56,6 +56,7 @@ pub fn hint_of(e: &anyhow::Error) -> Option<&'static str> {
         CliError::Unreachable(_) => Some("is the registrar/relay running? `rmb up` starts a local network; check --registrar and --relay"),
         CliError::UnknownTwin(_) => Some("check the twin id with `rmb twin <id>`"),
         CliError::Call(CallError::Timeout) => Some("the destination may be offline or slow; raise --timeout or check it is connected"),
+        CliError::Call(CallError::Unconfirmed(_)) => Some("the request may have run: check with the destination before calling again"),
         CliError::Usage(_) => Some("see --help"),
         _ => None,
     }
@@ -66,7 +67,8 @@ pub fn from_build(e: BuildError) -> anyhow::Error {
     let text = format!("cannot start the client: {e}");
     match e {
         BuildError::Registrar(
-            rmb_registrar::ClientError::Timeout | rmb_registrar::ClientError::Unreachable(_),
+            rmb_registrar_client::ClientError::Timeout
+            | rmb_registrar_client::ClientError::Unreachable(_),
         ) => CliError::Unreachable(text).into(),
         BuildError::Registrar(_) => anyhow::anyhow!(text),
         _ => CliError::Usage(text).into(),
@@ -74,12 +76,13 @@ pub fn from_build(e: BuildError) -> anyhow::Error {
 }
 
 /// Maps a registrar client failure.
-pub fn from_registrar(e: rmb_registrar::ClientError) -> anyhow::Error {
+pub fn from_registrar(e: rmb_registrar_client::ClientError) -> anyhow::Error {
     match e {
-        rmb_registrar::ClientError::Timeout | rmb_registrar::ClientError::Unreachable(_) => {
+        rmb_registrar_client::ClientError::Timeout
+        | rmb_registrar_client::ClientError::Unreachable(_) => {
             CliError::Unreachable(format!("registrar: {e}")).into()
         }
-        rmb_registrar::ClientError::InvalidUrl(_) => {
+        rmb_registrar_client::ClientError::InvalidUrl(_) => {
             CliError::Usage(format!("registrar: {e}")).into()
         }
         other => anyhow::anyhow!("registrar: {other}"),

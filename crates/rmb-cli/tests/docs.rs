@@ -8,7 +8,7 @@
 //!   keep every field it shows (a misspelt field fails): `peer-request`,
 //!   `peer-incoming-request`, `peer-reply`, `peer-incoming-reply` (rmb_core::peer_api,
 //!   PROTOCOL.md §4), `registrar-account`, `registrar-accounts`, `registrar-create`,
-//!   `registrar-update`, `registrar-error` (rmb_registrar::wire). Unknown types fail.
+//!   `registrar-update`, `registrar-error` (rmb_registrar_client::wire). Unknown types fail.
 //! - ` ```toml ` — must parse as TOML.
 //! - ` ```http ` — a request (`METHOD /path HTTP/1.1`, headers, blank line, body)
 //!   followed by its response (`HTTP/1.1 <status> <reason>`, headers, blank line, JSON
@@ -44,7 +44,7 @@ use std::time::Duration;
 
 use rmb_core::peer_api::{IncomingRequest, IncomingResponse, OutgoingRequest, OutgoingResponse};
 use rmb_core::KeyType;
-use rmb_registrar::wire::{AccountJson, CreateRequest, ErrorBody, UpdateRequest};
+use rmb_registrar_client::wire::{AccountJson, CreateRequest, ErrorBody, UpdateRequest};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
@@ -482,6 +482,9 @@ fn declared_flags(crate_dir: &str) -> BTreeSet<String> {
                     flags.insert(format!("--{}", field.replace('_', "-")));
                 } else if let Some(v) = part.strip_prefix("long =") {
                     flags.insert(format!("--{}", v.trim().trim_matches('"')));
+                } else if let Some(v) = part.strip_prefix("alias =") {
+                    // Another spelling of the long flag (the original binaries' names).
+                    flags.insert(format!("--{}", v.trim().trim_matches('"')));
                 } else if part == "short" {
                     flags.insert(format!("-{}", &field[..1]));
                 } else if let Some(v) = part.strip_prefix("short =") {
@@ -531,7 +534,10 @@ fn check_flags_exist(
     for word in args {
         if word.starts_with('-') && word.len() > 1 {
             let flag = word.split('=').next().unwrap_or(word);
-            if !known.contains(flag) {
+            // A cluster of short switches (`-dd`) is fine when each one exists.
+            let cluster = !flag.starts_with("--")
+                && flag[1..].chars().all(|c| known.contains(&format!("-{c}")));
+            if !known.contains(flag) && !cluster {
                 return Err(format!("`{program}` has no flag {flag}"));
             }
         }

@@ -257,6 +257,14 @@ fn key_of(arg: &Arg) -> String {
 /// the flag's own value parser so a bad value is reported against the file.
 fn file_values(cmd: &Command, arg: &Arg, value: &toml::Value) -> Result<Vec<String>, String> {
     use toml::Value;
+    if matches!(arg.get_action(), clap::ArgAction::Count) {
+        // A counted flag (`-d`, `-dd`): a count, or a switch meaning once or not at all.
+        return match value {
+            Value::Boolean(b) => Ok(vec![u8::from(*b).to_string()]),
+            Value::Integer(n) if (0..=i64::from(u8::MAX)).contains(n) => Ok(vec![n.to_string()]),
+            _ => Err("expected true, false or a count from 0 to 255".into()),
+        };
+    }
     if !arg.get_action().takes_values() {
         return match value {
             Value::Boolean(b) => Ok(vec![b.to_string()]),
@@ -389,6 +397,8 @@ mod tests {
         mnemonic: Option<String>,
         #[arg(long)]
         mnemonic_file: Option<PathBuf>,
+        #[arg(short, long, action = clap::ArgAction::Count)]
+        debug: u8,
     }
 
     fn file(text: &str) -> tempfile::NamedTempFile {
@@ -436,6 +446,24 @@ mod tests {
         assert_eq!(loaded.source("mnemonic"), Source::Absent);
         assert!(loaded.in_config_file("listen") && !loaded.in_config_file("mnemonic"));
         assert_eq!(loaded.config_file(), Some(f.path()));
+    }
+
+    #[test]
+    fn a_counted_flag_takes_a_count_or_a_switch_from_the_file() {
+        let base = "domain = \"a\"\nregistrar = \"r\"\n";
+        for (value, count) in [("true", 1), ("false", 0), ("2", 2)] {
+            let f = file(&format!("{base}debug = {value}\n"));
+            assert_eq!(load(&f, &[]).unwrap().args.debug, count, "debug = {value}");
+        }
+        let f = file(&format!("{base}debug = 1\n"));
+        assert_eq!(load(&f, &["-ddd"]).unwrap().args.debug, 3, "flags win");
+        for bad in ["\"yes\"", "-1", "256"] {
+            let f = file(&format!("{base}debug = {bad}\n"));
+            assert!(
+                matches!(config_error(load(&f, &[])), ConfigError::BadValue { ref key, .. } if key == "debug"),
+                "debug = {bad}"
+            );
+        }
     }
 
     #[test]

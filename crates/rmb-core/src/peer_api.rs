@@ -18,9 +18,66 @@ pub const COMMAND_LIST_CAP: usize = 10_000;
 /// The command the peer itself answers with its version.
 pub const VERSION_COMMAND: &str = "rmb.version";
 
-/// The list a service pops requests for `command` from.
+/// The list a service pops requests for `command` from (see [`check_command`] for the
+/// commands a peer refuses to map to a list).
 pub fn command_list(command: &str) -> String {
     format!("msgbus.{command}")
+}
+
+/// Commands under these prefixes name the peer's own keys (`msgbus.system.local`,
+/// `msgbus.system.reply`, `msgbus.backlog.<uid>`, and the peer's bookkeeping under
+/// `msgbus.system.`), so a remote twin may not send them.
+pub const RESERVED_COMMAND_PREFIXES: [&str; 2] = ["system.", "backlog."];
+
+/// Why a remote command is not turned into a list name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandRefused {
+    #[error("the command is empty")]
+    Empty,
+    #[error("the command is {len} bytes long; at most {max} are accepted")]
+    TooLong { len: usize, max: usize },
+    #[error(
+        "command {0:?} is reserved: msgbus.system.* and msgbus.backlog.* are the peer's own keys"
+    )]
+    Reserved(String),
+    #[error(
+        "command {0:?} has a character a command may not have (only printable ASCII without \
+         spaces or * ? [ ] \\)"
+    )]
+    BadCharacter(String),
+}
+
+/// Whether a remote twin's `command` may become the list `msgbus.<command>`. Refused:
+/// the peer's own namespaces, empty names, names longer than the envelope rules allow
+/// ([`Rules::max_command_len`](crate::rules::Rules)), and anything but printable ASCII
+/// without spaces and Redis glob characters (which would turn a service's
+/// `SCAN msgbus.*` or `KEYS` into another pattern). The envelope rules' own command
+/// charset is narrower; this one is what is safe as a key name, checked here again so
+/// the peer's keys do not depend on every receiver applying the rules. Every command
+/// the original clients and services use passes (`rmb.version`, `zos.statistics.get`).
+pub fn check_command(command: &str) -> Result<(), CommandRefused> {
+    if command.is_empty() {
+        return Err(CommandRefused::Empty);
+    }
+    let max = crate::rules::Rules::default().max_command_len;
+    if command.len() > max {
+        return Err(CommandRefused::TooLong {
+            len: command.len(),
+            max,
+        });
+    }
+    if RESERVED_COMMAND_PREFIXES
+        .iter()
+        .any(|p| command.starts_with(p) || command == p.trim_end_matches('.'))
+    {
+        return Err(CommandRefused::Reserved(command.to_string()));
+    }
+    let allowed = |b: u8| b.is_ascii_graphic() && !matches!(b, b'*' | b'?' | b'[' | b']' | b'\\');
+    if !command.bytes().all(allowed) {
+        return Err(CommandRefused::BadCharacter(command.to_string()));
+    }
+    Ok(())
 }
 
 /// The key under which the peer keeps the [`Backlog`](crate::proto::Backlog) of a request.
@@ -169,4 +226,59 @@ pub fn decode_data(data: &str) -> Result<Vec<u8>, base64::DecodeError> {
 /// Encodes bytes for the `dat` field.
 pub fn encode_data(data: &[u8]) -> String {
     STANDARD.encode(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn real_commands_pass_and_the_peers_own_keys_do_not() {
+        for ok in [
+            "rmb.version",
+            "zos.deployment.deploy",
+            "zos.network.list_wg_ports",
+            "farmerbot.powermanager.poweron",
+            "calc-add",
+            "a:b/c@d",
+            "systems.check",
+            "zos.system.version",
+        ] {
+            assert_eq!(check_command(ok), Ok(()), "{ok}");
+        }
+        for reserved in [
+            "system.local",
+            "system.reply",
+            "system.x",
+            "backlog.abc",
+            "system",
+        ] {
+            assert_eq!(
+                check_command(reserved),
+                Err(CommandRefused::Reserved(reserved.into()))
+            );
+        }
+        assert_eq!(check_command(""), Err(CommandRefused::Empty));
+        let max = crate::rules::Rules::default().max_command_len;
+        assert_eq!(
+            check_command(&"a".repeat(max + 1)),
+            Err(CommandRefused::TooLong { len: max + 1, max })
+        );
+        assert!(check_command(&"a".repeat(max)).is_ok());
+        for bad in [
+            "two words",
+            "new\nline",
+            "tab\t",
+            "glob*",
+            "q?",
+            "[x]",
+            "back\\slash",
+            "é",
+        ] {
+            assert!(
+                matches!(check_command(bad), Err(CommandRefused::BadCharacter(_))),
+                "{bad:?}"
+            );
+        }
+    }
 }

@@ -4,21 +4,31 @@
 //! the JSON messages of PROTOCOL.md §4 (the same as the original rmb-peer, so existing
 //! apps and "peer client" SDKs work unchanged). It owns:
 //!
-//! - [`translate`]: the §4 JSON shapes to and from envelopes (pure functions: backlog
-//!   and envelopes for a request, the `ret` and `msgbus.<cmd>` messages, error replies);
-//! - [`peer`]: the running gateway ([`Peer`]): poppers of `msgbus.system.local` and
-//!   `msgbus.system.reply`, the writer that pushes replies and incoming requests, and
-//!   the `rmb.version` command; Redis failures are retried with backoff without losing
-//!   what was already popped, while the relay connections (an [`rmb_sdk::Client`]) stay
-//!   up;
-//! - [`redis_conn`]: a reconnecting Redis connection and the retry loop;
+//! - [`translate`]: the §4 JSON shapes to and from envelopes (pure functions);
+//! - [`store`]: the peer's Redis keys and the Lua scripts that change them, each
+//!   applied once however often it is retried;
+//! - [`Peer`] (`peer`): the running gateway, whose loops are `local` (apps' requests
+//!   out), `replies` (services' replies out), `events` (what the SDK verified, in),
+//!   `writer` (batched pushes to Redis) and `recover` (what a previous run left);
+//! - [`redis_conn`]: a reconnecting Redis connection, which failures are transient,
+//!   and the retry loop;
+//! - [`ttl_map`]: the bounded, expiring maps of what the peer remembers in memory;
 //! - the `rmb-peer` binary (`src/main.rs`): flags compatible with the original.
 //!
 //! Signing, encryption, verification, relay connections and fail-over come from
 //! `rmb-sdk`.
 
+mod config;
+mod events;
+mod local;
 pub mod peer;
+mod recover;
 pub mod redis_conn;
+mod replies;
+pub mod store;
 pub mod translate;
+pub mod ttl_map;
+mod writer;
 
-pub use peer::{Peer, PeerConfig, Stats};
+pub use config::{Limits, PeerConfig};
+pub use peer::{Peer, Stats};

@@ -3,9 +3,8 @@
 
 use rmb_core::peer_api::{
     self, ErrorCode, IncomingRequest, IncomingResponse, JsonError, OutgoingRequest,
-    OutgoingResponse, SYSTEM_REPLY,
+    OutgoingResponse, SYSTEM_REPLY, VERSION_COMMAND,
 };
-use rmb_core::proto::Backlog;
 use rmb_core::time::{effective_ttl, DEFAULT_TTL};
 use rmb_core::Address;
 use rmb_sdk::{Incoming, Kind, Outgoing};
@@ -24,12 +23,41 @@ pub struct BadInput {
     pub reference: Option<String>,
 }
 
-/// A request popped from `msgbus.system.local`, ready to send.
+/// What the peer keeps of a local app's request while it waits for the replies: where
+/// they go and what they carry back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tracked {
+    pub uid: String,
+    /// The app's `ref`, returned in every reply.
+    pub reference: Option<String>,
+    /// The app's `ret` list.
+    pub reply_to: String,
+    pub command: String,
+    pub destinations: Vec<u32>,
+    /// The envelopes' timestamp (unix seconds).
+    pub timestamp: u64,
+    /// Unix second at which the request expires.
+    pub deadline: u64,
+}
+
+impl Tracked {
+    /// Bytes this takes in memory, about (for byte caps).
+    pub fn size(&self) -> usize {
+        self.uid.len()
+            + self.reference.as_ref().map_or(0, String::len)
+            + self.reply_to.len()
+            + self.command.len()
+            + 4 * self.destinations.len()
+            + 64
+    }
+}
+
+/// A request moved off `msgbus.system.local`, ready to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PreparedRequest {
-    /// Stored under `msgbus.backlog.<uid>` for `backlog.ttl` seconds before sending.
-    pub backlog: Backlog,
-    /// One envelope per destination, all with the backlog's uid.
+    /// Stored as the request's backlog before sending.
+    pub tracked: Tracked,
+    /// One envelope per destination, all with the same uid.
     pub envelopes: Vec<Outgoing>,
 }
 
@@ -102,14 +130,19 @@ pub fn local_request(
             age: now - timestamp,
         });
     }
-    let backlog = Backlog {
+    let mut destinations = request.destinations.clone();
+    destinations.sort_unstable();
+    destinations.dedup();
+    let tracked = Tracked {
         uid: uid.to_string(),
         reference: request.reference.clone(),
         reply_to: request.reply_to.clone(),
-        module: request.command.clone(),
-        ttl: timestamp + ttl - now,
+        command: request.command.clone(),
+        destinations,
+        timestamp,
+        deadline: timestamp + ttl,
     };
-    let envelopes = request
+    let envelopes = tracked
         .destinations
         .iter()
         .map(|dst| {
@@ -127,7 +160,7 @@ pub fn local_request(
             out
         })
         .collect();
-    Ok(LocalRequest::Send(PreparedRequest { backlog, envelopes }))
+    Ok(LocalRequest::Send(PreparedRequest { tracked, envelopes }))
 }
 
 /// Parses a service's reply into the response envelope to send back. `request_schema`
@@ -139,6 +172,45 @@ pub struct RequestInfo {
     pub schema: Option<String>,
     /// Unix seconds at which the request expires.
     pub deadline: u64,
+}
+
+impl RequestInfo {
+    /// How it is kept in Redis (the value of the request's seen marker).
+    pub fn to_marker(&self) -> String {
+        match &self.schema {
+            Some(schema) => format!("{}\ns:{schema}", self.deadline),
+            None => self.deadline.to_string(),
+        }
+    }
+
+    /// Reads [`RequestInfo::to_marker`] back.
+    pub fn from_marker(marker: &str) -> Option<RequestInfo> {
+        let (deadline, schema) = match marker.split_once('\n') {
+            Some((deadline, schema)) => (deadline, Some(schema.strip_prefix("s:")?.to_string())),
+            None => (marker, None),
+        };
+        Some(RequestInfo {
+            schema,
+            deadline: deadline.parse().ok()?,
+        })
+    }
+
+    /// Bytes this takes in memory, about.
+    pub fn size(&self) -> usize {
+        self.schema.as_ref().map_or(0, String::len) + 32
+    }
+}
+
+/// The `dst` and `ref` of a service's reply (which request it answers), if readable.
+pub fn reply_target(json: &str) -> Option<(String, String)> {
+    #[derive(serde::Deserialize)]
+    struct Target {
+        dst: String,
+        #[serde(rename = "ref")]
+        reference: String,
+    }
+    let target: Target = serde_json::from_str(json).ok()?;
+    Some((target.dst, target.reference))
 }
 
 /// The envelope for a service's reply. `request` finds what the peer remembers of the
@@ -231,8 +303,31 @@ pub fn incoming_request(msg: &Incoming) -> Option<(String, String)> {
     ))
 }
 
+/// Whether `msg` asks for the peer's version ([`VERSION_COMMAND`]), which the peer
+/// answers itself.
+pub fn is_version_request(msg: &Incoming) -> bool {
+    matches!(&msg.kind, Kind::Request { command } if command == VERSION_COMMAND)
+}
+
+/// The answer to `rmb.version`, as the original rmb-peer gives it
+/// (threefoldtech/rmb-rs, src/peer/plugins/rmb.rs): the version as a JSON string with
+/// schema `application/json`. The original's version is `git describe --tags`, so a
+/// release reads `"v1.2.3"`; ours is the crate version in that shape.
+pub fn version_reply(request: &Incoming, me: &Address, now: u64) -> Outgoing {
+    let version = format!("v{}", env!("CARGO_PKG_VERSION"));
+    let deadline = request.timestamp.saturating_add(request.expiration);
+    Outgoing::response(
+        request.uid.clone(),
+        me.clone(),
+        request.source.clone(),
+        serde_json::to_vec(&version).expect("a string serializes"),
+        Some(rmb_sdk::DEFAULT_SCHEMA.into()),
+        rmb_sdk::client::reply_ttl(deadline, now),
+    )
+}
+
 /// The JSON for the app's `ret` list for a reply from a remote twin.
-pub fn incoming_reply(msg: &Incoming, backlog: &Backlog) -> String {
+pub fn incoming_reply(msg: &Incoming, backlog: &Tracked) -> String {
     let error = match &msg.kind {
         Kind::Error { code, message } => Some(JsonError {
             code: *code,
@@ -287,13 +382,15 @@ mod tests {
             panic!("expected a request to send")
         };
         assert_eq!(
-            p.backlog,
-            Backlog {
+            p.tracked,
+            Tracked {
                 uid: "u-1".into(),
                 reference: Some("r1".into()),
                 reply_to: "app.ret".into(),
-                module: "calc.add".into(),
-                ttl: 290,
+                command: "calc.add".into(),
+                destinations: vec![7, 8],
+                timestamp: 990,
+                deadline: 1290,
             }
         );
         assert_eq!(p.envelopes.len(), 2);
@@ -314,7 +411,7 @@ mod tests {
         let LocalRequest::Send(p) = local_request(json, "u", &me(), 1000).unwrap() else {
             panic!()
         };
-        assert_eq!(p.backlog.ttl, 1800);
+        assert_eq!(p.tracked.deadline - 1000, 1800);
         let old = r#"{"ver":1,"ref":"old","cmd":"c","exp":60,"dat":"","tag":null,"dst":[7],"ret":"r","shm":null,"now":100}"#;
         assert_eq!(
             local_request(old, "u", &me(), 1000).unwrap(),
@@ -379,6 +476,27 @@ mod tests {
     }
 
     #[test]
+    fn request_info_survives_redis() {
+        for info in [
+            RequestInfo {
+                schema: Some("application/json".into()),
+                deadline: 99,
+            },
+            RequestInfo {
+                schema: Some(String::new()),
+                deadline: 1,
+            },
+            RequestInfo {
+                schema: None,
+                deadline: 7,
+            },
+        ] {
+            assert_eq!(RequestInfo::from_marker(&info.to_marker()), Some(info));
+        }
+        assert_eq!(RequestInfo::from_marker("x"), None);
+    }
+
+    #[test]
     fn incoming_messages_become_the_section_4_json() {
         let msg = Incoming {
             uid: "u1".into(),
@@ -409,12 +527,14 @@ mod tests {
             source: Address::twin(9),
             ..msg
         };
-        let backlog = Backlog {
+        let backlog = Tracked {
             uid: "u1".into(),
             reference: Some("app-ref".into()),
             reply_to: "app.ret".into(),
-            module: "calc.add".into(),
-            ttl: 60,
+            command: "calc.add".into(),
+            destinations: vec![9],
+            timestamp: 100,
+            deadline: 160,
         };
         let value: Value = serde_json::from_str(&incoming_reply(&reply, &backlog)).unwrap();
         assert_eq!(

@@ -143,7 +143,7 @@ async fn a_request_lost_with_a_crashed_relay_is_sent_again_and_answered() {
     let reg = TestRegistrar::start().await.unwrap();
     let mut relay = Relay::start("127.0.0.1", &reg.url()).await;
     let resend = PeerOpts {
-        resend_after: Some(std::time::Duration::from_millis(300)),
+        resend_interval: std::time::Duration::from_millis(300),
         ..Default::default()
     };
     let (a, redis_a) = peer(&reg, &[&relay], resend).await;
@@ -155,6 +155,11 @@ async fn a_request_lost_with_a_crashed_relay_is_sent_again_and_answered() {
     let (b, redis_b) = peer(&reg, &[&relay], b_opts()).await;
     let b_twin = b.twin_id();
     let url_a = redis_a.url();
+    // A learns from B's reply that B drops copies: only such receivers get copies.
+    let svc = service(&redis_b.url(), "echo", echo);
+    let refs = send_batch(&url_a, "warm-up", 1, b_twin).await;
+    collect(&url_a, &refs).await;
+    svc.abort();
     // B goes offline: the relay accepts A's requests and keeps them for B, in memory.
     b.shutdown().await;
     eventually("the relay saw B go", || relay.open_connections() == 1).await;
@@ -172,7 +177,7 @@ async fn a_request_lost_with_a_crashed_relay_is_sent_again_and_answered() {
     let _svc = service(&redis_b.url(), "echo", echo);
     collect(&url_a, &refs).await;
     assert!(
-        Stats::get(&a.stats().envelopes_sent) == 3,
+        Stats::get(&a.stats().envelopes_sent) == 4,
         "the copies are the SDK's, not new requests"
     );
 }

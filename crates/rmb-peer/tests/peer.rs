@@ -43,10 +43,13 @@ async fn round_trip_between_sr25519_and_ed25519_peers() {
     lpush(&redis_a.url(), "msgbus.system.local", &req).await;
     let reply = brpop(&redis_a.url(), "app.version").await;
     assert_eq!(reply["err"], Value::Null);
+    // As the original answers it: a JSON string "v<version>", schema application/json,
+    // even when the request named no schema.
     assert_eq!(
         unb64(&reply["dat"]),
-        format!("\"{}\"", env!("CARGO_PKG_VERSION")).into_bytes()
+        format!("\"v{}\"", env!("CARGO_PKG_VERSION")).into_bytes()
     );
+    assert_eq!(reply["shm"], "application/json");
     // And the other way round, checking what the service sees.
     lpush(
         &redis_b.url(),

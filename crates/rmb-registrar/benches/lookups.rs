@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use axum::routing::get;
 use axum::{Json, Router};
 use rmb_core::{KeyType, Signer};
-use rmb_registrar::{Config, RegistrarClient};
+use rmb_registrar::Config;
+use rmb_registrar_client::RegistrarClient;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 

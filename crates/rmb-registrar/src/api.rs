@@ -37,7 +37,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::{Account, AccountUpdate, Store, StoreError};
 use crate::validate::{self, ValidationError};
-use crate::wire::{AccountJson, CreateRequest, ErrorBody, UpdateRequest};
+use rmb_registrar_client::wire::{AccountJson, CreateRequest, ErrorBody, UpdateRequest};
 
 /// Default and largest page size of the account list.
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
@@ -194,7 +194,12 @@ fn json_body<T: DeserializeOwned>(
 ) -> Result<T, ApiError> {
     let body = body.map_err(|rejection| {
         let status = rejection.status();
-        if status == StatusCode::PAYLOAD_TOO_LARGE {
+        if rmb_http::is_body_timeout(&rejection) {
+            ApiError::new(
+                408,
+                "the request body did not arrive in time; send the whole body at once",
+            )
+        } else if status == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
                 413,
                 format!("request body is larger than the limit of {max_body} bytes; send a smaller body"),
@@ -212,8 +217,20 @@ fn json_body<T: DeserializeOwned>(
     })
 }
 
+/// An account as the API shows it.
+fn account_json(a: &Account) -> AccountJson {
+    AccountJson {
+        twin_id: a.twin_id,
+        public_key: STANDARD.encode(a.public_key),
+        relays: a.relays.clone(),
+        rmb_enc_key: a.rmb_enc_key.map(hex::encode),
+        created_at: a.created_at,
+        updated_at: a.updated_at,
+    }
+}
+
 fn account_response(status: StatusCode, account: &Account) -> Response {
-    (status, Json(AccountJson::from(account))).into_response()
+    (status, Json(account_json(account))).into_response()
 }
 
 fn decode_public_key(text: &str, lenient: bool) -> Result<[u8; 32], ApiError> {
@@ -358,7 +375,7 @@ async fn list_accounts(s: &Shared, q: &AccountsQuery) -> Result<Response, ApiErr
     let size = parse_page_param(&q.size, "size", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
     let offset = u64::from(page - 1) * u64::from(size);
     let accounts = s.store.list(offset, size).await?;
-    let body: Vec<AccountJson> = accounts.iter().map(AccountJson::from).collect();
+    let body: Vec<AccountJson> = accounts.iter().map(account_json).collect();
     Ok(Json(body).into_response())
 }
 

@@ -10,7 +10,8 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use rmb_core::identity::{verify, verify_raw, KeyType, SignatureError, Signer};
+use rmb_core::identity::{verify, verify_raw, KeyType, SignatureError};
+use rmb_registrar_client::auth::create_challenge;
 
 /// Why a proof or an `X-Auth` header was refused. [`AuthError::status`] maps each to HTTP.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -87,11 +88,6 @@ pub fn decode_signature(text: &str) -> Result<Vec<u8>, AuthError> {
     STANDARD
         .decode(text.trim())
         .map_err(|e| AuthError::SignatureEncoding(e.to_string()))
-}
-
-/// The text an account creation signs: `<timestamp>:<public_key as sent>`.
-pub fn create_challenge(timestamp: u64, public_key_text: &str) -> String {
-    format!("{timestamp}:{public_key_text}")
 }
 
 /// Checks the proof that the creator holds the key: the timestamp is recent and
@@ -196,20 +192,11 @@ impl XAuth {
     }
 }
 
-/// Builds the `X-Auth` header value for `twin_id` at `timestamp` (typed signature).
-pub fn x_auth_header(signer: &Signer, twin_id: u32, timestamp: u64) -> String {
-    let challenge = format!("{timestamp}:{twin_id}");
-    let signature = signer.sign(challenge.as_bytes());
-    format!(
-        "{}:{}",
-        STANDARD.encode(challenge),
-        STANDARD.encode(signature)
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rmb_core::Signer;
+    use rmb_registrar_client::auth::x_auth_header;
 
     fn signer(kind: KeyType) -> Signer {
         Signer::from_seed(&[7; 32], kind).unwrap()

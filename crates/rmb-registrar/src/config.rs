@@ -21,6 +21,8 @@ pub struct Config {
     pub time_window: Duration,
     /// Request bodies larger than this are refused with 413.
     pub max_body: usize,
+    /// Connection cap and HTTP timeouts (slow or silent clients are cut off).
+    pub http: rmb_http::ServeLimits,
 }
 
 impl Config {
@@ -30,6 +32,7 @@ impl Config {
             database: database.into(),
             time_window: DEFAULT_TIME_WINDOW,
             max_body: DEFAULT_MAX_BODY,
+            http: rmb_http::ServeLimits::default(),
         }
     }
 }

@@ -8,13 +8,12 @@
 //!   a signed, non-replayable `X-Auth` challenge, list accounts; `/health`, `/metrics`;
 //! - its storage ([`store`]): SQLite (a file, the default, no setup) or PostgreSQL,
 //!   through one sqlx code path with embedded migrations;
-//! - the client every relay and peer uses ([`client::RegistrarClient`]): typed errors,
-//!   timeouts, a bounded TTL cache whose concurrent misses for one twin share a single
-//!   request, explicit invalidation.
+//!
+//! The client relays and peers use, and the JSON bodies both sides share, are the crate
+//! `rmb-registrar-client`.
 //!
 //! Modules: [`api`] (routes and handlers), [`auth`] (proof and `X-Auth` checks, pure),
-//! [`validate`] (relay names, e2e key, pure), [`store`], [`client`], [`config`],
-//! [`wire`] (the JSON bodies), [`error`].
+//! [`validate`] (relay names, e2e key, pure), [`store`], [`config`], [`error`].
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), rmb_registrar::Error> {
@@ -27,13 +26,11 @@
 
 pub mod api;
 pub mod auth;
-pub mod client;
 pub mod config;
 pub mod error;
 mod metrics;
 pub mod store;
 pub mod validate;
-pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,7 +40,6 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use api::Stats;
-pub use client::{ClientConfig, ClientError, RegistrarClient, Twin};
 pub use config::Config;
 pub use error::Error;
 pub use store::{Backend, Store};
@@ -52,6 +48,7 @@ pub use store::{Backend, Store};
 /// [`ServerHandle::shutdown`] is called or the handle is dropped.
 pub async fn serve(listener: TcpListener, config: Config) -> Result<ServerHandle, Error> {
     let store = Store::open(&config.database).await?;
+    let limits = config.http.clone();
     let addr = listener.local_addr()?;
     let metrics = metrics::Metrics::install();
     let stats = Arc::new(Stats::default());
@@ -67,11 +64,10 @@ pub async fn serve(listener: TcpListener, config: Config) -> Result<ServerHandle
     tracing::info!(%addr, backend = ?store.backend(), "registrar listening");
     let task = tokio::spawn(async move {
         // A dropped sender also stops the server.
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.await;
-            })
-            .await;
+        let result = rmb_http::serve(listener, app, limits, async move {
+            let _ = stop_rx.await;
+        })
+        .await;
         if let Some(upkeep) = upkeep {
             upkeep.abort();
         }
@@ -103,7 +99,7 @@ impl ServerHandle {
         self.addr
     }
 
-    /// `http://<local_addr>`, the base URL for [`RegistrarClient::new`].
+    /// `http://<local_addr>`, the base URL for `rmb_registrar_client::RegistrarClient::new`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }

@@ -39,6 +39,22 @@ struct Args {
     #[arg(long, env = "RMB_REGISTRAR_MAX_BODY", default_value_t = DEFAULT_MAX_BODY, value_name = "BYTES")]
     max_body: usize,
 
+    /// Open HTTP connections at most; beyond it new connections get 503 and are closed.
+    #[arg(long, env = "RMB_REGISTRAR_MAX_CONNECTIONS", default_value_t = rmb_http::ServeLimits::default().max_connections, value_name = "N")]
+    max_connections: usize,
+
+    /// Seconds a client may take to send a request's headers.
+    #[arg(long, env = "RMB_REGISTRAR_HEADER_TIMEOUT", default_value_t = rmb_http::ServeLimits::default().header_read_timeout.as_secs(), value_name = "SECONDS")]
+    header_timeout: u64,
+
+    /// Seconds a connection may stay open with no request in progress and nothing sent.
+    #[arg(long, env = "RMB_REGISTRAR_IDLE_TIMEOUT", default_value_t = rmb_http::ServeLimits::default().idle_timeout.as_secs(), value_name = "SECONDS")]
+    idle_timeout: u64,
+
+    /// Seconds a request's body may take to arrive; slower ones get 408.
+    #[arg(long, env = "RMB_REGISTRAR_BODY_TIMEOUT", default_value_t = rmb_http::ServeLimits::default().body_read_timeout.as_secs(), value_name = "SECONDS")]
+    body_timeout: u64,
+
     /// Debug logging (otherwise info; RUST_LOG overrides both).
     #[arg(short, long, env = "RMB_REGISTRAR_DEBUG")]
     debug: bool,
@@ -66,6 +82,13 @@ async fn main() -> anyhow::Result<()> {
         database: args.db,
         time_window: Duration::from_secs(args.time_window),
         max_body: args.max_body,
+        http: rmb_http::ServeLimits {
+            max_connections: args.max_connections,
+            header_read_timeout: Duration::from_secs(args.header_timeout),
+            idle_timeout: Duration::from_secs(args.idle_timeout),
+            body_read_timeout: Duration::from_secs(args.body_timeout),
+            ..rmb_http::ServeLimits::default()
+        },
     };
     let server = rmb_registrar::serve(listener, config)
         .await

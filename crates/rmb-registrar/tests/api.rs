@@ -91,7 +91,7 @@ async fn lifecycle_and_persistence(db: &str) {
 
     let ts = now();
     let public_key = STANDARD.encode(raw.public_key());
-    let typed = raw.sign(rmb_registrar::auth::create_challenge(ts, &public_key).as_bytes());
+    let typed = raw.sign(rmb_registrar_client::auth::create_challenge(ts, &public_key).as_bytes());
     let body = json!({"timestamp": ts, "public_key": public_key,
         "signature": STANDARD.encode(&typed[1..]), "relays": ["r2.example.com"]});
     let (status, c) = api.create(&body).await;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{e2e_key_hex, signer};
 use rmb_core::KeyType;
-use rmb_registrar::{ClientConfig, ClientError, RegistrarClient, Twin};
+use rmb_registrar_client::{ClientConfig, ClientError, RegistrarClient, Twin};
 use rmb_testkit::TestRegistrar;
 
 fn relays(list: &[&str]) -> Vec<String> {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 #[derive(Clone)]
 pub struct CoarseClock {
@@ -16,13 +17,13 @@ pub struct CoarseClock {
 }
 
 impl CoarseClock {
-    /// Starts the refresher task, which stops with `stop`.
-    pub fn start(stop: CancellationToken) -> Self {
+    /// Starts the refresher task on `tasks`; it stops with `stop`.
+    pub fn start(stop: CancellationToken, tasks: &TaskTracker) -> Self {
         let clock = CoarseClock {
             now: Arc::new(AtomicU64::new(rmb_core::time::now())),
         };
         let now = clock.now.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(100));
             loop {
                 tokio::select! {

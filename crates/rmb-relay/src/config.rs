@@ -2,14 +2,20 @@
 
 use std::time::Duration;
 
+use rmb_core::rules::Rules;
 use rmb_core::JwtPolicy;
 
+use crate::budget::QueueLimits;
 use crate::mailbox::MailboxLimits;
 use crate::ratelimit::RateLimit;
 
 /// Default largest envelope (and WebSocket message) accepted: 2 MiB, so a 1 MiB payload
 /// fits with room for headers and e2e overhead.
 pub const DEFAULT_MAX_ENVELOPE: usize = 2 << 20;
+
+/// Default size of the memory of accepted envelopes, in keys: a million keys (half a
+/// million signed envelopes) is about 40 MiB when full.
+pub const DEFAULT_DEDUP_CAPACITY: usize = 1_000_000;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -19,19 +25,36 @@ pub struct Config {
     /// Redis URL for the shared backend; `None` = in-memory.
     pub redis_url: Option<String>,
     pub rate_limit: RateLimit,
+    /// The envelope rules applied to every envelope from a session and every federation
+    /// post (`rmb_core::rules`; the defaults, `max_lifetime` from `--max-lifetime`).
+    pub rules: Rules,
     pub max_envelope_size: usize,
     pub max_connections: usize,
     pub mailbox: MailboxLimits,
+    /// What offline queues may hold per twin (all its sessions) and in all.
+    pub queues: QueueLimits,
     pub jwt: JwtPolicy,
     /// `https` in production; `http` for local test networks.
     pub federation_scheme: &'static str,
     pub federation_timeout: Duration,
+    /// Federate to loopback, private, link-local and other non-public addresses. Off in
+    /// production: twins register their relays freely, and a relay that posts wherever
+    /// they say can be aimed at its own network. Test networks and `rmb up` turn it on.
+    pub federation_allow_private: bool,
     /// Window over which federation failures rank a relay down.
     pub ranker_period: Duration,
+    /// Distinct relay names the ranker remembers (twins choose relay names freely).
+    pub ranker_relays: usize,
+    /// Distinct relay names used as metric label values; further ones count as
+    /// `other` (twins choose relay names freely).
+    pub metric_relay_labels: usize,
     /// Federation deliveries in flight at once; more wait.
     pub federation_concurrency: usize,
     /// Federation deliveries waiting or in flight before new ones are refused.
     pub federation_backlog: usize,
+    /// Keys the memory of accepted envelopes holds (one or two per envelope); when full,
+    /// the entry nearest its deadline is forgotten first.
+    pub dedup_capacity: usize,
     /// WebSocket read buffer per connection (small keeps idle sessions cheap).
     pub read_buffer_size: usize,
     /// How often queues are swept of expired envelopes.
@@ -52,15 +75,21 @@ impl Config {
                 bytes: None,
                 window_secs: 60,
             },
+            rules: Rules::default(),
             max_envelope_size: DEFAULT_MAX_ENVELOPE,
             max_connections: 50_000,
             mailbox: MailboxLimits::default(),
+            queues: QueueLimits::default(),
             jwt: JwtPolicy::default(),
             federation_scheme: "https",
             federation_timeout: Duration::from_secs(10),
+            federation_allow_private: false,
             ranker_period: Duration::from_secs(3600),
+            ranker_relays: 4096,
+            metric_relay_labels: 100,
             federation_concurrency: 256,
             federation_backlog: 100_000,
+            dedup_capacity: DEFAULT_DEDUP_CAPACITY,
             read_buffer_size: 4096,
             sweep_interval: Duration::from_secs(5),
             redis_heartbeat: Duration::from_secs(20),

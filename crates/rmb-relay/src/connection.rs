@@ -13,13 +13,14 @@ use parking_lot::Mutex;
 use rmb_core::prost::Message as _;
 use rmb_core::proto::EnvelopeHeader;
 use rmb_core::Envelope;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use crate::mailbox::{Mailbox, QueuedFrame};
 use crate::metrics::Metrics;
-use crate::route::{self, Inbound};
+use crate::route::{self, ReplyTo};
 use crate::session_key::SessionKey;
-use crate::state::{Dispatched, RelayState};
+use crate::state::{Outcome, RelayState};
 
 /// Frames written per flush.
 const WRITE_BATCH: usize = 64;
@@ -52,13 +53,19 @@ fn close_with(slot: &CloseSlot, code: u16, reason: impl Into<String>) {
 }
 
 /// Runs a session until the client leaves, a newer connection replaces it, it breaks
-/// the protocol, or the relay shuts down.
-pub async fn run(socket: WebSocket, key: SessionKey, state: Arc<RelayState>) {
+/// the protocol, or the relay shuts down. `slot` is the session's connection permit,
+/// given back when this returns (or unwinds).
+pub async fn run(
+    socket: WebSocket,
+    key: SessionKey,
+    state: Arc<RelayState>,
+    slot: OwnedSemaphorePermit,
+) {
+    let _slot = slot;
     let conn = state.next_connection.fetch_add(1, Ordering::Relaxed);
     let stop = state.shutdown.child_token();
     let close: CloseSlot = Arc::default();
     let metrics = state.metrics.clone();
-    metrics.connections.fetch_add(1, Ordering::Relaxed);
     Metrics::inc(&metrics.connections_total);
 
     let mailbox = match state.backend.attach(&key, conn, stop.clone()).await {
@@ -72,7 +79,7 @@ pub async fn run(socket: WebSocket, key: SessionKey, state: Arc<RelayState>) {
                     reason: "relay storage unavailable, retry later".into(),
                 })))
                 .await;
-            finish(&state, &key, conn).await;
+            state.backend.detach(&key, conn).await;
             return;
         }
     };
@@ -105,14 +112,8 @@ pub async fn run(socket: WebSocket, key: SessionKey, state: Arc<RelayState>) {
     stop.cancel();
     writer_stop.cancel();
     let _ = writer.await;
-    finish(&state, &key, conn).await;
+    state.backend.detach(&key, conn).await;
     tracing::debug!(session = %key, conn, "session ended");
-}
-
-async fn finish(state: &RelayState, key: &SessionKey, conn: u64) {
-    state.backend.detach(key, conn).await;
-    state.metrics.connections.fetch_sub(1, Ordering::Relaxed);
-    state.open_connections.fetch_sub(1, Ordering::Relaxed);
 }
 
 async fn read_loop(
@@ -237,8 +238,14 @@ async fn handle_frame(
         }
     };
     let now = state.clock.now();
-    let fwd = match route::classify(&env, key, now) {
-        Ok(Inbound::Ping) => {
+    let refusal = match state.from_session(key, &env, &data, now).await {
+        Outcome::Delivered | Outcome::Queued | Outcome::Federated => return Ok(()),
+        Outcome::Duplicate => {
+            // Silently: the sender's retransmission is fine, it just must not run twice.
+            Metrics::inc(&state.metrics.duplicates);
+            return Ok(());
+        }
+        Outcome::Pong => {
             // The pong echoes the ping's payload, so this one is decoded in full.
             let ping = Envelope::decode(&data[..])
                 .map_err(|e| format!("frame is not a valid protobuf envelope: {e}"))?;
@@ -248,52 +255,9 @@ async fn handle_frame(
             });
             return Ok(());
         }
-        Ok(Inbound::Forward(fwd)) => fwd,
-        Err(rejection) => {
-            state.metrics.rejected(match rejection {
-                route::Rejection::SourceMismatch { .. } => "source_mismatch",
-                route::Rejection::NoDestination => "no_destination",
-                route::Rejection::Expired => "expired",
-            });
-            tracing::debug!(session = %key, uid = %env.uid_text(), %rejection, "envelope rejected");
-            if route::header_is_request(&env) {
-                state
-                    .send_relay_error(key, &env.uid_text(), rejection.to_string())
-                    .await;
-            }
-            return Ok(());
-        }
+        Outcome::Refused(refusal) => refusal,
     };
-    if !state.limiter.allow(key.twin, data.len(), now) {
-        Metrics::inc(&state.metrics.rate_limited);
-        if fwd.is_request {
-            let reason = format!("rate limit exceeded: at most {}", state.limiter.describe());
-            state.send_relay_error(key, &env.uid_text(), reason).await;
-        }
-        return Ok(());
-    }
-    match state.dispatch(&fwd, data.clone()).await {
-        Ok(Dispatched::Delivered | Dispatched::Queued) => {}
-        Ok(Dispatched::Elsewhere(twin)) => {
-            crate::federation::submit(
-                state,
-                data,
-                fwd,
-                key.clone(),
-                env.uid_text(),
-                twin.relays.clone(),
-            );
-        }
-        Err(e) => {
-            state.metrics.rejected("unroutable");
-            tracing::debug!(session = %key, uid = %env.uid_text(), error = %e, "cannot route");
-            if fwd.is_request {
-                state
-                    .send_relay_error(key, &env.uid_text(), e.to_string())
-                    .await;
-            }
-        }
-    }
+    state.refuse(&ReplyTo::of(&env, key), &refusal, now).await;
     Ok(())
 }
 

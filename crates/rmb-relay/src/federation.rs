@@ -11,59 +11,51 @@
 //! verifies against the source twin's registered key, so the endpoint cannot be used
 //! to inject forged traffic; the body size is limited like a WebSocket frame.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use rmb_core::prost::Message as _;
+use rmb_core::proto::EnvelopeHeader;
 use rmb_core::{envelope, Envelope};
 
+use crate::dedup::SeenKeys;
 use crate::metrics::Metrics;
-use crate::route::{self, Forward};
-use crate::session_key::SessionKey;
-use crate::state::{DispatchError, Dispatched, RelayState};
+use crate::outbound::{self, Attempt};
+use crate::route::{self, Forward, ReplyTo};
+use crate::state::{Outcome, Refusal, RelayState, Via};
 
-/// Queues one envelope for federation to `relays`. Never blocks the caller.
+/// Starts federating one envelope to `relays` in the background; never blocks the
+/// caller. The delivery holds a backlog permit for its whole life. `Err` when the
+/// backlog is full (nothing was started); a later failure goes through the error
+/// policy ([`RelayState::refuse`]) toward `reply_to`.
 pub fn submit(
     state: &Arc<RelayState>,
     frame: Bytes,
     fwd: Forward,
-    sender: SessionKey,
-    uid: String,
+    reply_to: ReplyTo,
     relays: Vec<String>,
-) {
+) -> Result<(), Refusal> {
+    let permit = state
+        .federation_backlog
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| Refusal::FederationBacklogFull)?;
     let state = state.clone();
-    let pending = state.federation_pending.fetch_add(1, Ordering::Relaxed);
-    if pending >= state.config.federation_backlog {
-        state.federation_pending.fetch_sub(1, Ordering::Relaxed);
-        state.metrics.rejected("federation_backlog_full");
-        if fwd.is_request {
-            let st = state.clone();
-            state.tasks.spawn(async move {
-                st.send_relay_error(
-                    &sender,
-                    &uid,
-                    "relay federation backlog is full, retry later".into(),
-                )
-                .await;
-            });
-        }
-        return;
-    }
     let tasks = state.tasks.clone();
     tasks.spawn(async move {
-        let result = deliver(&state, &frame, &fwd, &relays).await;
-        state.federation_pending.fetch_sub(1, Ordering::Relaxed);
-        if let Err(reason) = result {
-            tracing::info!(uid, destination = %fwd.destination, %reason, "federation failed");
-            if fwd.is_request {
-                state.send_relay_error(&sender, &uid, reason).await;
-            }
+        let _permit = permit;
+        if let Err(reason) = deliver(&state, &frame, &fwd, &relays).await {
+            tracing::info!(uid = %reply_to.uid, destination = %fwd.destination, %reason, "federation failed");
+            let now = state.clock.now();
+            state
+                .refuse(&reply_to, &Refusal::FederationFailed(reason), now)
+                .await;
         }
     });
+    Ok(())
 }
 
 /// Tries the relays until one accepts; `Err` carries the reason for the sender.
@@ -96,7 +88,16 @@ async fn deliver(
                 break;
             }
             let timeout = state.config.federation_timeout.min(left);
-            match post(state, &relay, frame.clone(), timeout).await {
+            let config = &state.config;
+            let attempt = outbound::post(
+                &state.http,
+                config.federation_scheme,
+                &relay,
+                config.federation_allow_private,
+                frame.clone(),
+                timeout,
+            );
+            match attempt.await {
                 Attempt::Accepted => {
                     state.ranker.record(&relay, true, Instant::now());
                     state.metrics.federation(&relay, "ok");
@@ -136,136 +137,107 @@ async fn deliver(
 /// federation gives up reaches the sender before the request expires.
 const ERROR_MARGIN: Duration = Duration::from_millis(200);
 
-/// Time left before the unix second `deadline`, less [`ERROR_MARGIN`].
+/// Time left before the unix second `deadline`, less [`ERROR_MARGIN`]. Checked: a
+/// deadline past what `SystemTime` can hold is simply far away.
 fn time_left(deadline: u64) -> Duration {
-    let deadline = std::time::UNIX_EPOCH + Duration::from_secs(deadline);
+    let Some(deadline) = UNIX_EPOCH.checked_add(Duration::from_secs(deadline)) else {
+        return Duration::MAX;
+    };
     deadline
-        .duration_since(std::time::SystemTime::now())
+        .duration_since(SystemTime::now())
         .unwrap_or_default()
         .saturating_sub(ERROR_MARGIN)
 }
 
-enum Attempt {
-    Accepted,
-    Refused(String),
-    Failed(String),
-}
-
-async fn post(state: &RelayState, relay: &str, body: Bytes, timeout: Duration) -> Attempt {
-    let url = format!("{}://{}/", state.config.federation_scheme, relay);
-    let response = state
-        .http
-        .post(&url)
-        .header("content-type", "application/x-protobuf")
-        .body(body)
-        .timeout(timeout)
-        .send()
-        .await;
-    match response {
-        Err(e) if e.is_timeout() => Attempt::Failed("timeout".into()),
-        Err(e) => Attempt::Failed(format!("unreachable ({})", e.without_url())),
-        Ok(r) if r.status() == StatusCode::ACCEPTED => Attempt::Accepted,
-        Ok(r) if r.status().is_client_error() => {
-            let status = r.status();
-            let text = r.text().await.unwrap_or_default();
-            Attempt::Refused(format!("{status} {}", text.trim()))
-        }
-        Ok(r) => Attempt::Failed(format!("HTTP {}", r.status())),
-    }
-}
-
 /// `POST /`: an envelope forwarded by another relay.
 pub async fn receive(State(state): State<Arc<RelayState>>, body: Bytes) -> (StatusCode, String) {
-    match accept(&state, body).await {
-        Ok(()) => {
+    let now = state.clock.now();
+    match accept(&state, body, now).await {
+        Ok(Accepted::New) => {
             Metrics::inc(&state.metrics.federation_received);
             (StatusCode::ACCEPTED, String::new())
         }
-        Err((status, reason)) => {
-            tracing::debug!(%status, %reason, "federation post refused");
+        // The sender must not take a copy for a failure: it was delivered the first time.
+        Ok(Accepted::Duplicate) => {
+            Metrics::inc(&state.metrics.duplicates);
+            (StatusCode::ACCEPTED, String::new())
+        }
+        Err(refusal) => {
+            if matches!(refusal, Refusal::RateLimited { .. }) {
+                Metrics::inc(&state.metrics.rate_limited);
+            }
+            let status = status_of(&refusal);
+            tracing::debug!(%status, %refusal, "federation post refused");
             state.metrics.rejected("federation_refused");
-            (status, reason)
+            (status, refusal.to_string())
         }
     }
 }
 
-async fn accept(state: &RelayState, body: Bytes) -> Result<(), (StatusCode, String)> {
-    let bad = |s: StatusCode, m: String| (s, m);
-    let env = Envelope::decode(&body[..]).map_err(|e| {
-        bad(
-            StatusCode::BAD_REQUEST,
-            format!("body is not a valid protobuf envelope: {e}"),
-        )
-    })?;
-    let now = rmb_core::time::now();
-    let source = env.source.as_ref().filter(|s| s.twin != 0).ok_or_else(|| {
-        bad(
-            StatusCode::BAD_REQUEST,
-            "envelope has no source twin (unsigned relay envelopes are not federated)".into(),
-        )
-    })?;
-    let destination = env
-        .destination
-        .as_ref()
-        .filter(|d| d.twin != 0)
-        .ok_or_else(|| {
-            bad(
-                StatusCode::BAD_REQUEST,
-                "envelope has no destination".into(),
-            )
-        })?;
-    if envelope::ttl(&env, now).is_none() {
-        return Err(bad(StatusCode::BAD_REQUEST, "envelope expired".into()));
+/// How a federation post was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    New,
+    /// A copy of an envelope accepted before: dropped.
+    Duplicate,
+}
+
+/// The HTTP status telling the posting relay how to take a refusal: 4xx is final for
+/// this envelope, 5xx means try again or elsewhere.
+pub fn status_of(refusal: &Refusal) -> StatusCode {
+    match refusal {
+        Refusal::Undecodable(_) | Refusal::NoSource | Refusal::Rejected(_) => {
+            StatusCode::BAD_REQUEST
+        }
+        Refusal::UnknownSource(_) | Refusal::BadSignature { .. } => StatusCode::UNAUTHORIZED,
+        Refusal::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+        Refusal::UnknownTwin(_) | Refusal::Offline(_) | Refusal::NotHostedHere(_) => {
+            StatusCode::NOT_FOUND
+        }
+        Refusal::SourceLookup(_)
+        | Refusal::Directory(_)
+        | Refusal::Backend(_)
+        | Refusal::QueueFull(_)
+        | Refusal::FederationBacklogFull
+        | Refusal::FederationFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
+}
+
+/// Accepts an envelope another relay posted at `now`: it must carry a signature that
+/// verifies against its source twin's key, then it is routed like one from a session,
+/// except that it is never federated again.
+pub async fn accept(state: &Arc<RelayState>, body: Bytes, now: u64) -> Result<Accepted, Refusal> {
+    let header = EnvelopeHeader::decode(body.clone())?;
+    let source = header
+        .source
+        .as_ref()
+        .map(|s| s.twin)
+        .filter(|twin| *twin != 0)
+        .ok_or(Refusal::NoSource)?;
+    let fwd = route::forward(&header, &state.config.rules, now)?;
     let twin = state
         .directory
-        .twin(source.twin)
+        .twin(source)
         .await
-        .map_err(|e| bad(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?
-        .ok_or_else(|| {
-            bad(
-                StatusCode::UNAUTHORIZED,
-                format!("source twin {} is not registered", source.twin),
-            )
-        })?;
-    envelope::verify(&env, &twin.public_key).map_err(|e| {
-        bad(
-            StatusCode::UNAUTHORIZED,
-            format!(
-                "signature does not verify against twin {}'s key: {e}",
-                source.twin
-            ),
-        )
+        .map_err(Refusal::SourceLookup)?
+        .ok_or(Refusal::UnknownSource(source))?;
+    let env = Envelope::decode(&body[..])?;
+    envelope::verify(&env, &twin.public_key).map_err(|source_error| Refusal::BadSignature {
+        twin: source,
+        source: source_error,
     })?;
-    // The same per-twin budget as on WebSockets: another relay (or anyone posting here)
-    // must not be a way around it.
-    if !state.limiter.allow(source.twin, body.len(), now) {
-        Metrics::inc(&state.metrics.rate_limited);
-        return Err(bad(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "rate limit exceeded for twin {}: at most {}",
-                source.twin,
-                state.limiter.describe()
-            ),
-        ));
-    }
-    let fwd = Forward {
-        destination: SessionKey::of(destination),
-        deadline: env.timestamp.saturating_add(env.expiration),
-        is_request: route::is_request(env.message.as_ref()),
-        fail_fast: envelope::is_fail_fast(&env),
-    };
-    match state.dispatch(&fwd, body).await {
-        Ok(Dispatched::Delivered | Dispatched::Queued) => Ok(()),
-        // Forwarding again could loop between relays that disagree about a twin.
-        Ok(Dispatched::Elsewhere(_)) => Err(bad(
-            StatusCode::NOT_FOUND,
-            format!("twin {} does not live on this relay", destination.twin),
-        )),
-        Err(e @ (DispatchError::UnknownTwin(_) | DispatchError::Offline(_))) => {
-            Err(bad(StatusCode::NOT_FOUND, e.to_string()))
+    // Then the same steps as from a session: copies dropped, the same per-twin budget
+    // (another relay, or anyone posting here, must not be a way around it).
+    let keys = SeenKeys::of(&state.hash_key, &header);
+    match state
+        .accept(Via::Federation, fwd, keys, source, &body, now)
+        .await
+    {
+        Outcome::Duplicate => Ok(Accepted::Duplicate),
+        Outcome::Refused(refusal) => Err(refusal),
+        // (Federated and Pong never come out of `Via::Federation`.)
+        Outcome::Delivered | Outcome::Queued | Outcome::Federated | Outcome::Pong => {
+            Ok(Accepted::New)
         }
-        Err(e) => Err(bad(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
     }
 }

@@ -11,13 +11,16 @@
 //! to HTTP. Start one with [`server::start`].
 
 pub mod backend;
+pub mod budget;
 pub mod clock;
 pub mod config;
 pub mod connection;
+pub mod dedup;
 pub mod directory;
 pub mod federation;
 pub mod mailbox;
 pub mod metrics;
+pub mod outbound;
 pub mod ranker;
 pub mod ratelimit;
 pub mod registrar_directory;

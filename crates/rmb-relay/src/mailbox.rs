@@ -13,6 +13,8 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::budget::Charge;
+
 /// One serialized envelope plus the unix second after which it is worthless.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuedFrame {
@@ -43,9 +45,30 @@ pub struct PushOutcome {
     pub dropped: usize,
 }
 
+/// A frame in a mailbox, with its share of the offline-queue budget if it was queued
+/// while nobody was connected (given back when the entry is dropped).
+#[derive(Debug)]
+struct Entry {
+    frame: QueuedFrame,
+    _charge: Option<Charge>,
+}
+
+impl Entry {
+    fn new(frame: QueuedFrame) -> Self {
+        Entry {
+            frame,
+            _charge: None,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.frame.data.len()
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
-    frames: VecDeque<QueuedFrame>,
+    frames: VecDeque<Entry>,
     bytes: usize,
     /// The connection currently draining this mailbox, if any: its id and the token
     /// that stops it (when a newer connection replaces it).
@@ -70,16 +93,29 @@ impl Mailbox {
 
     /// Appends a frame and wakes the writer.
     pub fn push(&self, frame: QueuedFrame) -> PushOutcome {
+        self.push_entry(Entry::new(frame))
+    }
+
+    /// Appends a frame holding `charge` (its share of the offline-queue budget) until
+    /// it leaves the mailbox.
+    pub fn push_charged(&self, frame: QueuedFrame, charge: Charge) -> PushOutcome {
+        self.push_entry(Entry {
+            frame,
+            _charge: Some(charge),
+        })
+    }
+
+    fn push_entry(&self, entry: Entry) -> PushOutcome {
         let mut outcome = PushOutcome::default();
         {
             let mut st = self.state.lock();
-            st.bytes += frame.data.len();
-            st.frames.push_back(frame);
+            st.bytes += entry.len();
+            st.frames.push_back(entry);
             while st.frames.len() > self.limits.max_frames
                 || (st.bytes > self.limits.max_bytes && st.frames.len() > 1)
             {
                 let old = st.frames.pop_front().expect("non-empty");
-                st.bytes -= old.data.len();
+                st.bytes -= old.len();
                 outcome.dropped += 1;
             }
         }
@@ -95,7 +131,7 @@ impl Mailbox {
         let mut st = self.state.lock();
         for frame in frames.into_iter().rev() {
             st.bytes += frame.data.len();
-            st.frames.push_front(frame);
+            st.frames.push_front(Entry::new(frame));
         }
         drop(st);
         self.notify.notify_one();
@@ -107,14 +143,14 @@ impl Mailbox {
         let mut expired = 0;
         let mut st = self.state.lock();
         while out.len() < max {
-            let Some(frame) = st.frames.pop_front() else {
+            let Some(entry) = st.frames.pop_front() else {
                 break;
             };
-            st.bytes -= frame.data.len();
-            if frame.deadline <= now {
+            st.bytes -= entry.len();
+            if entry.frame.deadline <= now {
                 expired += 1;
             } else {
-                out.push(frame);
+                out.push(entry.frame);
             }
         }
         expired
@@ -124,15 +160,15 @@ impl Mailbox {
     pub fn take_all(&self) -> Vec<QueuedFrame> {
         let mut st = self.state.lock();
         st.bytes = 0;
-        st.frames.drain(..).collect()
+        st.frames.drain(..).map(|e| e.frame).collect()
     }
 
     /// Drops expired frames; returns how many.
     pub fn purge_expired(&self, now: u64) -> usize {
         let mut st = self.state.lock();
         let before = st.frames.len();
-        st.frames.retain(|f| f.deadline > now);
-        st.bytes = st.frames.iter().map(|f| f.data.len()).sum();
+        st.frames.retain(|e| e.frame.deadline > now);
+        st.bytes = st.frames.iter().map(Entry::len).sum();
         before - st.frames.len()
     }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use rmb_relay::budget::QueueLimits;
 use rmb_relay::ratelimit::RateLimit;
 use rmb_relay::registrar_directory::RegistrarDirectory;
 use rmb_relay::Config;
@@ -67,6 +68,11 @@ struct Args {
     #[arg(long, env = "RMB_RELAY_RANKER_PERIOD", default_value_t = 3600)]
     ranker_period: u64,
 
+    /// Longest envelope lifetime (`expiration`) accepted, seconds; a longer one is
+    /// refused (a request gets a relay error, a federation post 400).
+    #[arg(long, env = "RMB_RELAY_MAX_LIFETIME", default_value_t = rmb_core::rules::Rules::default().max_lifetime)]
+    max_lifetime: u64,
+
     /// Largest envelope (WebSocket message or federation body) accepted, bytes.
     #[arg(long, env = "RMB_RELAY_MAX_ENVELOPE", default_value_t = rmb_relay::config::DEFAULT_MAX_ENVELOPE)]
     max_envelope_size: usize,
@@ -74,6 +80,12 @@ struct Args {
     /// Most WebSocket sessions at once; beyond it new clients get HTTP 503.
     #[arg(long, env = "RMB_RELAY_MAX_CONNECTIONS", default_value_t = 50_000)]
     max_connections: usize,
+
+    /// Keys the memory of accepted envelopes holds (one or two per envelope: its uid key
+    /// and its signature key); copies of remembered envelopes are dropped. When full,
+    /// the entry nearest its deadline is forgotten first. About 40 bytes per key.
+    #[arg(long, env = "RMB_RELAY_DEDUP_ENTRIES", default_value_t = rmb_relay::config::DEFAULT_DEDUP_CAPACITY)]
+    dedup_entries: usize,
 
     /// Most envelopes queued per session; beyond it the oldest are dropped.
     #[arg(long, env = "RMB_RELAY_QUEUE_FRAMES", default_value_t = 10_000)]
@@ -83,6 +95,23 @@ struct Args {
     #[arg(long, env = "RMB_RELAY_QUEUE_BYTES", default_value_t = 64 << 20)]
     queue_max_bytes: usize,
 
+    /// Most envelopes queued for one offline twin, all its session ids together (the
+    /// sender chooses session ids); beyond it new ones are refused with a relay error.
+    #[arg(long, env = "RMB_RELAY_QUEUE_TWIN_FRAMES", default_value_t = QueueLimits::default().twin_max_frames)]
+    queue_twin_max_frames: usize,
+
+    /// Most bytes queued for one offline twin, all its session ids together.
+    #[arg(long, env = "RMB_RELAY_QUEUE_TWIN_BYTES", default_value_t = QueueLimits::default().twin_max_bytes)]
+    queue_twin_max_bytes: usize,
+
+    /// Most envelopes queued for offline twins on this relay in all.
+    #[arg(long, env = "RMB_RELAY_QUEUE_TOTAL_FRAMES", default_value_t = QueueLimits::default().total_max_frames)]
+    queue_total_max_frames: usize,
+
+    /// Most bytes queued for offline twins on this relay in all.
+    #[arg(long, env = "RMB_RELAY_QUEUE_TOTAL_BYTES", default_value_t = QueueLimits::default().total_max_bytes)]
+    queue_total_max_bytes: usize,
+
     /// Longest JWT lifetime (exp - iat) accepted, seconds.
     #[arg(long, env = "RMB_RELAY_JWT_MAX_LIFETIME", default_value_t = 3600)]
     jwt_max_lifetime: u64,
@@ -90,6 +119,13 @@ struct Args {
     /// Federate over plain http instead of https. Only for local test networks.
     #[arg(long, env = "RMB_RELAY_FEDERATION_HTTP")]
     federation_http: bool,
+
+    /// Federate to loopback, private (10/8, 192.168/16, ...), link-local and other
+    /// non-public addresses. Off by default: twins register their relays freely, so a
+    /// relay that posts wherever they say can be aimed at its own network. For local
+    /// test networks.
+    #[arg(long, env = "RMB_RELAY_FEDERATION_ALLOW_PRIVATE")]
+    federation_allow_private: bool,
 
     /// Timeout of one federation attempt, seconds.
     #[arg(long, env = "RMB_RELAY_FEDERATION_TIMEOUT", default_value_t = 10)]
@@ -120,15 +156,24 @@ async fn main() -> anyhow::Result<()> {
         };
     }
     config.ranker_period = Duration::from_secs(args.ranker_period);
+    config.rules.max_lifetime = args.max_lifetime;
     config.max_envelope_size = args.max_envelope_size;
     config.max_connections = args.max_connections;
+    config.dedup_capacity = args.dedup_entries;
     config.mailbox.max_frames = args.queue_max_frames;
     config.mailbox.max_bytes = args.queue_max_bytes;
+    config.queues = QueueLimits {
+        twin_max_frames: args.queue_twin_max_frames,
+        twin_max_bytes: args.queue_twin_max_bytes,
+        total_max_frames: args.queue_total_max_frames,
+        total_max_bytes: args.queue_total_max_bytes,
+    };
     config.jwt.max_lifetime = args.jwt_max_lifetime;
     config.federation_timeout = Duration::from_secs(args.federation_timeout);
     if args.federation_http {
         config.federation_scheme = "http";
     }
+    config.federation_allow_private = args.federation_allow_private;
 
     let directory = Arc::new(
         RegistrarDirectory::new(&args.registrar)

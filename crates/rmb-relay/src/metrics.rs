@@ -4,12 +4,63 @@
 //! recorder): tests and `rmb up` run several relays in one process, and each must report
 //! its own numbers. `render` writes the Prometheus text format for `GET /metrics`.
 
+use std::collections::HashSet;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use dashmap::DashMap;
+use parking_lot::Mutex;
 
-#[derive(Default)]
+/// Distinct relay names used as label values by default.
+pub const DEFAULT_RELAY_LABELS: usize = 100;
+
+/// Label values that come from outside (relay names twins registered): the first `cap`
+/// distinct ones are used as they are (made safe for the text format), later ones are
+/// counted as `other`, so an attacker cannot grow the metrics without bound.
+pub struct BoundedLabels {
+    cap: usize,
+    admitted: Mutex<HashSet<String>>,
+}
+
+impl BoundedLabels {
+    pub fn new(cap: usize) -> Self {
+        BoundedLabels {
+            cap,
+            admitted: Mutex::default(),
+        }
+    }
+
+    /// The label value to use for `value`.
+    pub fn value(&self, value: &str) -> String {
+        let safe = label_safe(value);
+        let mut admitted = self.admitted.lock();
+        if admitted.contains(&safe) {
+            return safe;
+        }
+        if admitted.len() < self.cap {
+            admitted.insert(safe.clone());
+            return safe;
+        }
+        "other".into()
+    }
+}
+
+/// Host-name characters only (others become `_`), at most 64: nothing that could break
+/// out of a quoted label value.
+fn label_safe(value: &str) -> String {
+    value
+        .chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || ".-_:[]".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 pub struct Metrics {
     pub connections: AtomicI64,
     pub connections_total: AtomicU64,
@@ -22,8 +73,20 @@ pub struct Metrics {
     pub expired: AtomicU64,
     pub rate_limited: AtomicU64,
     pub federation_received: AtomicU64,
+    /// Copies of envelopes already accepted, dropped (D1a).
+    pub duplicates: AtomicU64,
+    /// Envelopes forgotten by the de-duplication memory before their deadline, to make
+    /// room (a copy of one of them would get through).
+    pub dedup_evicted: AtomicU64,
     /// Labelled counters: (metric name, label text) → count.
     labelled: DashMap<(&'static str, String), AtomicU64>,
+    relay_labels: BoundedLabels,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new(DEFAULT_RELAY_LABELS)
+    }
 }
 
 /// Label values for `rmb_relay_auth_failures_total{reason=...}`.
@@ -39,6 +102,27 @@ pub mod auth_failure {
 }
 
 impl Metrics {
+    /// Metrics naming at most `relay_labels` distinct relays.
+    pub fn new(relay_labels: usize) -> Self {
+        Metrics {
+            connections: AtomicI64::default(),
+            connections_total: AtomicU64::default(),
+            messages_in: AtomicU64::default(),
+            messages_out: AtomicU64::default(),
+            bytes_in: AtomicU64::default(),
+            bytes_out: AtomicU64::default(),
+            queued_frames: AtomicI64::default(),
+            queue_dropped: AtomicU64::default(),
+            expired: AtomicU64::default(),
+            rate_limited: AtomicU64::default(),
+            federation_received: AtomicU64::default(),
+            duplicates: AtomicU64::default(),
+            dedup_evicted: AtomicU64::default(),
+            labelled: DashMap::default(),
+            relay_labels: BoundedLabels::new(relay_labels),
+        }
+    }
+
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Relaxed);
     }
@@ -74,9 +158,10 @@ impl Metrics {
     }
 
     pub fn federation(&self, relay: &str, result: &str) {
+        let relay = self.relay_labels.value(relay);
         self.inc_labelled(
             "rmb_relay_federation_total",
-            format!("relay=\"{}\",result=\"{result}\"", relay.replace('"', "")),
+            format!("relay=\"{relay}\",result=\"{result}\""),
         );
     }
 
@@ -163,6 +248,18 @@ impl Metrics {
             "counter",
             c(&self.federation_received),
         );
+        put(
+            "rmb_relay_duplicates_total",
+            "Copies of envelopes already accepted, dropped.",
+            "counter",
+            c(&self.duplicates),
+        );
+        put(
+            "rmb_relay_dedup_evicted_total",
+            "Envelopes forgotten by the de-duplication memory before their deadline to make room.",
+            "counter",
+            c(&self.dedup_evicted),
+        );
         let mut rows: Vec<_> = self
             .labelled
             .iter()
@@ -200,5 +297,15 @@ mod tests {
             m.labelled("rmb_relay_auth_failures_total", "reason=\"expired\""),
             2
         );
+    }
+
+    #[test]
+    fn relay_label_values_are_bounded_and_safe() {
+        let labels = BoundedLabels::new(2);
+        assert_eq!(labels.value("a\"} 1\nevil"), "a___1_evil");
+        assert_eq!(labels.value("b:80"), "b:80");
+        assert_eq!(labels.value("c"), "other");
+        assert_eq!(labels.value("b:80"), "b:80", "admitted values stay");
+        assert_eq!(labels.value(&"x".repeat(100)).len(), 5, "other");
     }
 }

@@ -12,20 +12,34 @@ const MAX_EVENTS: usize = 256;
 
 pub struct Ranker {
     window: Duration,
+    /// Relays remembered at most: twins choose relay names freely.
+    max_relays: usize,
     events: Mutex<HashMap<String, VecDeque<(Instant, bool)>>>,
 }
 
 impl Ranker {
-    pub fn new(window: Duration) -> Self {
+    pub fn new(window: Duration, max_relays: usize) -> Self {
         Ranker {
             window,
+            max_relays: max_relays.max(1),
             events: Mutex::default(),
         }
     }
 
-    /// Records one attempt against `relay`.
+    /// Records one attempt against `relay`. A relay not seen before takes the place of
+    /// the one heard from least recently when the ranker is full (forgetting a relay
+    /// only makes it rank as new).
     pub fn record(&self, relay: &str, success: bool, at: Instant) {
         let mut events = self.events.lock();
+        if !events.contains_key(relay) && events.len() >= self.max_relays {
+            let stalest = events
+                .iter()
+                .min_by_key(|(_, q)| q.back().map(|(t, _)| *t))
+                .map(|(name, _)| name.clone());
+            if let Some(name) = stalest {
+                events.remove(&name);
+            }
+        }
         let q = events.entry(relay.to_string()).or_default();
         q.push_back((at, success));
         if q.len() > MAX_EVENTS {
@@ -71,7 +85,7 @@ mod tests {
 
     #[test]
     fn failing_relays_rank_last_and_recover_after_the_window() {
-        let ranker = Ranker::new(Duration::from_secs(60));
+        let ranker = Ranker::new(Duration::from_secs(60), 64);
         let t0 = Instant::now();
         ranker.record("bad", false, t0);
         ranker.record("ok", true, t0);
@@ -87,8 +101,22 @@ mod tests {
     }
 
     #[test]
+    fn remembers_a_bounded_number_of_relays_the_stalest_going_first() {
+        let ranker = Ranker::new(Duration::from_secs(60), 2);
+        let t0 = Instant::now();
+        ranker.record("a", false, t0);
+        ranker.record("b", false, t0 + Duration::from_secs(1));
+        ranker.record("c", false, t0 + Duration::from_secs(2));
+        let now = t0 + Duration::from_secs(3);
+        assert_eq!(ranker.events.lock().len(), 2);
+        assert_eq!(ranker.failure_rate("a", now), 0.0, "a was forgotten");
+        assert_eq!(ranker.failure_rate("b", now), 1.0);
+        assert_eq!(ranker.failure_rate("c", now), 1.0);
+    }
+
+    #[test]
     fn ties_are_shuffled() {
-        let ranker = Ranker::new(Duration::from_secs(60));
+        let ranker = Ranker::new(Duration::from_secs(60), 64);
         let relays: Vec<String> = (0..8).map(|i| format!("r{i}")).collect();
         let now = Instant::now();
         let firsts: std::collections::HashSet<String> = (0..100)

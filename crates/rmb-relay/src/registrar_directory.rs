@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use rmb_registrar::client::{ClientError, RegistrarClient};
+use rmb_registrar_client::{ClientError, RegistrarClient};
 
 use crate::directory::{DirectoryError, TwinDirectory, TwinRecord};
 

@@ -3,7 +3,8 @@
 //! The I/O around them lives in `connection` and `federation`.
 
 use rmb_core::proto::{EnvelopeHeader, Error, Message, MessageKind, Payload, Pong};
-use rmb_core::{envelope, time, Envelope};
+use rmb_core::rules::{Rules, Violation};
+use rmb_core::{envelope, Envelope};
 
 use crate::session_key::SessionKey;
 
@@ -19,7 +20,8 @@ pub enum Inbound {
     Forward(Forward),
 }
 
-/// Routing facts about an envelope to forward.
+/// Routing facts about an envelope to forward, read once from its header by
+/// [`forward`] whichever way it came in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Forward {
     pub destination: SessionKey,
@@ -29,27 +31,61 @@ pub struct Forward {
     pub fail_fast: bool,
 }
 
-/// Why an envelope from a session was refused; the text is what the sender reads.
+/// Whom to tell when an envelope from a session cannot be routed, and whether to: only
+/// requests get relay errors back (answering a response or an error with an error could
+/// loop between two parties).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyTo {
+    pub session: SessionKey,
+    pub uid: String,
+    pub is_request: bool,
+}
+
+impl ReplyTo {
+    /// The sender of `env`, the authenticated `session`.
+    pub fn of(env: &EnvelopeHeader, session: &SessionKey) -> Self {
+        ReplyTo {
+            session: session.clone(),
+            uid: env.uid_text(),
+            is_request: header_is_request(env),
+        }
+    }
+}
+
+/// Why an envelope was refused before routing; the text is what the sender reads.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
     #[error("source {found} does not match your session {session}: envelopes must be sent as the authenticated twin and session")]
     SourceMismatch { found: String, session: String },
-    #[error("envelope has no destination")]
-    NoDestination,
-    #[error(
-        "envelope expired before the relay could route it (check your clock and the expiration)"
-    )]
-    Expired,
+    /// The envelope rules every relay and receiver apply (`rmb_core::rules`).
+    #[error("{0}")]
+    Rules(#[from] Violation),
+}
+
+impl Rejection {
+    /// The `reason` label of `rmb_relay_rejected_total` (a fixed set of values).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Rejection::SourceMismatch { .. } => "source_mismatch",
+            Rejection::Rules(Violation::NoDestination) => "no_destination",
+            Rejection::Rules(Violation::Expired { .. }) => "expired",
+            Rejection::Rules(Violation::LifetimeTooLong { .. }) => "lifetime_too_long",
+            Rejection::Rules(Violation::FromTheFuture { .. }) => "from_the_future",
+            Rejection::Rules(_) => "bad_envelope",
+        }
+    }
 }
 
 /// Classifies an envelope received from `session` at `now`, from its routing header
 /// alone (the payload is never read).
 ///
 /// Pings are answered before any other check: the pong goes back to the authenticated
-/// session only, and the TypeScript client sends pings with an empty destination (§6).
+/// session only, and the TypeScript client sends pings with an empty destination and
+/// no timestamp (§6).
 pub fn classify(
     env: &EnvelopeHeader,
     session: &SessionKey,
+    rules: &Rules,
     now: u64,
 ) -> Result<Inbound, Rejection> {
     if matches!(env.kind, Some(MessageKind::Ping(_))) {
@@ -66,28 +102,29 @@ pub fn classify(
             session: session.to_string(),
         });
     }
+    forward(env, rules, now).map(Inbound::Forward)
+}
+
+/// The routing facts of an envelope whose source has been checked (by the session it
+/// came from, or by its signature when another relay posted it), after the envelope
+/// rules: among them, a timestamp at most a little in the future and an `expiration`
+/// at most `rules.max_lifetime`, so every deadline the relay keeps is near, which bounds
+/// how long it must remember an envelope to drop its copies.
+pub fn forward(env: &EnvelopeHeader, rules: &Rules, now: u64) -> Result<Forward, Rejection> {
+    rules.check_header(env, now)?;
     let destination = match &env.destination {
         Some(d) if d.twin != 0 => SessionKey::of(d),
-        _ => return Err(Rejection::NoDestination),
+        _ => return Err(Violation::NoDestination.into()),
     };
-    if time::ttl(env.timestamp, env.expiration, now).is_none() {
-        return Err(Rejection::Expired);
-    }
-    Ok(Inbound::Forward(Forward {
+    Ok(Forward {
         destination,
         deadline: env.timestamp.saturating_add(env.expiration),
-        is_request: matches!(env.kind, Some(MessageKind::Request(_))),
+        is_request: header_is_request(env),
         fail_fast: envelope::tags_say_fail_fast(env.tags_text()),
-    }))
+    })
 }
 
-/// Only requests get relay errors back: answering a response or an error with an
-/// error could loop between two parties.
-pub fn is_request(message: Option<&Message>) -> bool {
-    matches!(message, Some(Message::Request(_)))
-}
-
-/// [`is_request`] for a decoded header.
+/// True for a request: the only kind that gets relay errors back (see [`ReplyTo`]).
 pub fn header_is_request(env: &EnvelopeHeader) -> bool {
     matches!(env.kind, Some(MessageKind::Request(_)))
 }
@@ -142,6 +179,10 @@ mod tests {
     use rmb_core::proto::{Ping, RequestHeader, Skipped};
     use rmb_core::Address;
 
+    fn rules() -> Rules {
+        Rules::default()
+    }
+
     fn env(source: Option<Address>, destination: Option<Address>) -> EnvelopeHeader {
         EnvelopeHeader {
             uid: bytes::Bytes::from_static(b"u"),
@@ -149,7 +190,10 @@ mod tests {
             expiration: 60,
             source,
             destination,
-            kind: Some(MessageKind::Request(RequestHeader::default())),
+            kind: Some(MessageKind::Request(RequestHeader {
+                command: bytes::Bytes::from_static(b"calc.add"),
+            })),
+            signature: Some(bytes::Bytes::from([&b"e"[..], &[1u8; 64]].concat())),
             ..Default::default()
         }
     }
@@ -158,7 +202,7 @@ mod tests {
     fn forwards_a_good_request() {
         let me = SessionKey::new(1, None);
         let e = env(Some(Address::twin(1)), Some(Address::session(2, "s")));
-        let Ok(Inbound::Forward(f)) = classify(&e, &me, 1010) else {
+        let Ok(Inbound::Forward(f)) = classify(&e, &me, &rules(), 1010) else {
             panic!()
         };
         assert_eq!(f.destination, SessionKey::new(2, Some("s".into())));
@@ -177,35 +221,37 @@ mod tests {
         ] {
             let e = env(source, Some(Address::twin(2)));
             assert!(matches!(
-                classify(&e, &me, 1010),
+                classify(&e, &me, &rules(), 1010),
                 Err(Rejection::SourceMismatch { .. })
             ));
         }
     }
 
     #[test]
-    fn refuses_missing_destination_and_expired() {
+    fn applies_the_envelope_rules() {
         let me = SessionKey::new(1, None);
+        let at = |e: EnvelopeHeader, now| classify(&e, &me, &rules(), now).map(|_| ());
+        let label = |r: Result<(), Rejection>| r.unwrap_err().label();
         assert_eq!(
-            classify(&env(Some(Address::twin(1)), None), &me, 1010),
-            Err(Rejection::NoDestination)
+            label(at(env(Some(Address::twin(1)), None), 1010)),
+            "no_destination"
         );
-        assert_eq!(
-            classify(
-                &env(Some(Address::twin(1)), Some(Address::twin(0))),
-                &me,
-                1010
-            ),
-            Err(Rejection::NoDestination)
-        );
-        assert_eq!(
-            classify(
-                &env(Some(Address::twin(1)), Some(Address::twin(2))),
-                &me,
-                1060
-            ),
-            Err(Rejection::Expired)
-        );
+        let to_zero = env(Some(Address::twin(1)), Some(Address::twin(0)));
+        assert_eq!(label(at(to_zero, 1010)), "no_destination");
+        let good = env(Some(Address::twin(1)), Some(Address::twin(2)));
+        assert_eq!(label(at(good.clone(), 1060)), "expired");
+        let mut huge = good.clone();
+        huge.expiration = u64::MAX - huge.timestamp;
+        assert_eq!(label(at(huge, 1010)), "lifetime_too_long");
+        let mut future = good.clone();
+        future.timestamp = 173_300_000_030;
+        future.expiration = 0;
+        assert_eq!(label(at(future, 1010)), "from_the_future");
+        let mut unsigned = good;
+        unsigned.signature = None;
+        let refused = at(unsigned, 1010).unwrap_err();
+        assert_eq!(refused.label(), "bad_envelope");
+        assert!(refused.to_string().contains("not signed"), "{refused}");
     }
 
     #[test]
@@ -213,7 +259,7 @@ mod tests {
         let me = SessionKey::new(1, None);
         let mut ping = env(None, None);
         ping.kind = Some(MessageKind::Ping(Skipped {}));
-        assert_eq!(classify(&ping, &me, 5000), Ok(Inbound::Ping));
+        assert_eq!(classify(&ping, &me, &rules(), 5000), Ok(Inbound::Ping));
         let full = Envelope {
             uid: "u".into(),
             message: Some(Message::Ping(Ping {})),

@@ -9,17 +9,16 @@
 //! backend keep what it can (Redis: local queues go back to Redis), wait for tasks.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{DefaultBodyLimit, RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -30,8 +29,6 @@ use crate::backend::Backend;
 use crate::config::Config;
 use crate::directory::TwinDirectory;
 use crate::metrics::{auth_failure, Metrics};
-use crate::ranker::Ranker;
-use crate::ratelimit::RateLimiter;
 use crate::session_key::SessionKey;
 use crate::state::RelayState;
 use crate::{connection, federation};
@@ -49,7 +46,8 @@ pub enum StartError {
     Io(#[from] std::io::Error),
 }
 
-/// A running relay.
+/// A running relay. Dropping it without [`RelayHandle::shutdown`] still stops the
+/// relay (sessions are closed, tasks stop) but does not wait for it.
 pub struct RelayHandle {
     addr: SocketAddr,
     state: Arc<RelayState>,
@@ -65,18 +63,24 @@ impl RelayHandle {
         &self.state.metrics
     }
 
-    /// Sessions currently connected to this process.
+    /// Sessions currently connected to this process (or upgrading).
     pub fn open_connections(&self) -> usize {
-        self.state.open_connections.load(Ordering::Relaxed)
+        self.state.open_connections()
     }
 
     /// Graceful shutdown; returns when every session is closed and queues are saved.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         self.state.shutdown.cancel();
-        let _ = self.server.await;
+        let _ = (&mut self.server).await;
         self.state.tasks.close();
         self.state.tasks.wait().await;
         self.state.backend.shutdown().await;
+    }
+}
+
+impl Drop for RelayHandle {
+    fn drop(&mut self) {
+        self.state.shutdown.cancel();
     }
 }
 
@@ -87,17 +91,20 @@ pub async fn start(
     directory: Arc<dyn TwinDirectory>,
 ) -> Result<RelayHandle, StartError> {
     let addr = listener.local_addr()?;
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(config.metric_relay_labels));
     let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
     let backend: Arc<dyn Backend> = match &config.redis_url {
-        None => Arc::new(MemoryBackend::new(config.mailbox, metrics.clone())),
+        None => Arc::new(MemoryBackend::new(&config, metrics.clone())),
         Some(url) => Arc::new(
             RedisBackend::connect(
                 url,
                 config.mailbox,
+                config.dedup_capacity,
                 metrics.clone(),
                 config.redis_heartbeat,
                 shutdown.clone(),
+                &tasks,
             )
             .await
             .map_err(|source| StartError::Redis {
@@ -106,26 +113,14 @@ pub async fn start(
             })?,
         ),
     };
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(64)
-        .connect_timeout(config.federation_timeout)
-        .build()?;
-    let state = Arc::new(RelayState {
-        limiter: RateLimiter::new(config.rate_limit),
-        ranker: Ranker::new(config.ranker_period),
-        federation_slots: Arc::new(Semaphore::new(config.federation_concurrency)),
-        federation_pending: AtomicUsize::new(0),
-        next_connection: AtomicU64::new(1),
-        clock: crate::clock::CoarseClock::start(shutdown.clone()),
-        open_connections: AtomicUsize::new(0),
-        tasks: TaskTracker::new(),
-        shutdown: shutdown.clone(),
-        http,
+    let state = Arc::new(RelayState::new(
+        config,
         directory,
         backend,
         metrics,
-        config,
-    });
+        shutdown.clone(),
+        tasks,
+    )?);
     state.tasks.spawn(sweeper(state.clone()));
     let app = Router::new()
         .route("/", get(websocket).post(federation::receive))
@@ -164,24 +159,29 @@ async fn sweeper(state: Arc<RelayState>) {
             _ = state.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let now = rmb_core::time::now();
+        let now = state.clock.now();
         let expired = state.backend.sweep(now).await;
         if expired > 0 {
             Metrics::add(&state.metrics.expired, expired as u64);
         }
         state.limiter.sweep(now);
-        state
-            .metrics
-            .queued_frames
-            .store(state.backend.local_queue_depth() as i64, Ordering::Relaxed);
+        update_gauges(&state);
     }
 }
 
-async fn metrics_text(State(state): State<Arc<RelayState>>) -> impl IntoResponse {
-    state
-        .metrics
+/// Gauges are read from what they measure, not kept by hand.
+fn update_gauges(state: &RelayState) {
+    let metrics = &state.metrics;
+    let queued = state.backend.local_queue_depth();
+    metrics
         .queued_frames
-        .store(state.backend.local_queue_depth() as i64, Ordering::Relaxed);
+        .store(queued as i64, Ordering::Relaxed);
+    let open = state.open_connections();
+    metrics.connections.store(open as i64, Ordering::Relaxed);
+}
+
+async fn metrics_text(State(state): State<Arc<RelayState>>) -> impl IntoResponse {
+    update_gauges(&state);
     (
         [("content-type", "text/plain; version=0.0.4")],
         state.metrics.render(),
@@ -240,7 +240,10 @@ async fn websocket(
             );
         }
     };
-    let claims = match parsed.verify(&twin.public_key, rmb_core::time::now(), &state.config.jwt) {
+    // The exact clock, not the coarse one: a token is checked once per connection, and
+    // up to 100 ms of staleness would let one live a second past its `exp`.
+    let now = rmb_core::time::now();
+    let claims = match parsed.verify(&twin.public_key, now, &state.config.jwt) {
         Ok(c) => c,
         Err(e) => {
             let reason = match e {
@@ -255,9 +258,7 @@ async fn websocket(
         Ok(u) => u,
         Err(rejection) => return rejection.into_response(),
     };
-    let open = state.open_connections.fetch_add(1, Ordering::Relaxed);
-    if open >= state.config.max_connections {
-        state.open_connections.fetch_sub(1, Ordering::Relaxed);
+    let Ok(slot) = state.connections.clone().try_acquire_owned() else {
         tracing::warn!(
             max = state.config.max_connections,
             "connection limit reached"
@@ -267,25 +268,29 @@ async fn websocket(
             "relay is at its connection limit, retry later",
         )
             .into_response();
-    }
+    };
     let key = SessionKey::new(claims.sub, claims.sid);
     let max = state.config.max_envelope_size;
     let tasks = state.tasks.clone();
-    upgrade
+    let mut response = upgrade
         .max_message_size(max)
         .max_frame_size(max)
         .read_buffer_size(state.config.read_buffer_size)
-        .on_failed_upgrade({
-            let state = state.clone();
-            move |e| {
-                state.open_connections.fetch_sub(1, Ordering::Relaxed);
-                tracing::debug!(error = %e, "websocket upgrade failed");
-            }
-        })
+        // A failed upgrade drops the `on_upgrade` closure, and the slot with it.
+        .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
         .on_upgrade(move |socket| {
-            let session = connection::run(socket, key, state);
+            let session = connection::run(socket, key, state, slot);
             async move {
                 tasks.track_future(session).await;
             }
-        })
+        });
+    // D1a: copies of what this relay accepted are dropped, so a client may re-send a
+    // frame the relay did not confirm on a new connection here. Others ignore it.
+    response
+        .headers_mut()
+        .insert(DEDUP_HEADER, HeaderValue::from_static("1"));
+    response
 }
+
+/// The upgrade-response header saying this relay drops copies of accepted envelopes.
+pub const DEDUP_HEADER: &str = "rmb-dedup";

@@ -4,9 +4,9 @@
 //! `exp`, so replaying it within its lifetime is allowed but only ever yields that same
 //! session (the newest connection replaces the older one); a token is checked when a
 //! connection opens, not for the life of the connection. An envelope past its deadline
-//! is refused, over WebSocket and over federation. Within its lifetime the relay
-//! forwards a replayed envelope again: de-duplication by uid is the receiver's job
-//! (rmb-sdk, and rmb-peer through it; see their replay tests).
+//! is refused, over WebSocket and over federation. Within its lifetime a replayed
+//! envelope is dropped as a copy (design D1a, see `attacks.rs`); receivers de-duplicate
+//! too (rmb-sdk, and rmb-peer through it), for copies that come through other relays.
 
 mod common;
 

@@ -2,7 +2,6 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,22 +12,22 @@ use parking_lot::Mutex;
 use rmb_core::peer_api::ErrorCode;
 use rmb_core::prost::Message as _;
 use rmb_core::proto::{EnvelopeHeader, Message, MessageKind};
+use rmb_core::rules::{self, Rules};
 use rmb_core::time::DEFAULT_TTL;
 use rmb_core::{Address, Envelope, KeyType};
-use rmb_registrar::{RegistrarClient, Twin};
+use rmb_registrar_client::{RegistrarClient, Twin};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{BuildError, CallError, HandlerError, SendError};
+use crate::error::{BuildError, CallError, HandlerError, SendError, Unconfirmed};
 use crate::identity::Identity;
-use crate::incoming::{self, Classified, Dedup, Incoming, Kind, Rejection};
+use crate::incoming::{self, Classified, Incoming, Kind, Rejection};
+use crate::memory::{self, EnvelopeKeys, HashKey, InMemory, Memory, ReplyKey};
 use crate::outgoing::{self, Outgoing};
 use crate::pool::{Outbound, Pool, PoolConfig};
-use crate::resend::{Outstanding, ReplyCache};
+use crate::resend::{Deduplicators, Outstanding, Resend};
 use crate::serve::{HandlerResult, Registry, Request};
-
-/// Envelope uids remembered for de-duplication.
-const DEDUP_CAPACITY: usize = 200_000;
+use crate::tags;
 
 /// Something the client received that no call or handler took: handed to the
 /// application when it asked for them ([`ClientBuilder::unhandled`]).
@@ -55,17 +54,22 @@ pub struct ClientBuilder {
     pool: PoolConfig,
     unhandled: Option<mpsc::Sender<Event>>,
     max_concurrent_requests: usize,
-    resend_after: Option<Duration>,
+    resend: Resend,
+    resend_interval: Duration,
+    memory: Option<Arc<dyn Memory>>,
+    rules: Rules,
 }
 
-/// Default wait before a request with no reply is sent again (see
-/// [`ClientBuilder::resend_after`]).
+/// Default wait before a request with no reply is sent again, where the [`Resend`]
+/// policy allows (see [`ClientBuilder::resend_interval`]).
 pub const DEFAULT_RESEND_AFTER: Duration = Duration::from_secs(5);
 
-/// Replies kept for answering copies of requests: at most this many...
-const REPLY_CACHE_ENTRIES: usize = 16_384;
-/// ...and this many bytes.
-const REPLY_CACHE_BYTES: usize = 32 << 20;
+/// How long a receiver is believed to drop copies after its last reply that said so.
+const DEDUPLICATOR_TTL: Duration = Duration::from_secs(3600);
+/// Receivers remembered as dropping copies, at most.
+const DEDUPLICATORS: usize = 65_536;
+/// Bytes of unanswered requests kept for sending again, at most.
+const OUTSTANDING_BYTES: usize = 64 << 20;
 
 /// Default cap on incoming requests handled at once (see
 /// [`ClientBuilder::max_concurrent_requests`]).
@@ -130,23 +134,50 @@ impl ClientBuilder {
 
     /// How many incoming requests are handled at once (default
     /// [`DEFAULT_MAX_CONCURRENT_REQUESTS`]). As many more wait in a queue; beyond that a
-    /// request is answered at once with a "busy" error (code 500), so a flood costs
-    /// bounded memory and its senders learn why. Replies are never held back by this
-    /// cap: a handler that itself calls another twin always gets its answer. Zero is
-    /// taken as one.
+    /// request is answered at once with a "busy" error (code 500; at most 16 such
+    /// answers are in progress at once, further requests are dropped unanswered), so a
+    /// flood costs bounded memory and tasks and its senders learn why. Replies are never
+    /// held back by this cap (they have 64 checkers of their own; when those are busy,
+    /// reading from the relays waits): a handler that itself calls another twin always
+    /// gets its answer. Zero is taken as one.
     pub fn max_concurrent_requests(mut self, n: usize) -> Self {
         self.max_concurrent_requests = n.max(1);
         self
     }
 
-    /// How long to wait for the reply to a request before sending the same envelope
-    /// again (then twice as long, and so on, until it expires). Default
-    /// [`DEFAULT_RESEND_AFTER`]; `None` never re-sends. This is what recovers an envelope
-    /// a relay accepted and then lost (e.g. it stopped before passing it on); the
-    /// receiver drops the copies of a request it has seen and answers them with the
-    /// reply it already sent, so a handler is not run twice.
-    pub fn resend_after(mut self, after: Option<Duration>) -> Self {
-        self.resend_after = after;
+    /// Which receivers get the same request again when its reply is late (default
+    /// [`Resend::KnownReceivers`]). This is what recovers a request a relay accepted and
+    /// then lost (e.g. it stopped before passing it on); a receiver that drops copies
+    /// answers a copy of a request it has seen with the reply it already sent, but one
+    /// that does not (the original rmb-peer, the Go router, the TypeScript client) runs
+    /// it again. See docs/compatibility.md, "Not running a request twice".
+    pub fn resend(mut self, policy: Resend) -> Self {
+        self.resend = policy;
+        self
+    }
+
+    /// How long to wait for a reply before the first copy (then twice as long, and so
+    /// on, until the request expires). Default [`DEFAULT_RESEND_AFTER`].
+    pub fn resend_interval(mut self, interval: Duration) -> Self {
+        self.resend_interval = interval;
+        self
+    }
+
+    /// Where this receiver remembers the envelopes it has seen and the replies it sent
+    /// (default: an [`InMemory`] with [`MemoryLimits::default`](crate::MemoryLimits)).
+    /// A memory that survives restarts (rmb-peer keeps it in Redis) means a restarted
+    /// receiver neither runs a copy again nor leaves it unanswered.
+    pub fn memory(mut self, memory: Arc<dyn Memory>) -> Self {
+        self.memory = Some(memory);
+        self
+    }
+
+    /// What an envelope may hold (default [`Rules::default`], set from what the
+    /// existing clients send): incoming envelopes outside them are refused (a request
+    /// with an error reply saying which field and limit), outgoing ones are not sent
+    /// ([`SendError::Invalid`]).
+    pub fn rules(mut self, rules: Rules) -> Self {
+        self.rules = rules;
         self
     }
 
@@ -186,8 +217,10 @@ impl ClientBuilder {
             twin: twin.twin_id,
             connection: self.session.clone(),
         };
+        let memory = self.memory.unwrap_or_else(|| Arc::new(InMemory::default()));
         let cancel = CancellationToken::new();
         let (incoming_tx, incoming_rx) = mpsc::channel(1024);
+        let (requests_tx, requests_rx) = mpsc::channel(self.max_concurrent_requests);
         let pool = Pool::start(
             &self.relays,
             twin.twin_id,
@@ -205,24 +238,23 @@ impl ClientBuilder {
             pending: DashMap::new(),
             handlers: Registry::default(),
             unhandled: self.unhandled,
-            dedup: Mutex::new(Dedup::new(DEDUP_CAPACITY)),
+            rules: self.rules,
+            hash_key: memory.hash_key(),
+            memory,
             cancel: cancel.clone(),
             request_slots: Arc::new(Semaphore::new(self.max_concurrent_requests)),
-            requests_waiting: AtomicUsize::new(0),
-            outstanding: self
-                .resend_after
-                .map(|after| Mutex::new(Outstanding::new(after))),
-            replies: Mutex::new(ReplyCache::new(REPLY_CACHE_ENTRIES, REPLY_CACHE_BYTES)),
+            requests: requests_tx,
+            resend: self.resend,
+            outstanding: (self.resend != Resend::Off)
+                .then(|| Mutex::new(Outstanding::new(self.resend_interval, OUTSTANDING_BYTES))),
+            deduplicators: Mutex::new(Deduplicators::new(DEDUPLICATOR_TTL, DEDUPLICATORS)),
             started: Instant::now(),
         });
-        if let Some(after) = self.resend_after {
-            tokio::spawn(resend_loop(inner.clone(), after));
+        if inner.outstanding.is_some() {
+            tokio::spawn(resend_loop(inner.clone(), self.resend_interval));
         }
-        tokio::spawn(dispatch(
-            inner.clone(),
-            incoming_rx,
-            self.max_concurrent_requests,
-        ));
+        tokio::spawn(dispatch(inner.clone(), incoming_rx));
+        tokio::spawn(run_requests(inner.clone(), requests_rx));
         Ok(Client {
             inner,
             _guard: Arc::new(Guard(cancel)),
@@ -266,18 +298,55 @@ struct Inner {
     pending: DashMap<String, Pending>,
     handlers: Registry,
     unhandled: Option<mpsc::Sender<Event>>,
-    dedup: Mutex<Dedup>,
+    /// What an envelope may hold, checked on everything received and sent.
+    rules: Rules,
+    /// What this receiver has seen and answered.
+    memory: Arc<dyn Memory>,
+    /// The key envelope and reply keys are hashed with (the memory's).
+    hash_key: HashKey,
     cancel: CancellationToken,
     /// One permit per incoming request being handled.
     request_slots: Arc<Semaphore>,
-    /// Requests queued for a slot (see [`Client::requests_waiting`]).
-    requests_waiting: AtomicUsize,
+    /// Requests waiting for a slot (see [`Client::requests_waiting`]).
+    requests: mpsc::Sender<Bytes>,
+    /// Who gets copies of late requests.
+    resend: Resend,
     /// Requests sent and not yet answered; `None` when re-sending is off.
     outstanding: Option<Mutex<Outstanding>>,
-    /// Replies sent, for answering copies of requests already handled.
-    replies: Mutex<ReplyCache>,
+    /// Receivers known to drop copies.
+    deduplicators: Mutex<Deduplicators>,
     /// The origin of the monotonic milliseconds `outstanding` is scheduled in.
     started: Instant,
+}
+
+/// An envelope handed to the relays by [`Client::send`].
+#[derive(Debug)]
+pub struct Sent {
+    uid: String,
+    deadline: u64,
+    confirmed: oneshot::Receiver<Result<(), Unconfirmed>>,
+}
+
+impl Sent {
+    /// The envelope's uid.
+    pub fn uid(&self) -> &str {
+        &self.uid
+    }
+
+    /// Resolves once a relay confirmed the envelope (the pong to the ping written after
+    /// it: the relay has accepted it and routes or queues it), or says why no relay did:
+    /// it expired first, the link it was written on broke where a copy could run twice
+    /// (so it was not sent again), or the client shut down. Waits at most until a
+    /// second after the envelope's deadline.
+    pub async fn confirmed(self) -> Result<(), Unconfirmed> {
+        let left = self.deadline.saturating_sub(rmb_core::time::now());
+        let grace = Duration::from_secs(left.saturating_add(1));
+        match tokio::time::timeout(grace, self.confirmed).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Unconfirmed::Closed),
+            Err(_) => Err(Unconfirmed::Expired),
+        }
+    }
 }
 
 /// A call waiting for its reply.
@@ -327,7 +396,10 @@ impl Client {
             pool: PoolConfig::default(),
             unhandled: None,
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
-            resend_after: Some(DEFAULT_RESEND_AFTER),
+            resend: Resend::default(),
+            resend_interval: DEFAULT_RESEND_AFTER,
+            memory: None,
+            rules: Rules::default(),
         }
     }
 
@@ -335,7 +407,8 @@ impl Client {
     /// [`ClientBuilder::max_concurrent_requests`]): a measure of how far behind the
     /// handlers are.
     pub fn requests_waiting(&self) -> usize {
-        self.inner.requests_waiting.load(Ordering::Relaxed)
+        let queue = &self.inner.requests;
+        queue.max_capacity() - queue.capacity()
     }
 
     /// This client's twin id.
@@ -421,7 +494,16 @@ impl Client {
             twin,
         };
         let work = async {
-            self.send(request).await?;
+            let sent = self.send(request).await?;
+            let mut rx = rx;
+            tokio::select! {
+                reply = &mut rx => return reply.map_err(|_| CallError::NotConnected)?,
+                confirmed = sent.confirmed() => match confirmed {
+                    Ok(()) => {}
+                    Err(Unconfirmed::Closed) => return Err(CallError::NotConnected),
+                    Err(e) => return Err(CallError::Unconfirmed(e)),
+                },
+            }
             rx.await.map_err(|_| CallError::NotConnected)?
         };
         tokio::time::timeout(timeout, work)
@@ -430,8 +512,10 @@ impl Client {
     }
 
     /// Encrypts (when the destination has an e2e key), stamps, signs and queues an
-    /// envelope for the relays. Returns once it is queued.
-    pub async fn send(&self, out: Outgoing) -> Result<(), SendError> {
+    /// envelope for the relays. Returns once it is queued, with a handle that tells when
+    /// a relay confirmed it ([`Sent::confirmed`]). Replies are tagged `dedup` (we drop
+    /// copies of requests we have seen).
+    pub async fn send(&self, out: Outgoing) -> Result<Sent, SendError> {
         self.inner.send(out).await
     }
 
@@ -442,7 +526,10 @@ impl Client {
 }
 
 impl Inner {
-    async fn send(&self, out: Outgoing) -> Result<(), SendError> {
+    async fn send(&self, mut out: Outgoing) -> Result<Sent, SendError> {
+        if matches!(out.message, Message::Response(_) | Message::Error(_)) {
+            out.tags = tags::with(out.tags.take(), tags::DEDUP);
+        }
         let twin = self.lookup(out.destination.twin).await?;
         let shared = self
             .identity
@@ -451,44 +538,63 @@ impl Inner {
                 twin: twin.twin_id,
                 message: e.to_string(),
             })?;
-        let env = outgoing::seal(
-            out,
-            self.identity.signer(),
-            shared.as_ref(),
-            rmb_core::time::now(),
-        );
+        let now = rmb_core::time::now();
+        let env = outgoing::seal(out, self.identity.signer(), shared.as_ref(), now);
+        // Refused here with the reason rather than by the relay or the receiver.
+        self.rules
+            .check_envelope(&env, now)
+            .map_err(SendError::Invalid)?;
         self.send_envelope(&env).await
     }
 
-    async fn send_envelope(&self, env: &Envelope) -> Result<(), SendError> {
-        let frame = Outbound {
-            frame: env.encode_to_vec().into(),
-            deadline: env.timestamp.saturating_add(env.expiration),
-        };
-        let destination = env.destination.as_ref();
-        match (&env.message, destination) {
+    async fn send_envelope(&self, env: &Envelope) -> Result<Sent, SendError> {
+        let frame: Bytes = env.encode_to_vec().into();
+        let deadline = env.timestamp.saturating_add(env.expiration);
+        let copy_safe = match (&env.message, env.destination.as_ref()) {
             (Some(Message::Request(_)), Some(to)) => {
                 if let Some(outstanding) = &self.outstanding {
-                    outstanding.lock().track(
+                    let kept = outstanding.lock().track(
                         env.uid.clone(),
-                        to.twin,
-                        frame.frame.clone(),
-                        frame.deadline,
+                        to.clone(),
+                        frame.clone(),
+                        deadline,
                         self.now_ms(),
                     );
+                    if !kept {
+                        tracing::warn!(
+                            uid = env.uid,
+                            "too many unanswered requests kept: this one will not be sent again"
+                        );
+                    }
                 }
+                self.resend == Resend::Always || self.deduplicators.lock().knows(to, self.now_ms())
             }
             (Some(Message::Response(_) | Message::Error(_)), Some(to)) => {
-                self.replies.lock().insert(
-                    ReplyCache::key(to, &env.uid),
-                    frame.frame.clone(),
-                    frame.deadline,
-                    rmb_core::time::now(),
-                );
+                // Kept before it goes, so a copy of the request arriving next finds it.
+                let key = ReplyKey::of(to, &self.address, &env.uid, &self.hash_key);
+                let now = rmb_core::time::now();
+                if let Err(e) = self
+                    .memory
+                    .keep_reply(key, frame.clone(), deadline, now)
+                    .await
+                {
+                    tracing::warn!(
+                        uid = env.uid,
+                        "a copy of this request will get no reply: {e}"
+                    );
+                }
+                true
             }
-            _ => {}
-        }
-        self.pool.send(frame).await.map_err(|_| SendError::Closed)
+            _ => true,
+        };
+        let (confirm, confirmed) = oneshot::channel();
+        let out = Outbound::new(frame, deadline, copy_safe).confirmed_to(confirm);
+        self.pool.send(out).await.map_err(|_| SendError::Closed)?;
+        Ok(Sent {
+            uid: env.uid.clone(),
+            deadline,
+            confirmed,
+        })
     }
 
     fn now_ms(&self) -> u64 {
@@ -497,24 +603,37 @@ impl Inner {
 
     /// The reply already sent for request `uid` from `requester`, sent once more: the
     /// requester is re-sending because it did not get it.
-    async fn resend_reply(&self, requester: &Address, uid: &str) {
-        let cached = self
-            .replies
-            .lock()
-            .get(&ReplyCache::key(requester, uid), rmb_core::time::now());
-        if let Some((frame, deadline)) = cached {
-            tracing::debug!(uid, %requester, "answering a copy of a request with the reply already sent");
-            let _ = self.pool.send(Outbound { frame, deadline }).await;
-        }
+    async fn resend_reply(&self, request: &Envelope) {
+        let uid = &request.uid;
+        let key = ReplyKey::for_request(request, &self.hash_key);
+        let frame = match self.memory.reply(key, rmb_core::time::now()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return,
+            Err(e) => return tracing::warn!(uid, "cannot answer a copy of a request: {e}"),
+        };
+        let Ok(header) = EnvelopeHeader::decode(frame.clone()) else {
+            return tracing::warn!(uid, "the reply kept for a request does not decode");
+        };
+        let deadline = header.timestamp.saturating_add(header.expiration);
+        tracing::debug!(
+            uid,
+            "answering a copy of a request with the reply already sent"
+        );
+        let _ = self.pool.send(Outbound::new(frame, deadline, true)).await;
     }
 
-    /// A reply (or relay error) for request `uid` arrived: stop re-sending it.
-    fn settled(&self, uid: &str, twin: Option<u32>) {
-        if let Some(outstanding) = &self.outstanding {
-            let mut outstanding = outstanding.lock();
-            match twin {
-                Some(twin) => outstanding.answered(uid, twin),
-                None => outstanding.refused(uid),
+    /// A reply (or relay error) for request `uid` arrived: stop re-sending it. True if
+    /// it answers a request kept for re-sending.
+    fn settled(&self, uid: &str, twin: Option<u32>) -> bool {
+        let Some(outstanding) = &self.outstanding else {
+            return false;
+        };
+        let mut outstanding = outstanding.lock();
+        match twin {
+            Some(twin) => outstanding.answered(uid, twin),
+            None => {
+                outstanding.refused(uid);
+                true
             }
         }
     }
@@ -552,15 +671,24 @@ impl Inner {
     }
 }
 
-/// Reads incoming frames and handles each in its own task (verification may need a
-/// registrar lookup; handlers may take long). Replies, pongs and relay errors are handled
-/// at once. Requests go through a bounded queue to [`run_requests`], which runs at most
-/// `max_concurrent_requests` of them at a time; when that queue is full too, the request
-/// is answered with a "busy" error. This loop itself never waits for a handler: a
-/// handler that calls another twin must get its reply through here.
-async fn dispatch(inner: Arc<Inner>, mut frames: mpsc::Receiver<Bytes>, max_requests: usize) {
-    let (requests_tx, requests_rx) = mpsc::channel(max_requests);
-    tokio::spawn(run_requests(inner.clone(), requests_rx));
+/// Replies (and relay errors) checked at once, at most: each may wait for a registrar
+/// lookup. When all are busy, reading waits, so a flood is read at the pace it can be
+/// checked and the relay holds the rest (its queues are bounded and it drops from them).
+const REPLY_WORKERS: usize = 64;
+/// "Busy" refusals being sent at once, at most; beyond it a request that finds the
+/// queue full is dropped without an answer (its sender times out).
+const BUSY_REFUSALS: usize = 16;
+
+/// Reads incoming frames and hands each to a bounded set of tasks. Replies and relay
+/// errors are checked by at most [`REPLY_WORKERS`] tasks at once. Requests go through a
+/// bounded queue to [`run_requests`], which runs at most `max_concurrent_requests` of
+/// them at a time; when that queue is full too, the request is answered with a "busy"
+/// error (at most [`BUSY_REFUSALS`] at once, beyond that it is dropped). This loop
+/// itself never waits for a handler: a handler that calls another twin must get its
+/// reply through here.
+async fn dispatch(inner: Arc<Inner>, mut frames: mpsc::Receiver<Bytes>) {
+    let replies = Arc::new(Semaphore::new(REPLY_WORKERS));
+    let refusals = Arc::new(Semaphore::new(BUSY_REFUSALS));
     loop {
         let frame = tokio::select! {
             f = frames.recv() => f,
@@ -571,42 +699,52 @@ async fn dispatch(inner: Arc<Inner>, mut frames: mpsc::Receiver<Bytes>, max_requ
             inner.pending.clear();
             return;
         };
-        let frame = if is_request(&frame) {
-            match requests_tx.try_send(frame) {
-                Ok(()) => {
-                    inner.requests_waiting.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
+        if is_request(&frame) {
+            match inner.requests.try_send(frame) {
+                Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(frame)) => {
+                    let Ok(permit) = refusals.clone().try_acquire_owned() else {
+                        tracing::warn!("too many requests and refusals in progress: dropping one");
+                        continue;
+                    };
                     let inner = inner.clone();
-                    tokio::spawn(async move { refuse_busy(&inner, frame).await });
-                    continue;
+                    tokio::spawn(async move {
+                        refuse_busy(&inner, frame).await;
+                        drop(permit);
+                    });
                 }
-                Err(mpsc::error::TrySendError::Closed(frame)) => frame,
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
             }
-        } else {
-            frame
+            continue;
+        }
+        let permit = tokio::select! {
+            permit = replies.clone().acquire_owned() => permit.expect("never closed"),
+            _ = inner.cancel.cancelled() => continue,
         };
         let inner = inner.clone();
-        tokio::spawn(async move { handle_frame(&inner, frame).await });
+        tokio::spawn(async move {
+            handle_frame(&inner, frame).await;
+            drop(permit);
+        });
     }
 }
 
 /// Runs queued requests, each in its own task, no more than the slots allow at once.
+/// A slot is taken before a request is, so what waits for one stays in the queue
+/// (where [`Client::requests_waiting`] counts it).
 async fn run_requests(inner: Arc<Inner>, mut requests: mpsc::Receiver<Bytes>) {
     loop {
-        let frame = tokio::select! {
-            f = requests.recv() => f,
-            _ = inner.cancel.cancelled() => None,
-        };
-        let Some(frame) = frame else { return };
         let slot = tokio::select! {
             slot = inner.request_slots.clone().acquire_owned() => {
                 slot.expect("the semaphore is never closed")
             }
             _ = inner.cancel.cancelled() => return,
         };
-        inner.requests_waiting.fetch_sub(1, Ordering::Relaxed);
+        let frame = tokio::select! {
+            f = requests.recv() => f,
+            _ = inner.cancel.cancelled() => None,
+        };
+        let Some(frame) = frame else { return };
         let inner = inner.clone();
         tokio::spawn(async move {
             handle_frame(&inner, frame).await;
@@ -647,9 +785,11 @@ async fn resend_loop(inner: Arc<Inner>, after: Duration) {
             _ = tick.tick() => {}
             _ = inner.cancel.cancelled() => return,
         }
-        let due = outstanding
-            .lock()
-            .due(inner.now_ms(), rmb_core::time::now());
+        let now_ms = inner.now_ms();
+        let due = outstanding.lock().due(now_ms, rmb_core::time::now(), |to| {
+            let known = inner.deduplicators.lock().knows(to, now_ms);
+            inner.resend.allows(known)
+        });
         if !due.is_empty() {
             tracing::debug!(
                 count = due.len(),
@@ -657,7 +797,9 @@ async fn resend_loop(inner: Arc<Inner>, after: Duration) {
             );
         }
         for (frame, deadline) in due {
-            if inner.pool.send(Outbound { frame, deadline }).await.is_err() {
+            // Only receivers that drop copies get these, so any link may carry them.
+            let copy = Outbound::new(frame, deadline, true);
+            if inner.pool.send(copy).await.is_err() {
                 return;
             }
         }
@@ -687,6 +829,9 @@ async fn handle_frame(inner: &Arc<Inner>, frame: Bytes) {
     let (source, is_request) = match incoming::classify(&env) {
         Ok(Classified::Pong | Classified::Ping) => return,
         Ok(Classified::RelayError { uid, message }) => {
+            if let Err(violation) = inner.rules.check_envelope(&env, rmb_core::time::now()) {
+                return tracing::warn!(uid, "dropping a relay error: {violation}");
+            }
             inner.settled(&uid, None);
             if let Some((_, call)) = inner.pending.remove(&uid) {
                 let _ = call.reply.send(Err(CallError::Relay(message)));
@@ -730,6 +875,11 @@ async fn handle_frame(inner: &Arc<Inner>, frame: Bytes) {
 /// Checks a signed envelope; `Ok(None)` for a duplicate.
 async fn verify(inner: &Inner, env: Envelope, source: u32) -> Result<Option<Incoming>, Rejection> {
     let now = rmb_core::time::now();
+    // Shapes, lengths and times first: they need no registrar lookup.
+    inner
+        .rules
+        .check_envelope(&env, now)
+        .map_err(incoming::refused)?;
     let lookup = |fresh: bool| async move {
         if fresh {
             inner.registrar.invalidate(source);
@@ -755,15 +905,30 @@ async fn verify(inner: &Inner, env: Envelope, source: u32) -> Result<Option<Inco
         twin = lookup(true).await?;
         incoming::verify(&env, &twin.public_key, now)?;
     }
-    let fresh = inner.dedup.lock().first_time(
-        incoming::dedup_key(&env),
-        incoming::dedup_deadline(&env, now),
-        now,
-    );
+    // Several shifts move bytes into the destination's session id or twin, and a
+    // relay may deliver the result anywhere: only what is addressed to us exactly.
+    rules::check_destination(&env, &inner.address).map_err(incoming::refused)?;
+    let keys = EnvelopeKeys::of(&env, &inner.hash_key);
+    let until = memory::remember_until(&env, now);
+    let is_request = matches!(env.message, Some(Message::Request(_)));
+    let fresh = match inner.memory.first_time(keys, until, now).await {
+        Ok(fresh) => fresh,
+        // Better an error than a second run; a reply is delivered all the same.
+        Err(e) if is_request => {
+            return Err(Rejection::new(
+                ErrorCode::Other,
+                format!("cannot tell whether this request was already handled: {e}"),
+            ))
+        }
+        Err(e) => {
+            tracing::warn!(uid = env.uid, source, "{e}");
+            true
+        }
+    };
     if !fresh {
         tracing::debug!(uid = env.uid, source, "dropping a duplicate envelope");
-        if let (Some(Message::Request(_)), Some(requester)) = (&env.message, &env.source) {
-            inner.resend_reply(requester, &env.uid).await;
+        if is_request {
+            inner.resend_reply(&env).await;
         }
         return Ok(None);
     }
@@ -796,8 +961,17 @@ async fn deliver(inner: &Arc<Inner>, msg: Incoming) {
         }
         Kind::Response | Kind::Error { .. } => {
             let source = msg.source.twin;
-            inner.settled(&msg.uid, Some(source));
-            if let Some((_, call)) = inner.pending.remove_if(&msg.uid, |_, p| p.twin == source) {
+            let kept = inner.settled(&msg.uid, Some(source));
+            let call = inner.pending.remove_if(&msg.uid, |_, p| p.twin == source);
+            // Learned only from answers to our own requests, so strangers cannot fill
+            // the table.
+            if (kept || call.is_some()) && tags::has(msg.tags.as_deref(), tags::DEDUP) {
+                inner
+                    .deduplicators
+                    .lock()
+                    .learned(&msg.source, inner.now_ms());
+            }
+            if let Some((_, call)) = call {
                 let result = match msg.kind {
                     Kind::Error { code, message } => Err(CallError::Remote { code, message }),
                     _ => Ok(msg.payload),

@@ -14,7 +14,7 @@ pub enum BuildError {
     #[error("no registrar given")]
     NoRegistrar,
     #[error("registrar: {0}")]
-    Registrar(#[from] rmb_registrar::ClientError),
+    Registrar(#[from] rmb_registrar_client::ClientError),
     #[error("this key is not registered and no_update is set, so the account cannot be created")]
     NotRegistered,
     #[error("session id must not be empty")]
@@ -48,11 +48,58 @@ pub enum CallError {
     /// The client is shut down.
     #[error("the client is shut down")]
     NotConnected,
+    /// The request breaks the envelope rules, so it was not sent.
+    #[error("invalid request: {0}")]
+    Invalid(#[source] rmb_core::rules::Violation),
+    /// The request may or may not have reached a relay, and it was not sent again so
+    /// that it cannot run twice: the caller decides whether trying again is safe.
+    #[error("the request's fate is unknown: {0}")]
+    Unconfirmed(#[source] Unconfirmed),
+}
+
+/// Why a relay never confirmed an envelope (see [`Sent::confirmed`](crate::Sent::confirmed)).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Unconfirmed {
+    /// Its deadline passed before a relay confirmed it. Usually it never left this
+    /// process (no relay was up); it may also have reached a relay whose confirmation
+    /// never came.
+    #[error("it expired before a relay confirmed it")]
+    Expired,
+    /// It was written to `relay`, whose link broke before the relay confirmed it, so the
+    /// relay may have passed it on; sending it again could run it twice, so it was not.
+    #[error("relay {relay} may have received it before its link broke, and {why}; it was not sent again, so that it cannot run twice")]
+    MaybeDelivered {
+        /// The relay URL the link went to.
+        relay: String,
+        /// Why it was not sent again.
+        why: NotResent,
+    },
+    /// The client shut down before a relay confirmed it (it may have reached one).
+    #[error("the client shut down before a relay confirmed it")]
+    Closed,
+}
+
+/// Why an envelope a relay may have received was not sent to it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NotResent {
+    /// The relay's new connection did not advertise `rmb-dedup: 1`: a copy might be
+    /// delivered a second time.
+    #[error("the relay does not say that it drops copies")]
+    RelayKeepsCopies,
+    /// The envelope expired before a new connection to the relay was up.
+    #[error("it expired before the relay was reachable again")]
+    Expired,
 }
 
 /// Why sending an envelope failed before it left this process.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
+    /// The envelope breaks the envelope rules (an over-long command, a bad session id,
+    /// ...): a relay or receiver would refuse it.
+    #[error("invalid envelope: {0}")]
+    Invalid(#[source] rmb_core::rules::Violation),
     #[error("twin {0} is not registered")]
     UnknownTwin(u32),
     #[error("registrar: {0}")]
@@ -67,6 +114,7 @@ impl SendError {
     /// The §4 error code an rmb-peer reports for this failure.
     pub fn code(&self) -> ErrorCode {
         match self {
+            SendError::Invalid(_) => ErrorCode::InvalidMessage,
             SendError::UnknownTwin(_) => ErrorCode::UnknownTwin,
             SendError::Encryption { .. } => ErrorCode::E2e,
             SendError::Registrar(_) | SendError::Closed => ErrorCode::Other,
@@ -77,6 +125,7 @@ impl SendError {
 impl From<SendError> for CallError {
     fn from(e: SendError) -> Self {
         match e {
+            SendError::Invalid(v) => CallError::Invalid(v),
             SendError::UnknownTwin(t) => CallError::UnknownTwin(t),
             SendError::Registrar(m) => CallError::Registrar(m),
             SendError::Encryption { twin, message } => CallError::Encryption { twin, message },

@@ -5,7 +5,7 @@
 use dashmap::DashMap;
 use rmb_core::e2e::{E2eError, PUBLIC_KEY_LEN};
 use rmb_core::{E2eKey, IdentityError, KeyType, SharedKey, Signer};
-use rmb_registrar::Twin;
+use rmb_registrar_client::Twin;
 
 /// Shared keys kept at most; the cache is cleared when it grows past this.
 const SHARED_KEY_CACHE: usize = 10_000;

@@ -1,11 +1,9 @@
-//! Checking incoming envelopes: classification, expiry, signature, decryption, and
-//! de-duplication by uid. Pure functions; the client does the registrar lookups.
-
-use std::collections::{HashSet, VecDeque};
+//! Checking incoming envelopes: classification, expiry, signature and decryption. Pure
+//! functions; the client does the registrar lookups (and de-duplication: `memory`).
 
 use rmb_core::peer_api::ErrorCode;
 use rmb_core::proto::{Message, Payload};
-use rmb_core::time::MAX_TTL;
+use rmb_core::rules::Violation;
 use rmb_core::{envelope, Address, Envelope, SharedKey};
 
 /// What an incoming envelope carries once checked.
@@ -50,6 +48,23 @@ impl Rejection {
             message: message.into(),
         }
     }
+}
+
+/// The refusal of an envelope that breaks the rules, with the §4 code that fits: 102
+/// for its times or an envelope not addressed to us, 104 for a malformed signature, 100
+/// for the rest (shapes and lengths).
+pub fn refused(violation: Violation) -> Rejection {
+    let code = match violation {
+        Violation::FromTheFuture { .. }
+        | Violation::LifetimeTooLong { .. }
+        | Violation::Expired { .. }
+        | Violation::NotForUs { .. } => ErrorCode::Expired,
+        Violation::Unsigned
+        | Violation::BadSignatureLength { .. }
+        | Violation::BadSignatureType { .. } => ErrorCode::BadSignature,
+        _ => ErrorCode::InvalidMessage,
+    };
+    Rejection::new(code, violation.to_string())
 }
 
 /// The first look at a decoded envelope, before any key is needed.
@@ -154,81 +169,6 @@ pub fn open(env: Envelope, shared: Option<&SharedKey>) -> Result<Incoming, Rejec
     })
 }
 
-/// The de-duplication key of an envelope: the same uid may legitimately arrive from
-/// several twins (replies to one multi-destination request) and as request and reply.
-pub fn dedup_key(env: &Envelope) -> String {
-    let kind = match env.message {
-        Some(Message::Request(_)) => 'q',
-        _ => 'r',
-    };
-    let source = env.source.clone().unwrap_or_default();
-    format!("{kind}|{source}|{}", env.uid)
-}
-
-/// The last moment (unix s) a copy of `env` could still be accepted: its deadline,
-/// capped to [`MAX_TTL`] from now.
-pub fn dedup_deadline(env: &Envelope, now: u64) -> u64 {
-    env.timestamp
-        .saturating_add(env.expiration)
-        .min(now.saturating_add(MAX_TTL))
-}
-
-/// Keys seen recently, each kept until its deadline, at most `capacity` of them (the
-/// oldest go first when full). A copy arriving after its deadline is refused as expired
-/// anyway, so the window covers every copy that would otherwise be accepted.
-#[derive(Debug)]
-pub struct Dedup {
-    seen: HashSet<String>,
-    order: VecDeque<(u64, String)>,
-    capacity: usize,
-}
-
-impl Dedup {
-    pub fn new(capacity: usize) -> Self {
-        Dedup {
-            seen: HashSet::new(),
-            order: VecDeque::new(),
-            capacity: capacity.max(1),
-        }
-    }
-
-    /// True the first time `key` is offered (until it expires or is evicted).
-    pub fn first_time(&mut self, key: String, deadline: u64, now: u64) -> bool {
-        self.expire(now);
-        if self.seen.contains(&key) {
-            return false;
-        }
-        while self.order.len() >= self.capacity {
-            if let Some((_, old)) = self.order.pop_front() {
-                self.seen.remove(&old);
-            }
-        }
-        self.seen.insert(key.clone());
-        self.order.push_back((deadline, key));
-        true
-    }
-
-    /// Drops leading entries whose deadline has passed.
-    fn expire(&mut self, now: u64) {
-        while let Some((deadline, _)) = self.order.front() {
-            if *deadline >= now {
-                break;
-            }
-            if let Some((_, key)) = self.order.pop_front() {
-                self.seen.remove(&key);
-            }
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.order.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,6 +231,34 @@ mod tests {
     }
 
     #[test]
+    fn rule_violations_are_answered_with_the_code_that_fits() {
+        let code = |v| refused(v).code;
+        let expired = Violation::Expired {
+            timestamp: 1,
+            expiration: 1,
+            now: 5,
+        };
+        assert_eq!(code(expired), ErrorCode::Expired);
+        let future = Violation::FromTheFuture {
+            timestamp: 9,
+            now: 1,
+            ahead: 8,
+            max_skew: 5,
+        };
+        assert_eq!(code(future), ErrorCode::Expired);
+        let elsewhere = Violation::NotForUs {
+            found: "7:x".into(),
+            expected: "7".into(),
+        };
+        assert_eq!(code(elsewhere), ErrorCode::Expired);
+        assert_eq!(code(Violation::Unsigned), ErrorCode::BadSignature);
+        assert_eq!(code(Violation::NoSource), ErrorCode::InvalidMessage);
+        let rejection = refused(Violation::TooManyRelays { count: 20, max: 16 });
+        assert_eq!(rejection.code, ErrorCode::InvalidMessage);
+        assert!(rejection.message.contains("20"), "{}", rejection.message);
+    }
+
+    #[test]
     fn verification_checks_expiry_then_signature() {
         let env = request(1000);
         verify(&env, &signer(1).public_key(), 1010).unwrap();
@@ -349,33 +317,5 @@ mod tests {
             ErrorCode::E2e
         );
         assert_eq!(open(env, None).unwrap_err().code, ErrorCode::E2e);
-    }
-
-    #[test]
-    fn dedup_accepts_once_per_source_and_kind() {
-        let mut dedup = Dedup::new(10);
-        let env = request(1000);
-        let key = dedup_key(&env);
-        let deadline = dedup_deadline(&env, 1000);
-        assert_eq!(deadline, 1060);
-        assert!(dedup.first_time(key.clone(), deadline, 1000));
-        assert!(!dedup.first_time(key.clone(), deadline, 1001));
-        // The same uid from another twin (a reply of a multi-destination request) is new.
-        let mut other = env.clone();
-        other.source = Some(Address::twin(3));
-        assert!(dedup.first_time(dedup_key(&other), deadline, 1001));
-        // After the deadline the entry is gone (a copy would be refused as expired).
-        assert!(dedup.first_time(key, deadline, 1061));
-    }
-
-    #[test]
-    fn dedup_is_bounded() {
-        let mut dedup = Dedup::new(3);
-        for i in 0..10 {
-            assert!(dedup.first_time(format!("k{i}"), 5000, 1000));
-        }
-        assert_eq!(dedup.len(), 3);
-        assert!(!dedup.first_time("k9".into(), 5000, 1000));
-        assert!(dedup.first_time("k0".into(), 5000, 1000));
     }
 }

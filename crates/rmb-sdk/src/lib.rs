@@ -15,8 +15,9 @@
 //!   flight at once), handlers ([`Client::handle`]) with unknown commands and panics
 //!   turned into error replies, and incoming failures answered with the §4 error codes;
 //! - [`resend`]: end-to-end retransmission: requests are sent again until answered,
-//!   and replies are kept to answer a copy of a request already handled, so an envelope
-//!   a relay lost in a crash still gets through and a handler still runs once;
+//!   by default only to receivers that said (in a reply's tags) that they drop copies,
+//!   so that none that does not de-duplicate runs a request twice ([`Resend`]); replies
+//!   are kept to answer a copy of a request already handled;
 //! - [`error`]: one error type per operation ([`CallError`], [`BuildError`], ...).
 //!
 //! ```no_run
@@ -52,17 +53,23 @@ pub mod client;
 pub mod error;
 pub mod identity;
 pub mod incoming;
+pub mod memory;
 pub mod outgoing;
 pub mod pool;
 pub mod resend;
 pub mod serve;
+mod tags;
 
 pub use client::{
-    relay_host, Client, ClientBuilder, Event, DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_RESEND_AFTER,
+    relay_host, Client, ClientBuilder, Event, Sent, DEFAULT_MAX_CONCURRENT_REQUESTS,
+    DEFAULT_RESEND_AFTER,
 };
-pub use error::{BuildError, CallError, HandlerError, SendError};
+pub use error::{BuildError, CallError, HandlerError, NotResent, SendError, Unconfirmed};
 pub use incoming::{Incoming, Kind};
+pub use memory::{InMemory, Memory, MemoryError, MemoryLimits};
 pub use outgoing::{Outgoing, DEFAULT_SCHEMA};
-pub use pool::PoolConfig;
+pub use pool::{PoolConfig, DEDUP_HEADER};
+pub use resend::Resend;
 pub use rmb_core::{Address, KeyType};
 pub use serve::{HandlerResult, Request};
+pub use tags::DEDUP as DEDUP_TAG;

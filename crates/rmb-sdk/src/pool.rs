@@ -5,12 +5,19 @@
 //! jitter. All connected tasks take envelopes from one shared queue, so an envelope
 //! goes out over whichever relay is up: when one link dies the others simply keep
 //! taking from the queue (fail-over costs nothing), and when none is up envelopes wait
-//! in the queue until one is (or until their deadline passes). Delivery to the relay is
-//! confirmed: after writing, a link sends an envelope ping, and the relay's pong (it
-//! reads a connection's frames in order) confirms everything written before it. When a
-//! link breaks, what it wrote but the relay did not confirm goes back in the queue for
-//! another link; if it had in fact arrived, the receiver's de-duplication drops the
-//! second copy.
+//! in the queue until one is (or until their deadline passes).
+//!
+//! Delivery to the relay is confirmed: after writing, a link sends an envelope ping, and
+//! the relay's pong (it reads a connection's frames in order) confirms everything
+//! written before it. When a link breaks, what it wrote but the relay did not confirm
+//! may or may not have been passed on, so a copy must not reach a receiver that would
+//! run it again (docs/compatibility.md, "Not running a request twice"):
+//! - a frame whose copy is harmless ([`Outbound::copy_safe`]: a reply, or a request to a
+//!   receiver known to drop copies) goes back in the shared queue, for any link;
+//! - any other frame waits for a new connection to the *same* relay URL, and is written
+//!   there first if that connection's upgrade response says `rmb-dedup: 1` (the relay
+//!   drops copies of what it already accepted); otherwise it is not sent again and its
+//!   sender learns why ([`Unconfirmed::MaybeDelivered`]).
 //!
 //! Dead links are found by pinging: every `ping_interval` a connection sends a WebSocket
 //! ping and an envelope ping (which the relay answers with a pong); a link on which
@@ -25,12 +32,17 @@ use rand::Rng;
 use rmb_core::prost::Message as _;
 use rmb_core::proto::{EnvelopeHeader, MessageKind};
 use rmb_core::{jwt, Address, Signer};
-use tokio::sync::{mpsc, watch, Mutex};
+use tokio::sync::{mpsc, oneshot, watch, Mutex};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::{NotResent, Unconfirmed};
 use crate::outgoing;
+
+/// The upgrade response header by which a relay says that it drops copies of envelopes
+/// it already accepted (design D1(a)); its value is `1`.
+pub const DEDUP_HEADER: &str = "rmb-dedup";
 
 /// Timing of the relay connections.
 #[derive(Debug, Clone)]
@@ -65,12 +77,47 @@ impl Default for PoolConfig {
     }
 }
 
-/// One serialized envelope waiting to go out.
-#[derive(Debug, Clone)]
+/// Where the fate of one envelope is reported: `Ok` once a relay confirmed it.
+pub(crate) type Confirm = oneshot::Sender<Result<(), Unconfirmed>>;
+
+/// One serialized envelope waiting to go out. Dropping it unsettled tells its sender
+/// [`Unconfirmed::Closed`] (only shutdown does that).
+#[derive(Debug)]
 pub(crate) struct Outbound {
     pub frame: Bytes,
     /// Unix seconds after which it is not worth sending.
     pub deadline: u64,
+    /// A copy of it cannot run anything twice (a reply, or a request to a receiver that
+    /// drops copies), so after a broken link it may go out again over any link.
+    pub copy_safe: bool,
+    confirm: Option<Confirm>,
+}
+
+impl Outbound {
+    pub fn new(frame: Bytes, deadline: u64, copy_safe: bool) -> Self {
+        Outbound {
+            frame,
+            deadline,
+            copy_safe,
+            confirm: None,
+        }
+    }
+
+    /// Reports this envelope's fate to `confirm`.
+    pub fn confirmed_to(mut self, confirm: Confirm) -> Self {
+        self.confirm = Some(confirm);
+        self
+    }
+
+    fn settle(mut self, result: Result<(), Unconfirmed>) {
+        if let Some(confirm) = self.confirm.take() {
+            let _ = confirm.send(result);
+        }
+    }
+
+    fn expired(&self, now: u64) -> bool {
+        self.deadline <= now
+    }
 }
 
 /// The live relay connections of a client.
@@ -159,8 +206,7 @@ type Ws =
 
 /// Envelopes written on a link but not yet confirmed by the relay. After writing, a
 /// link sends an envelope ping; the relay handles a connection's frames in order, so
-/// its pong confirms everything written before the ping. On a broken link the
-/// unconfirmed envelopes are sent again over another one.
+/// its pong confirms everything written before the ping.
 #[derive(Default)]
 struct Acks {
     /// Written since the ping in flight was sent.
@@ -170,8 +216,8 @@ struct Acks {
 }
 
 impl Acks {
-    fn written(&mut self, batch: Vec<Outbound>) {
-        self.unacked.extend(batch);
+    fn written(&mut self, out: Outbound) {
+        self.unacked.push(out);
     }
 
     fn ping_sent(&mut self, uid: String) {
@@ -179,13 +225,18 @@ impl Acks {
         self.awaiting = Some((uid, Instant::now(), covered));
     }
 
-    /// A pong arrived; true if it confirmed the ping in flight.
+    /// A pong arrived; true if it confirmed the ping in flight (whose envelopes are
+    /// then settled).
     fn confirm(&mut self, uid: &str) -> bool {
-        if self.awaiting.as_ref().is_some_and(|(u, _, _)| u == uid) {
-            self.awaiting = None;
-            return true;
+        if !self.awaiting.as_ref().is_some_and(|(u, _, _)| u == uid) {
+            return false;
         }
-        false
+        if let Some((_, _, covered)) = self.awaiting.take() {
+            for out in covered {
+                out.settle(Ok(()));
+            }
+        }
+        true
     }
 
     fn waiting_longer_than(&self, limit: Duration) -> bool {
@@ -194,13 +245,64 @@ impl Acks {
             .is_some_and(|(_, sent, _)| sent.elapsed() >= limit)
     }
 
-    /// Everything unconfirmed that has not expired, oldest first.
+    /// Everything unconfirmed, oldest first.
     fn take_all(&mut self) -> Vec<Outbound> {
-        let now = rmb_core::time::now();
         let mut all = self.awaiting.take().map(|(_, _, v)| v).unwrap_or_default();
         all.append(&mut self.unacked);
-        all.retain(|o| o.deadline > now);
         all
+    }
+}
+
+/// Frames a broken link wrote but the relay did not confirm, waiting for a new
+/// connection to the same relay (see the module docs).
+#[derive(Default)]
+struct Parked(Vec<Outbound>);
+
+impl Parked {
+    /// Fails what expired while waiting.
+    fn expire(&mut self, relay: &str, now: u64) {
+        let (expired, live) = std::mem::take(&mut self.0)
+            .into_iter()
+            .partition(|out| out.expired(now));
+        self.0 = live;
+        for out in expired {
+            out.settle(Err(Unconfirmed::MaybeDelivered {
+                relay: relay.to_string(),
+                why: NotResent::Expired,
+            }));
+        }
+    }
+
+    /// The earliest deadline of a parked frame.
+    fn next_deadline(&self) -> Option<u64> {
+        self.0.iter().map(|out| out.deadline).min()
+    }
+
+    /// What to write first on a new connection: everything if it drops copies, else
+    /// nothing (the rest is failed, as the relay may have passed it on already).
+    fn release(&mut self, relay: &str, drops_copies: bool) -> Vec<Outbound> {
+        let parked = std::mem::take(&mut self.0);
+        if drops_copies {
+            return parked;
+        }
+        for out in parked {
+            out.settle(Err(Unconfirmed::MaybeDelivered {
+                relay: relay.to_string(),
+                why: NotResent::RelayKeepsCopies,
+            }));
+        }
+        Vec::new()
+    }
+}
+
+/// Sleeps until unix second `deadline` has passed; forever for `None`.
+async fn sleep_past(deadline: Option<u64>) {
+    match deadline {
+        Some(deadline) => {
+            let left = deadline.saturating_sub(rmb_core::time::now());
+            tokio::time::sleep(Duration::from_secs(left.saturating_add(1))).await
+        }
+        None => std::future::pending().await,
     }
 }
 
@@ -208,6 +310,13 @@ impl Acks {
 fn pong_uid(frame: &Bytes) -> Option<String> {
     let header = EnvelopeHeader::decode(frame.clone()).ok()?;
     matches!(header.kind, Some(MessageKind::Pong(_))).then(|| header.uid_text())
+}
+
+/// Whether an upgrade response says that the relay drops copies.
+fn drops_copies(headers: &tokio_tungstenite::tungstenite::http::HeaderMap) -> bool {
+    headers
+        .get(DEDUP_HEADER)
+        .is_some_and(|v| v.as_bytes().trim_ascii() == b"1")
 }
 
 /// Why a connected link ended.
@@ -219,16 +328,36 @@ enum Ended {
 impl Link {
     async fn run(self) {
         let mut backoff = self.config.reconnect_min;
+        let mut parked = Parked::default();
         loop {
             if self.cancel.is_cancelled() {
                 return;
             }
             let started = Instant::now();
-            match self.connect().await {
-                Ok(ws) => {
-                    tracing::info!(relay = %self.url, "connected");
+            let connecting = self.connect();
+            tokio::pin!(connecting);
+            let connected = loop {
+                tokio::select! {
+                    result = &mut connecting => break result,
+                    _ = sleep_past(parked.next_deadline()) => {
+                        parked.expire(&self.url, rmb_core::time::now());
+                    }
+                }
+            };
+            match connected {
+                Ok((ws, dedup)) => {
+                    tracing::info!(relay = %self.url, drops_copies = dedup, "connected");
+                    parked.expire(&self.url, rmb_core::time::now());
+                    let first = parked.release(&self.url, dedup);
+                    if !first.is_empty() {
+                        tracing::info!(
+                            relay = %self.url,
+                            count = first.len(),
+                            "sending again what the relay did not confirm before the link broke"
+                        );
+                    }
                     self.connected.send_modify(|n| *n += 1);
-                    let ended = self.serve(ws).await;
+                    let ended = self.serve(ws, first, &mut parked).await;
                     self.connected.send_modify(|n| *n -= 1);
                     match ended {
                         Ended::Cancelled => return,
@@ -245,14 +374,22 @@ impl Link {
             }
             let delay = jitter(backoff);
             backoff = (backoff * 2).min(self.config.reconnect_max);
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = self.cancel.cancelled() => return,
+            let pause = tokio::time::sleep(delay);
+            tokio::pin!(pause);
+            loop {
+                tokio::select! {
+                    _ = &mut pause => break,
+                    _ = sleep_past(parked.next_deadline()) => {
+                        parked.expire(&self.url, rmb_core::time::now());
+                    }
+                    _ = self.cancel.cancelled() => return,
+                }
             }
         }
     }
 
-    async fn connect(&self) -> Result<Ws, String> {
+    /// A new connection, and whether the relay says that it drops copies.
+    async fn connect(&self) -> Result<(Ws, bool), String> {
         let token = jwt::create(
             &self.signer,
             self.twin,
@@ -267,7 +404,7 @@ impl Link {
             _ = self.cancel.cancelled() => return Err("client shut down".into()),
         };
         match result {
-            Ok(Ok((ws, _))) => Ok(ws),
+            Ok(Ok((ws, response))) => Ok((ws, drops_copies(response.headers()))),
             Ok(Err(tokio_tungstenite::tungstenite::Error::Http(response))) => Err(format!(
                 "relay refused the connection: HTTP {}{}",
                 response.status(),
@@ -282,33 +419,54 @@ impl Link {
         }
     }
 
-    async fn serve(&self, mut ws: Ws) -> Ended {
+    /// Runs a connected link, first writing `first`; when it breaks, what the relay did
+    /// not confirm is sorted into the shared queue and `parked`.
+    async fn serve(&self, mut ws: Ws, first: Vec<Outbound>, parked: &mut Parked) -> Ended {
         let mut acks = Acks::default();
-        let ended = self.serve_inner(&mut ws, &mut acks).await;
+        let ended = self.serve_inner(&mut ws, first, &mut acks).await;
         if let Ended::Broken(_) = ended {
-            // Whatever the relay did not confirm goes out again over another link
-            // (the receiver drops copies that did arrive).
-            let unconfirmed = acks.take_all();
-            if !unconfirmed.is_empty() {
-                tracing::debug!(
+            let now = rmb_core::time::now();
+            let (anywhere, here): (Vec<_>, Vec<_>) =
+                acks.take_all().into_iter().partition(|out| out.copy_safe);
+            if !here.is_empty() {
+                tracing::info!(
                     relay = %self.url,
-                    count = unconfirmed.len(),
-                    "re-sending unconfirmed envelopes"
+                    count = here.len(),
+                    "envelopes the relay did not confirm wait for it to come back"
                 );
-                let requeue = self.requeue.clone();
-                tokio::spawn(async move {
-                    for out in unconfirmed {
-                        if requeue.send(out).await.is_err() {
-                            break;
-                        }
-                    }
-                });
             }
+            parked.0.extend(here);
+            parked.expire(&self.url, now);
+            self.requeue(anywhere);
         }
         ended
     }
 
-    async fn serve_inner(&self, ws: &mut Ws, acks: &mut Acks) -> Ended {
+    /// Puts frames back in the shared queue, for any link.
+    fn requeue(&self, frames: Vec<Outbound>) {
+        if frames.is_empty() {
+            return;
+        }
+        tracing::debug!(relay = %self.url, count = frames.len(), "re-queueing envelopes");
+        let requeue = self.requeue.clone();
+        tokio::spawn(async move {
+            for out in frames {
+                if requeue.send(out).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+
+    async fn serve_inner(&self, ws: &mut Ws, first: Vec<Outbound>, acks: &mut Acks) -> Ended {
+        if !first.is_empty() {
+            if let Err(e) = self.write(ws, first, acks).await {
+                return Ended::Broken(format!("write failed: {e}"));
+            }
+            if let Err(e) = self.ack_ping(ws, acks).await {
+                return Ended::Broken(format!("ping failed: {e}"));
+            }
+        }
         let mut last_rx = Instant::now();
         let mut ticker = tokio::time::interval(self.config.ping_interval);
         ticker.tick().await;
@@ -350,9 +508,7 @@ impl Link {
                 }
                 batch = take_batch(&self.queue) => {
                     let Some(batch) = batch else { return Ended::Cancelled };
-                    let result = self.write(ws, &batch).await;
-                    acks.written(batch);
-                    if let Err(e) = result {
+                    if let Err(e) = self.write(ws, batch, acks).await {
                         return Ended::Broken(format!("write failed: {e}"));
                     }
                     if let Err(e) = self.ack_ping(ws, acks).await {
@@ -414,18 +570,29 @@ impl Link {
             .await
     }
 
+    /// Writes a batch: what was handed to the socket joins the unconfirmed in `acks`;
+    /// what expired while queued is failed; after a failed write, what was not handed
+    /// to the socket yet goes back in the shared queue.
     async fn write(
         &self,
         ws: &mut Ws,
-        batch: &[Outbound],
+        batch: Vec<Outbound>,
+        acks: &mut Acks,
     ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
         let now = rmb_core::time::now();
-        for out in batch {
-            if out.deadline <= now {
+        let mut batch = batch.into_iter();
+        while let Some(out) = batch.next() {
+            if out.expired(now) {
                 tracing::debug!("dropping an outgoing envelope that expired while queued");
+                out.settle(Err(Unconfirmed::Expired));
                 continue;
             }
-            ws.feed(WsMessage::Binary(out.frame.clone())).await?;
+            let fed = ws.feed(WsMessage::Binary(out.frame.clone())).await;
+            acks.written(out);
+            if let Err(e) = fed {
+                self.requeue(batch.collect());
+                return Err(e);
+            }
         }
         ws.flush().await
     }
@@ -456,40 +623,91 @@ mod tests {
     use super::*;
 
     fn out(n: u8) -> Outbound {
-        Outbound {
-            frame: Bytes::from(vec![n]),
-            deadline: u64::MAX,
-        }
+        Outbound::new(Bytes::from(vec![n]), u64::MAX, false)
+    }
+
+    fn tracked(n: u8, deadline: u64) -> (Outbound, oneshot::Receiver<Result<(), Unconfirmed>>) {
+        let (tx, rx) = oneshot::channel();
+        (
+            Outbound::new(Bytes::from(vec![n]), deadline, false).confirmed_to(tx),
+            rx,
+        )
     }
 
     #[test]
     fn a_pong_confirms_what_was_written_before_its_ping() {
         let mut acks = Acks::default();
-        acks.written(vec![out(1), out(2)]);
+        let (first, mut first_rx) = tracked(1, u64::MAX);
+        acks.written(first);
+        acks.written(out(2));
         acks.ping_sent("p1".into());
-        acks.written(vec![out(3)]);
+        let (third, mut third_rx) = tracked(3, u64::MAX);
+        acks.written(third);
         assert!(!acks.confirm("other"));
+        assert!(first_rx.try_recv().is_err(), "not confirmed yet");
         assert!(acks.confirm("p1"));
+        assert_eq!(first_rx.try_recv(), Ok(Ok(())));
+        assert!(third_rx.try_recv().is_err(), "written after the ping");
         // Only the envelope written after the ping is still unconfirmed.
         let left: Vec<u8> = acks.take_all().iter().map(|o| o.frame[0]).collect();
         assert_eq!(left, vec![3]);
+        assert!(acks.take_all().is_empty());
     }
 
     #[test]
-    fn a_broken_link_gives_back_everything_unconfirmed_but_expired() {
-        let mut acks = Acks::default();
-        acks.written(vec![out(1)]);
-        acks.ping_sent("p1".into());
-        acks.written(vec![
-            out(2),
-            Outbound {
-                frame: Bytes::from(vec![9]),
-                deadline: 1,
-            },
-        ]);
-        let left: Vec<u8> = acks.take_all().iter().map(|o| o.frame[0]).collect();
-        assert_eq!(left, vec![1, 2]);
-        assert!(acks.take_all().is_empty());
+    fn parked_frames_go_again_only_to_a_relay_that_drops_copies() {
+        let mut parked = Parked::default();
+        let (a, _a_rx) = tracked(1, 100);
+        parked.0.push(a);
+        assert_eq!(parked.next_deadline(), Some(100));
+        let again = parked.release("ws://r", true);
+        assert_eq!(again.len(), 1);
+        assert!(parked.0.is_empty());
+
+        let (b, mut b_rx) = tracked(2, 100);
+        parked.0.push(b);
+        assert!(parked.release("ws://r", false).is_empty());
+        assert_eq!(
+            b_rx.try_recv(),
+            Ok(Err(Unconfirmed::MaybeDelivered {
+                relay: "ws://r".into(),
+                why: NotResent::RelayKeepsCopies
+            }))
+        );
+    }
+
+    #[test]
+    fn parked_frames_that_expire_are_failed() {
+        let mut parked = Parked::default();
+        let (old, mut old_rx) = tracked(1, 100);
+        let (live, mut live_rx) = tracked(2, 200);
+        parked.0.extend([old, live]);
+        parked.expire("ws://r", 100);
+        assert_eq!(
+            old_rx.try_recv(),
+            Ok(Err(Unconfirmed::MaybeDelivered {
+                relay: "ws://r".into(),
+                why: NotResent::Expired
+            }))
+        );
+        assert!(live_rx.try_recv().is_err());
+        assert_eq!(parked.next_deadline(), Some(200));
+        // Dropped unsettled (shutdown): the sender hears that the client closed.
+        drop(parked);
+        assert!(live_rx
+            .try_recv()
+            .is_err_and(|e| e == oneshot::error::TryRecvError::Closed));
+    }
+
+    #[test]
+    fn the_dedup_header_must_say_1() {
+        use tokio_tungstenite::tungstenite::http::{HeaderMap, HeaderValue};
+        let mut headers = HeaderMap::new();
+        assert!(!drops_copies(&headers));
+        headers.insert(DEDUP_HEADER, HeaderValue::from_static("0"));
+        assert!(!drops_copies(&headers));
+        headers.insert(DEDUP_HEADER, HeaderValue::from_static(" 1"));
+        assert!(drops_copies(&headers));
     }
 
     #[test]

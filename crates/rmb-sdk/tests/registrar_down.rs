@@ -14,7 +14,7 @@ use std::time::Duration;
 use common::*;
 use rmb_core::proto::Message;
 use rmb_core::{jwt, KeyType};
-use rmb_registrar::{ClientConfig, RegistrarClient};
+use rmb_registrar_client::{ClientConfig, RegistrarClient};
 use rmb_sdk::Client;
 use rmb_testkit::{Proxy, RawConn, TestRegistrar, TestRelay};
 

@@ -11,7 +11,7 @@ use rmb_core::peer_api::ErrorCode;
 use rmb_core::proto::{Message, Payload};
 use rmb_core::{envelope, Address, Envelope, KeyType};
 use rmb_sdk::outgoing::{seal, Outgoing};
-use rmb_sdk::{CallError, Client, HandlerError};
+use rmb_sdk::{CallError, Client, HandlerError, Resend};
 use rmb_testkit::TestRelay;
 
 #[tokio::test]
@@ -261,15 +261,7 @@ async fn a_reply_that_does_not_verify_fails_the_call() {
         async move { caller.call(raw.id, "x", b"q".to_vec(), WAIT).await }
     });
     let request = conn.recv().await;
-    let out = Outgoing::response(
-        request.uid.clone(),
-        Address::twin(raw.id),
-        request.source.clone().unwrap(),
-        b"answer".to_vec(),
-        request.schema.clone(),
-        60,
-    );
-    let mut reply = seal(out, &raw.signer, None, rmb_core::time::now());
+    let mut reply = raw.reply(&request, b"answer", None);
     reply.payload = Some(Payload::Plain(b"forged answer".to_vec()));
     conn.send(&reply).await;
     match call.await.unwrap() {
@@ -280,8 +272,9 @@ async fn a_reply_that_does_not_verify_fails_the_call() {
     }
 }
 
-// A request or reply written to a relay as it shuts down used to be lost; links now
-// re-send what the relay did not confirm (by pong) over another link.
+// Calls keep working over the surviving relay. (What a dying relay was written but did
+// not confirm: replies go again over another link; requests only to the same relay, and
+// only if it drops copies: tests/no_double_run.rs.)
 #[tokio::test]
 async fn calls_fail_over_when_one_of_two_relays_dies() {
     let reg = rmb_testkit::TestRegistrar::start().await.unwrap();
@@ -482,18 +475,17 @@ async fn requests_beyond_the_queue_get_a_busy_error() {
     assert_eq!(done + busy, 4);
 }
 
+// With `Resend::Always` (a deployment whose receivers all drop copies), even a receiver
+// never heard from gets the same envelope again. (The default policy, and receivers
+// that do not de-duplicate: tests/no_double_run.rs.)
 #[tokio::test]
-async fn a_request_the_network_lost_is_sent_again_until_answered() {
+async fn with_resend_always_a_request_the_network_lost_is_sent_again_until_answered() {
     let n = net().await;
-    let caller = Client::builder(random_secret(), KeyType::Ed25519)
-        .registrar_client(rmb_testkit::fresh_client(&n.reg.url()).unwrap())
-        .relays([n.relay.ws_url()])
-        .pool_config(fast_pool())
-        .resend_after(Some(Duration::from_millis(100)))
-        .build()
-        .await
-        .unwrap();
-    assert!(caller.wait_connected(1, WAIT).await);
+    let caller = client_with(&n.reg, [n.relay.ws_url()], |b| {
+        b.resend(Resend::Always)
+            .resend_interval(Duration::from_millis(100))
+    })
+    .await;
     let raw = RawTwin::register(&n.reg, &[&n.relay]).await;
     let mut conn = raw.connect(&n.relay).await;
     let call = {

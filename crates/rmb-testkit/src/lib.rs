@@ -36,7 +36,8 @@ pub mod ws;
 pub use process::{refused_config, Process};
 pub use proxy::Proxy;
 pub use relay::{fresh_client, TestRelay};
-use rmb_registrar::{Config, RegistrarClient, ServerHandle};
+use rmb_registrar::{Config, ServerHandle};
+use rmb_registrar_client::RegistrarClient;
 use sqlx::migrate::MigrateDatabase as _;
 pub use ws::RawConn;
 
@@ -63,7 +64,7 @@ pub enum Error {
     #[error("registrar: {0}")]
     Registrar(#[from] rmb_registrar::Error),
     #[error("registrar client: {0}")]
-    Client(#[from] rmb_registrar::ClientError),
+    Client(#[from] rmb_registrar_client::ClientError),
     #[error("relay: {0}")]
     Relay(#[from] rmb_relay::StartError),
 }
@@ -326,6 +327,17 @@ impl TestRegistrar {
         let dir = tempfile::tempdir().map_err(io("creating a temp dir for the registrar"))?;
         let db = dir.path().join("registrar.db");
         let mut registrar = Self::start_with_config(Config::new(path_str(&db))).await?;
+        registrar._dir = Some(dir);
+        Ok(registrar)
+    }
+
+    /// On a new SQLite file in a temp dir, with the configuration changed by `adjust`
+    /// (e.g. short HTTP timeouts).
+    pub async fn start_configured(adjust: impl FnOnce(&mut Config)) -> Result<Self> {
+        let dir = tempfile::tempdir().map_err(io("creating a temp dir for the registrar"))?;
+        let mut config = Config::new(path_str(&dir.path().join("registrar.db")));
+        adjust(&mut config);
+        let mut registrar = Self::start_with_config(config).await?;
         registrar._dir = Some(dir);
         Ok(registrar)
     }

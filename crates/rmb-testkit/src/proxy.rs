@@ -23,6 +23,7 @@ struct Shared {
     mode: watch::Sender<Mode>,
     forwarded: AtomicUsize,
     held: AtomicUsize,
+    swallowed: AtomicUsize,
 }
 
 /// A loopback TCP proxy to one target that can be switched to a black hole, as a
@@ -79,6 +80,7 @@ impl Proxy {
             mode,
             forwarded: AtomicUsize::new(0),
             held: AtomicUsize::new(0),
+            swallowed: AtomicUsize::new(0),
         });
         let accept = tokio::spawn(accept_loop(listener, shared.clone()));
         Ok(Proxy {
@@ -121,6 +123,13 @@ impl Proxy {
     /// or open when one started (frozen).
     pub fn held(&self) -> usize {
         self.shared.held.load(Ordering::Relaxed)
+    }
+
+    /// Bytes clients wrote into held or frozen connections so far (read and thrown
+    /// away, never delivered): how a test knows that something it sent went into the
+    /// black hole rather than waiting to be sent.
+    pub fn swallowed(&self) -> usize {
+        self.shared.swallowed.load(Ordering::Relaxed)
     }
 
     fn set_partitioned(&self, partitioned: bool) {
@@ -174,9 +183,12 @@ async fn handle(mut client: TcpStream, shared: Arc<Shared>) {
     let target = match target {
         Some(t) if !now.partitioned && !now.closed => t,
         _ => {
-            // Black hole: keep the socket open, read nothing, answer nothing.
+            // Black hole: keep the socket open, answer nothing.
             shared.held.fetch_add(1, Ordering::Relaxed);
-            changed(&mut mode, now.epoch, 1).await;
+            tokio::select! {
+                _ = changed(&mut mode, now.epoch, 1) => {}
+                _ = swallow(&mut client, &shared) => {}
+            }
             return;
         }
     };
@@ -186,13 +198,31 @@ async fn handle(mut client: TcpStream, shared: Arc<Shared>) {
     let _ = server.set_nodelay(true);
     shared.forwarded.fetch_add(1, Ordering::Relaxed);
     let partitioned = tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => return,
+        // A partition wins over bytes that arrived with it: they are never forwarded.
+        biased;
         closed = changed(&mut mode, now.epoch, 1) => !closed,
+        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => return,
     };
     if partitioned {
         shared.held.fetch_add(1, Ordering::Relaxed);
         // Frozen mid-stream: hold both ends until the partition heals, then drop them.
-        changed(&mut mode, now.epoch, 2).await;
+        tokio::select! {
+            _ = changed(&mut mode, now.epoch, 2) => {}
+            _ = swallow(&mut client, &shared) => {}
+        }
+    }
+}
+
+/// Reads what the client writes into the black hole and throws it away, counting it.
+/// (The client cannot tell this from bytes left unread in a socket buffer.)
+async fn swallow(client: &mut TcpStream, shared: &Shared) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    loop {
+        match client.read(&mut buf).await {
+            Ok(0) | Err(_) => return std::future::pending().await,
+            Ok(n) => shared.swallowed.fetch_add(n, Ordering::Relaxed),
+        };
     }
 }
 
@@ -247,6 +277,12 @@ mod tests {
             crate::eventually("both connections held", Duration::from_secs(10), || {
                 proxy.held() == 2
             })
+            .await;
+            crate::eventually(
+                "what was sent is swallowed",
+                Duration::from_secs(10),
+                || proxy.swallowed() == b"lost".len() + b"into the void".len(),
+            )
             .await;
 
             proxy.heal();

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rmb_registrar::{ClientConfig, RegistrarClient};
+use rmb_registrar_client::{ClientConfig, RegistrarClient};
 use rmb_relay::registrar_directory::RegistrarDirectory;
 use rmb_relay::{Config, RelayHandle};
 
@@ -23,8 +23,8 @@ pub fn fresh_client(registrar_url: &str) -> Result<RegistrarClient> {
 }
 
 /// A relay served in-process on `ip` (any 127.0.0.x) and a free port. Its domain is its
-/// own `ip:port` unless other domains are given; federation uses plain http and queues
-/// are swept every 100 ms so expiry is observable quickly.
+/// own `ip:port` unless other domains are given; federation uses plain http, may target
+/// loopback addresses, and queues are swept every 100 ms so expiry is observable quickly.
 pub struct TestRelay {
     handle: Option<RelayHandle>,
     addr: SocketAddr,
@@ -63,6 +63,8 @@ impl TestRelay {
         let domains = domains.unwrap_or_else(|| vec![addr.to_string()]);
         let mut config = Config::new(domains.clone());
         config.federation_scheme = "http";
+        // Every test relay lives on a loopback address.
+        config.federation_allow_private = true;
         config.sweep_interval = Duration::from_millis(100);
         tweak(&mut config);
         let directory = Arc::new(RegistrarDirectory::from_client(registrar));

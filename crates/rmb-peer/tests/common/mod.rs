@@ -4,6 +4,10 @@
 
 #![allow(dead_code)]
 
+mod raw;
+#[allow(unused_imports)]
+pub use raw::RawTwin;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,11 +15,11 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use rmb_core::KeyType;
 use rmb_peer::redis_conn::Backoff;
-use rmb_peer::{Peer, PeerConfig};
+use rmb_peer::{Limits, Peer, PeerConfig};
 use rmb_relay::registrar_directory::RegistrarDirectory;
 use rmb_relay::RelayHandle;
-use rmb_sdk::PoolConfig;
-use rmb_testkit::{RedisServer, TestRegistrar};
+use rmb_sdk::{PoolConfig, Resend};
+use rmb_testkit::{Proxy, RedisServer, TestRegistrar};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
@@ -50,6 +54,7 @@ impl Relay {
     async fn serve(&mut self, listener: tokio::net::TcpListener) {
         let mut config = rmb_relay::Config::new(vec![self.domain()]);
         config.federation_scheme = "http";
+        config.federation_allow_private = true;
         config.sweep_interval = Duration::from_millis(100);
         let directory =
             RegistrarDirectory::from_client(rmb_testkit::fresh_client(&self.registrar).unwrap());
@@ -110,7 +115,9 @@ pub struct PeerOpts {
     pub e2e: bool,
     /// `None`: a fresh random identity.
     pub secret: Option<String>,
-    pub resend_after: Option<Duration>,
+    pub resend: Resend,
+    pub resend_interval: Duration,
+    pub limits: Limits,
 }
 
 impl Default for PeerOpts {
@@ -119,7 +126,9 @@ impl Default for PeerOpts {
             key_type: KeyType::Sr25519,
             e2e: true,
             secret: None,
-            resend_after: Some(rmb_sdk::DEFAULT_RESEND_AFTER),
+            resend: Resend::KnownReceivers,
+            resend_interval: rmb_sdk::DEFAULT_RESEND_AFTER,
+            limits: Limits::default(),
         }
     }
 }
@@ -127,15 +136,46 @@ impl Default for PeerOpts {
 /// A peer with its own redis-server, connected to `relays`.
 pub async fn peer(reg: &TestRegistrar, relays: &[&Relay], opts: PeerOpts) -> (Peer, RedisServer) {
     let redis = RedisServer::start().unwrap();
+    let peer = peer_on(reg, relays, opts, &redis.url()).await;
+    (peer, redis)
+}
+
+/// A peer whose Redis is reached through a proxy the test can partition.
+pub async fn peer_behind_proxy(
+    reg: &TestRegistrar,
+    relays: &[&Relay],
+    opts: PeerOpts,
+) -> (Peer, RedisServer, Proxy) {
+    let redis = RedisServer::start().unwrap();
+    let target = format!("127.0.0.1:{}", redis.port()).parse().unwrap();
+    let proxy = Proxy::start("127.0.0.1", target).await.unwrap();
+    let peer = peer_on(reg, relays, opts, &format!("redis://{}/", proxy.addr())).await;
+    (peer, redis, proxy)
+}
+
+/// A peer on the Redis at `redis_url`, connected to `relays`, with short timeouts.
+/// `RUST_LOG=rmb_peer=debug` shows the peers' logs.
+pub async fn peer_on(
+    reg: &TestRegistrar,
+    relays: &[&Relay],
+    opts: PeerOpts,
+    redis_url: &str,
+) -> Peer {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let mut config = PeerConfig::new(
         opts.secret.unwrap_or_else(random_secret),
         opts.key_type,
         relays.iter().map(|r| r.ws_url()).collect(),
-        redis.url(),
+        redis_url,
         reg.url(),
     );
     config.e2e = opts.e2e;
-    config.resend_after = opts.resend_after;
+    config.resend = opts.resend;
+    config.resend_interval = opts.resend_interval;
+    config.limits = opts.limits;
     config.pool = PoolConfig {
         reconnect_min: Duration::from_millis(50),
         reconnect_max: Duration::from_millis(500),
@@ -146,6 +186,8 @@ pub async fn peer(reg: &TestRegistrar, relays: &[&Relay], opts: PeerOpts) -> (Pe
     config.redis_backoff = Backoff {
         min: Duration::from_millis(20),
         max: Duration::from_millis(300),
+        response_timeout: Duration::from_secs(2),
+        connect_timeout: Duration::from_secs(1),
     };
     let registrar = rmb_testkit::fresh_client(&reg.url()).unwrap();
     let peer = Peer::start_with_registrar(config, Some(registrar))
@@ -155,10 +197,11 @@ pub async fn peer(reg: &TestRegistrar, relays: &[&Relay], opts: PeerOpts) -> (Pe
         peer.client().wait_connected(relays.len(), WAIT).await,
         "peer did not connect to its relays"
     );
-    (peer, redis)
+    peer
 }
 
-async fn conn(url: &str) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+/// A connection to the Redis at `url`, for what a test reads or sets directly.
+pub async fn conn(url: &str) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Duration::from_secs(2))
         .set_response_timeout(WAIT + Duration::from_secs(5));

@@ -5,7 +5,7 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use rmb_core::{KeyType, Signer};
-use rmb_registrar::auth;
+use rmb_registrar_client::auth;
 use serde_json::{json, Value};
 
 pub fn signer(kind: KeyType) -> Signer {

@@ -7,19 +7,29 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use super::{Backend, BackendError, LocalSessions};
-use crate::mailbox::{Mailbox, MailboxLimits, QueuedFrame};
+use crate::budget::QueueBudget;
+use crate::config::Config;
+use crate::dedup::{Claim, SeenKeys, SeenMemory};
+use crate::mailbox::{Mailbox, QueuedFrame};
 use crate::metrics::Metrics;
 use crate::session_key::SessionKey;
 
 pub struct MemoryBackend {
     sessions: LocalSessions,
+    /// What frames queued for offline sessions may hold, per twin and in all.
+    budget: Arc<QueueBudget>,
+    seen: SeenMemory,
     metrics: Arc<Metrics>,
 }
 
 impl MemoryBackend {
-    pub fn new(limits: MailboxLimits, metrics: Arc<Metrics>) -> Self {
+    /// Session mailboxes, offline queues and the memory of accepted envelopes as
+    /// `config` bounds them.
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Self {
         MemoryBackend {
-            sessions: LocalSessions::new(limits),
+            sessions: LocalSessions::new(config.mailbox),
+            budget: QueueBudget::new(config.queues),
+            seen: SeenMemory::new(config.dedup_capacity),
             metrics,
         }
     }
@@ -53,12 +63,22 @@ impl Backend for MemoryBackend {
     }
 
     async fn enqueue(&self, key: &SessionKey, frame: QueuedFrame) -> Result<(), BackendError> {
-        let outcome = self.sessions.push(key, frame);
+        let charge = self.budget.try_charge(key.twin, frame.data.len())?;
+        let outcome = self.sessions.push(key, frame, charge);
         note_dropped(&self.metrics, key, outcome.dropped);
         Ok(())
     }
 
+    async fn claim(&self, keys: &SeenKeys, deadline: u64, now: u64) -> Result<Claim, BackendError> {
+        Ok(self.seen.claim(keys, deadline, now))
+    }
+
+    async fn release(&self, keys: &SeenKeys) {
+        self.seen.release(keys);
+    }
+
     async fn sweep(&self, now: u64) -> usize {
+        self.seen.sweep(now);
         self.sessions.sweep(now)
     }
 

@@ -15,6 +15,8 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 use tokio_util::sync::CancellationToken;
 
+use crate::budget::{Charge, OverBudget};
+use crate::dedup::{Claim, SeenKeys};
 use crate::mailbox::{Mailbox, MailboxLimits, PushOutcome, QueuedFrame};
 use crate::metrics::Metrics;
 use crate::session_key::SessionKey;
@@ -23,6 +25,9 @@ use crate::session_key::SessionKey;
 pub enum BackendError {
     #[error("redis: {0}")]
     Redis(#[from] ::redis::RedisError),
+    /// The offline queues' budget has no room (not a storage failure: a limit).
+    #[error(transparent)]
+    QueueFull(#[from] OverBudget),
 }
 
 #[async_trait]
@@ -56,8 +61,16 @@ pub trait Backend: Send + Sync + 'static {
     /// when it connects (or at once if it is connected).
     async fn enqueue(&self, key: &SessionKey, frame: QueuedFrame) -> Result<(), BackendError>;
 
-    /// Periodic housekeeping: drop expired frames and idle mailboxes. Returns the number
-    /// of expired frames dropped.
+    /// Claims the keys of an envelope being accepted, remembered until `deadline`
+    /// (D1a): [`Claim::Copy`] when one of them was accepted before. The in-memory
+    /// backend and, for now, the Redis one keep this memory per process.
+    async fn claim(&self, keys: &SeenKeys, deadline: u64, now: u64) -> Result<Claim, BackendError>;
+
+    /// Forgets claimed keys: the envelope was refused after all.
+    async fn release(&self, keys: &SeenKeys);
+
+    /// Periodic housekeeping: drop expired frames, idle mailboxes and expired memory of
+    /// accepted envelopes. Returns the number of expired frames dropped.
     async fn sweep(&self, now: u64) -> usize;
 
     /// Frames queued in this process (for the queue-depth gauge).
@@ -123,12 +136,13 @@ impl LocalSessions {
         }
     }
 
-    /// Pushes to the mailbox of `key`, creating it if needed.
-    pub fn push(&self, key: &SessionKey, frame: QueuedFrame) -> PushOutcome {
+    /// Pushes to the mailbox of `key`, creating it if needed; the frame holds `charge`
+    /// while it waits.
+    pub fn push(&self, key: &SessionKey, frame: QueuedFrame, charge: Charge) -> PushOutcome {
         self.mailboxes
             .entry(key.clone())
             .or_insert_with(|| Arc::new(Mailbox::new(self.limits)))
-            .push(frame)
+            .push_charged(frame, charge)
     }
 
     /// The mailbox of `key` if a connection drains it here.
@@ -164,10 +178,6 @@ impl LocalSessions {
 
     pub fn queue_depth(&self) -> usize {
         self.mailboxes.iter().map(|m| m.len()).sum()
-    }
-
-    pub fn session_count(&self) -> usize {
-        self.mailboxes.iter().filter(|m| m.is_connected()).count()
     }
 
     /// Every mailbox with its key (for shutdown).

@@ -32,9 +32,11 @@ use dashmap::DashMap;
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::memory::note_dropped;
 use super::{Backend, BackendError, LocalSessions};
+use crate::dedup::{Claim, SeenKeys, SeenMemory};
 use crate::mailbox::{Mailbox, MailboxLimits, QueuedFrame};
 use crate::metrics::Metrics;
 use crate::session_key::SessionKey;
@@ -113,6 +115,8 @@ struct Inner {
     redis: ConnectionManager,
     url: String,
     local: LocalSessions,
+    /// Per instance until the durable work shares it through Redis.
+    seen: SeenMemory,
     limits: MailboxLimits,
     metrics: Arc<Metrics>,
     owner_ttl_secs: u64,
@@ -124,9 +128,11 @@ impl RedisBackend {
     pub async fn connect(
         url: &str,
         limits: MailboxLimits,
+        seen_capacity: usize,
         metrics: Arc<Metrics>,
         heartbeat: Duration,
         shutdown: CancellationToken,
+        tasks: &TaskTracker,
     ) -> Result<Self, redis::RedisError> {
         let client = redis::Client::open(url)?;
         let redis = ConnectionManager::new(client).await?;
@@ -136,6 +142,7 @@ impl RedisBackend {
             redis,
             url: url.to_string(),
             local: LocalSessions::new(limits),
+            seen: SeenMemory::new(seen_capacity),
             limits,
             metrics,
             // Three missed heartbeats and the mark is gone.
@@ -143,8 +150,8 @@ impl RedisBackend {
             owners: DashMap::new(),
         });
         tracing::info!(instance = %inner.id, "redis backend connected");
-        tokio::spawn(inbox_loop(inner.clone(), shutdown.clone()));
-        tokio::spawn(heartbeat_loop(inner.clone(), heartbeat, shutdown));
+        tasks.spawn(inbox_loop(inner.clone(), shutdown.clone()));
+        tasks.spawn(heartbeat_loop(inner.clone(), heartbeat, shutdown));
         Ok(RedisBackend { inner })
     }
 }
@@ -281,7 +288,11 @@ async fn inbox_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
                 Ok(c) => { backoff = Duration::from_millis(100); c }
                 Err(e) => {
                     tracing::warn!(error = %e, "redis inbox connection failed, retrying");
-                    tokio::time::sleep(backoff).await;
+                    // A tracked task: shutdown waits for it, so it must not sleep through.
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue 'reconnect;
                 }
@@ -478,7 +489,16 @@ impl Backend for RedisBackend {
         self.inner.push_queue(key, &frame).await
     }
 
+    async fn claim(&self, keys: &SeenKeys, deadline: u64, now: u64) -> Result<Claim, BackendError> {
+        Ok(self.inner.seen.claim(keys, deadline, now))
+    }
+
+    async fn release(&self, keys: &SeenKeys) {
+        self.inner.seen.release(keys);
+    }
+
     async fn sweep(&self, now: u64) -> usize {
+        self.inner.seen.sweep(now);
         // Redis lists expire on their own; expired frames in them are skipped on drain.
         self.inner
             .owners

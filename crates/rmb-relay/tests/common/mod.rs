@@ -10,7 +10,7 @@ use futures_util::{SinkExt, StreamExt};
 use rmb_core::prost::Message as _;
 use rmb_core::proto::{Message, Payload, Request, Response};
 use rmb_core::{envelope, jwt, Address, Envelope, KeyType, Signer};
-use rmb_registrar::RegistrarClient;
+use rmb_registrar_client::RegistrarClient;
 use rmb_relay::Config;
 use rmb_testkit::{RawConn, TestRelay};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -236,4 +236,105 @@ pub async fn barrier(conn: &mut Conn, twin: &Twin) {
         matches!(pong.message, Some(Message::Pong(_))) && pong.uid == p.uid,
         "{pong:?}"
     );
+}
+
+/// A per-twin rate limit of `messages` envelopes an hour, bytes unlimited.
+pub fn messages_per_hour(messages: u64) -> rmb_relay::ratelimit::RateLimit {
+    rmb_relay::ratelimit::RateLimit {
+        messages: Some(messages),
+        bytes: None,
+        window_secs: 3600,
+    }
+}
+
+/// POSTs `body` to `relay`'s federation endpoint; returns the status and body text.
+pub async fn federation_post(relay: SocketAddr, body: Vec<u8>) -> (u16, String) {
+    let response = reqwest::Client::new()
+        .post(format!("http://{relay}/"))
+        .body(body)
+        .send()
+        .await
+        .expect("the relay answers federation posts");
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
+
+/// A stand-in for a relay run by a stranger: answers every HTTP request with the same
+/// raw `response` bytes, and counts the requests it read.
+pub struct FakeRelay {
+    pub addr: SocketAddr,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FakeRelay {
+    pub async fn start(ip: &str, response: Vec<u8>) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let (response, counter) = (response.clone(), counter.clone());
+                tokio::spawn(async move {
+                    // Read the head and as much body as it announces, then answer.
+                    let mut read = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        let Ok(n) = socket.read(&mut buf).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        read.extend_from_slice(&buf[..n]);
+                        let text = String::from_utf8_lossy(&read).to_ascii_lowercase();
+                        if let Some(end) = text.find("\r\n\r\n") {
+                            let length = text[..end]
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse::<usize>().ok())
+                                .unwrap_or(0);
+                            if read.len() >= end + 4 + length {
+                                break;
+                            }
+                        }
+                    }
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let _ = socket.write_all(&response).await;
+                    let _ = socket.shutdown().await;
+                });
+            }
+        });
+        FakeRelay { addr, hits }
+    }
+
+    /// Requests read so far.
+    pub fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The name twins register to live on it.
+    pub fn domain(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+/// `from` (a twin of `relay`) sends a `fail-fast` request to a new twin registered on
+/// `relays`, and gets back the relay error: what federation made of those relays.
+pub async fn federation_error(
+    registrar: &str,
+    relay: &TestRelay,
+    from: &Twin,
+    relays: &[String],
+) -> String {
+    let to = twin(registrar, KeyType::Ed25519, relays).await;
+    let mut conn = connect(relay.addr(), from, None).await;
+    let mut req = request(from, Address::twin(to.id), "x", b"");
+    req.tags = Some("fail-fast".into());
+    envelope::sign(&mut req, &from.signer);
+    conn.send(&req).await;
+    let err = conn.recv().await;
+    assert_eq!(err.uid, req.uid);
+    relay_error(&err).to_string()
 }

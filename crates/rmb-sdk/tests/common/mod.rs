@@ -4,11 +4,15 @@
 
 #![allow(dead_code)]
 
+mod hostile;
+#[allow(unused_imports)]
+pub use hostile::HostileRelay;
+
 use std::time::Duration;
 
 use rmb_core::{jwt, Address, Envelope, KeyType, Signer};
 use rmb_sdk::outgoing::{seal, Outgoing};
-use rmb_sdk::{Client, PoolConfig};
+use rmb_sdk::{Client, ClientBuilder, PoolConfig};
 use rmb_testkit::{RawConn, TestRegistrar, TestRelay};
 
 /// Longest a test waits for any one event.
@@ -48,6 +52,25 @@ pub async fn client_on(
     assert!(
         client.wait_connected(relays.len(), WAIT).await,
         "client did not connect to its relays"
+    );
+    client
+}
+
+/// A client of `reg` connected to the relays at `urls` (at least one of them), built
+/// with fast pool timing and whatever else `tweak` sets.
+pub async fn client_with(
+    reg: &TestRegistrar,
+    urls: impl IntoIterator<Item = String>,
+    tweak: impl FnOnce(ClientBuilder) -> ClientBuilder,
+) -> Client {
+    let builder = Client::builder(random_secret(), KeyType::Ed25519)
+        .registrar_client(rmb_testkit::fresh_client(&reg.url()).unwrap())
+        .relays(urls)
+        .pool_config(fast_pool());
+    let client = tweak(builder).build().await.unwrap();
+    assert!(
+        client.wait_connected(1, WAIT).await,
+        "client did not connect"
     );
     client
 }
@@ -98,8 +121,67 @@ impl RawTwin {
         seal(out, &self.signer, None, rmb_core::time::now())
     }
 
+    /// This twin's signed reply to `request` (plain text, 60 s, the request's schema).
+    pub fn reply(&self, request: &Envelope, body: &[u8], tags: Option<&str>) -> Envelope {
+        let mut out = Outgoing::response(
+            request.uid.clone(),
+            Address::twin(self.id),
+            request.source.clone().unwrap(),
+            body.to_vec(),
+            request.schema.clone(),
+            60,
+        );
+        out.tags = tags.map(str::to_string);
+        seal(out, &self.signer, None, rmb_core::time::now())
+    }
+
     pub async fn connect(&self, relay: &TestRelay) -> RawConn {
         let token = jwt::create(&self.signer, self.id, None, rmb_core::time::now(), 60);
         RawConn::connect(relay.addr(), &token).await.unwrap()
     }
+}
+
+/// Stands in for a relay that drops copies until ours says so itself: forwards TCP to
+/// `target` and adds `rmb-dedup: 1` to the HTTP response head (the WebSocket upgrade),
+/// byte for byte otherwise. Returns its address.
+pub async fn advertising_dedup(target: std::net::SocketAddr) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                    return;
+                };
+                let (mut client_rx, mut client_tx) = client.into_split();
+                let (mut server_rx, mut server_tx) = server.into_split();
+                let upstream = tokio::io::copy(&mut client_rx, &mut server_tx);
+                let downstream = async {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    let end = loop {
+                        let n = server_rx.read(&mut buf).await?;
+                        if n == 0 {
+                            return Ok::<_, std::io::Error>(());
+                        }
+                        head.extend_from_slice(&buf[..n]);
+                        if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 2;
+                        }
+                    };
+                    head.splice(end..end, b"rmb-dedup: 1\r\n".iter().copied());
+                    client_tx.write_all(&head).await?;
+                    tokio::io::copy(&mut server_rx, &mut client_tx).await?;
+                    Ok(())
+                };
+                tokio::select! {
+                    _ = upstream => {}
+                    _ = downstream => {}
+                }
+            });
+        }
+    });
+    addr
 }

@@ -1,10 +1,6 @@
 //! The JSON bodies of PROTOCOL.md §5, shared by the server and the client.
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
 use serde::{Deserialize, Deserializer, Serialize};
-
-use crate::store::Account;
 
 /// An account as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,19 +13,6 @@ pub struct AccountJson {
     pub rmb_enc_key: Option<String>,
     pub created_at: u64,
     pub updated_at: u64,
-}
-
-impl From<&Account> for AccountJson {
-    fn from(a: &Account) -> Self {
-        AccountJson {
-            twin_id: a.twin_id,
-            public_key: STANDARD.encode(a.public_key),
-            relays: a.relays.clone(),
-            rmb_enc_key: a.rmb_enc_key.map(hex::encode),
-            created_at: a.created_at,
-            updated_at: a.updated_at,
-        }
-    }
 }
 
 /// `POST /v1/accounts`.
