@@ -52,7 +52,8 @@ pub struct Config {
     pub federation_concurrency: usize,
     /// Federation deliveries waiting or in flight before new ones are refused.
     pub federation_backlog: usize,
-    /// Keys the memory of accepted envelopes holds (one or two per envelope); when full,
+    /// Keys the memory of accepted envelopes holds (one per envelope; 0: none, and the
+    /// relay does not advertise that it drops copies); when full,
     /// the entry nearest its deadline is forgotten first.
     pub dedup_capacity: usize,
     /// WebSocket read buffer per connection (small keeps idle sessions cheap).

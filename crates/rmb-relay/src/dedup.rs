@@ -2,13 +2,17 @@
 //! dropped: receivers that do not de-duplicate (the original rmb-peer, the Go router, the
 //! TypeScript client) would run a copied request twice.
 //!
-//! An envelope is remembered under two keys, each a keyed 64-bit hash (fixed size, and
-//! nobody without the per-process key can aim collisions): its message key (kind,
-//! source, destination, uid) and, when signed, its signature key (source twin,
-//! signature), so a signature moved onto a shifted envelope is caught too. A copy matches
-//! either. Entries live until the envelope's deadline; the memory is bounded by entries,
-//! and when full the entry closest to its deadline makes room (counted: a copy of it
-//! would get through).
+//! A signed envelope is remembered under its signature key (source twin, signature), a
+//! keyed 64-bit hash (fixed size, and nobody without the per-process key can aim
+//! collisions). The signature covers kind, source, destination, uid and timestamp, and
+//! stays with the envelope when an attacker shifts bytes between its fields, so every
+//! copy (a sender's retransmission, a replayed federation post, a shifted variant)
+//! matches it. A request signed again with a fresh timestamp is *not* a copy: the sender
+//! sends it again on purpose, and ours do that only toward receivers that de-duplicate
+//! themselves (design D1c, docs/compatibility.md). An unsigned envelope falls back to its
+//! message key (kind, source, destination, uid). Entries live until the envelope's
+//! deadline; the memory is bounded by entries, and when full the entry closest to its
+//! deadline makes room (counted: a copy of it would get through).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -33,8 +37,11 @@ impl SeenKeys {
         }
     }
 
+    /// The keys a copy is recognised by: the signature key when signed (see the module
+    /// comment), else the message key.
     fn iter(&self) -> impl Iterator<Item = u64> {
-        std::iter::once(self.message).chain(self.signature)
+        let unsigned = self.signature.is_none().then_some(self.message);
+        self.signature.into_iter().chain(unsigned)
     }
 }
 
@@ -66,11 +73,11 @@ pub enum Claim {
 }
 
 impl SeenMemory {
-    /// A memory of at most `capacity` keys (an envelope takes one or two).
+    /// A memory of at most `capacity` keys (one per envelope; 0 remembers nothing).
     pub fn new(capacity: usize) -> Self {
         SeenMemory {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            per_shard: capacity.div_ceil(SHARDS).max(1),
+            per_shard: capacity.div_ceil(SHARDS),
         }
     }
 
@@ -82,6 +89,10 @@ impl SeenMemory {
     /// not expired at `now`): the check and the insert are one step, so of two copies
     /// arriving at once exactly one is new.
     pub fn claim(&self, keys: &SeenKeys, deadline: u64, now: u64) -> Claim {
+        if self.per_shard == 0 {
+            // Capacity 0: copy-dropping is off (and the relay does not advertise it).
+            return Claim::New { evicted: 0 };
+        }
         // Both shards are locked in index order, so concurrent claims cannot deadlock.
         let mut indices: Vec<usize> = keys.iter().map(Self::shard_of).collect();
         indices.sort_unstable();
@@ -186,19 +197,44 @@ mod tests {
     }
 
     #[test]
-    fn a_copy_matches_either_key_until_the_deadline() {
+    fn a_signed_copy_matches_its_signature_until_the_deadline() {
         let seen = SeenMemory::new(100);
         assert_eq!(
             seen.claim(&keys(1, Some(2)), 50, 10),
             Claim::New { evicted: 0 }
         );
-        assert_eq!(seen.claim(&keys(1, Some(3)), 50, 10), Claim::Copy);
         assert_eq!(seen.claim(&keys(4, Some(2)), 50, 10), Claim::Copy);
+        assert_eq!(
+            seen.claim(&keys(1, Some(3)), 50, 10),
+            Claim::New { evicted: 0 },
+            "signed again (a deliberate re-send toward a de-duplicating receiver) is new"
+        );
         assert_eq!(
             seen.claim(&keys(1, Some(2)), 90, 50),
             Claim::New { evicted: 0 },
             "past its deadline the entry is gone"
         );
+    }
+
+    #[test]
+    fn capacity_zero_remembers_nothing() {
+        let seen = SeenMemory::new(0);
+        seen.claim(&keys(1, Some(2)), 50, 10);
+        assert!(matches!(
+            seen.claim(&keys(1, Some(2)), 50, 10),
+            Claim::New { .. }
+        ));
+        assert!(seen.is_empty());
+    }
+
+    #[test]
+    fn an_unsigned_copy_matches_its_message_key() {
+        let seen = SeenMemory::new(100);
+        assert!(matches!(
+            seen.claim(&keys(1, None), 50, 10),
+            Claim::New { .. }
+        ));
+        assert_eq!(seen.claim(&keys(1, None), 50, 10), Claim::Copy);
     }
 
     #[test]

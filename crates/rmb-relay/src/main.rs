@@ -81,9 +81,10 @@ struct Args {
     #[arg(long, env = "RMB_RELAY_MAX_CONNECTIONS", default_value_t = 50_000)]
     max_connections: usize,
 
-    /// Keys the memory of accepted envelopes holds (one or two per envelope: its uid key
-    /// and its signature key); copies of remembered envelopes are dropped. When full,
-    /// the entry nearest its deadline is forgotten first. About 40 bytes per key.
+    /// Envelopes the memory of accepted envelopes holds (one key each: its signature key,
+    /// or its uid key if unsigned); copies of remembered envelopes are dropped. When full,
+    /// the entry nearest its deadline is forgotten first. About 40 bytes per key. 0 turns
+    /// copy-dropping off (the relay then does not advertise `rmb-dedup: 1`).
     #[arg(long, env = "RMB_RELAY_DEDUP_ENTRIES", default_value_t = rmb_relay::config::DEFAULT_DEDUP_CAPACITY)]
     dedup_entries: usize,
 

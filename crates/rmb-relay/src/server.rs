@@ -272,6 +272,7 @@ async fn websocket(
     let key = SessionKey::new(claims.sub, claims.sid);
     let max = state.config.max_envelope_size;
     let tasks = state.tasks.clone();
+    let drops_copies = state.config.dedup_capacity > 0;
     let mut response = upgrade
         .max_message_size(max)
         .max_frame_size(max)
@@ -285,10 +286,13 @@ async fn websocket(
             }
         });
     // D1a: copies of what this relay accepted are dropped, so a client may re-send a
-    // frame the relay did not confirm on a new connection here. Others ignore it.
-    response
-        .headers_mut()
-        .insert(DEDUP_HEADER, HeaderValue::from_static("1"));
+    // frame the relay did not confirm on a new connection here. Others ignore it. A relay
+    // configured to remember nothing (`dedup_capacity` 0) must not say so.
+    if drops_copies {
+        response
+            .headers_mut()
+            .insert(DEDUP_HEADER, HeaderValue::from_static("1"));
+    }
     response
 }
 

@@ -611,6 +611,11 @@ impl Inner {
             Ok(None) => return,
             Err(e) => return tracing::warn!(uid, "cannot answer a copy of a request: {e}"),
         };
+        // Signed again: the relay dropped the first as a copy if it ever saw it.
+        let now = rmb_core::time::now();
+        let Some(frame) = outgoing::resign(&frame, self.identity.signer(), now) else {
+            return tracing::debug!(uid, "the reply kept for a request has expired");
+        };
         let Ok(header) = EnvelopeHeader::decode(frame.clone()) else {
             return tracing::warn!(uid, "the reply kept for a request does not decode");
         };
@@ -797,6 +802,11 @@ async fn resend_loop(inner: Arc<Inner>, after: Duration) {
             );
         }
         for (frame, deadline) in due {
+            let Some(frame) =
+                outgoing::resign(&frame, inner.identity.signer(), rmb_core::time::now())
+            else {
+                continue;
+            };
             // Only receivers that drop copies get these, so any link may carry them.
             let copy = Outbound::new(frame, deadline, true);
             if inner.pool.send(copy).await.is_err() {

@@ -1,5 +1,7 @@
 //! Building outgoing envelopes: fill, encrypt, stamp, sign. Pure functions.
 
+use bytes::Bytes;
+use rmb_core::prost::Message as _;
 use rmb_core::proto::{Error, Message, Payload, Ping, Request, Response};
 use rmb_core::{envelope, Address, Envelope, SharedKey, Signer};
 
@@ -139,6 +141,23 @@ pub fn seal(out: Outgoing, signer: &Signer, shared: Option<&SharedKey>, now: u64
     envelope::stamp(&mut env, now);
     envelope::sign(&mut env, signer);
     env
+}
+
+/// The envelope in `frame` signed again at `now`, with its deadline kept: a timed re-send
+/// of a request (design D1c), or a cached reply sent again for a copy of its request. A relay drops exact copies of what it accepted (it knows them by their
+/// signature) even when the receiver never got them, so a re-send must carry a new
+/// signature over the same uid; it goes only to receivers that de-duplicate by uid, which
+/// run the request once and answer the copy from their reply cache. The new timestamp is
+/// at least a second after the old one, since an ed25519 signature over the same bytes
+/// would be the same. `None` when the frame does not decode or its deadline has passed.
+pub(crate) fn resign(frame: &[u8], signer: &Signer, now: u64) -> Option<Bytes> {
+    let mut env = Envelope::decode(frame).ok()?;
+    let deadline = env.timestamp.checked_add(env.expiration)?;
+    let stamped = now.max(env.timestamp.checked_add(1)?);
+    env.expiration = deadline.checked_sub(stamped).filter(|&left| left > 0)?;
+    env.timestamp = stamped;
+    envelope::sign(&mut env, signer);
+    Some(Bytes::from(env.encode_to_vec()))
 }
 
 /// An envelope ping for dead-link detection: the relay answers it with a pong. Unsigned

@@ -185,3 +185,16 @@ pub async fn advertising_dedup(target: std::net::SocketAddr) -> std::net::Socket
     });
     addr
 }
+
+/// A timed re-send is the same request (uid, addresses, payload, deadline) signed again,
+/// so that a relay which dropped exact copies lets it through to the receiver.
+pub fn assert_signed_again(first: &Envelope, again: &Envelope) {
+    assert_eq!(again.uid, first.uid);
+    assert_eq!(again.payload, first.payload);
+    assert_eq!(
+        again.timestamp + again.expiration,
+        first.timestamp + first.expiration,
+        "the deadline is kept"
+    );
+    assert_ne!(again.signature, first.signature, "signed again");
+}
