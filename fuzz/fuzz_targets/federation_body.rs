@@ -15,10 +15,13 @@ use rmb_relay::session_key::SessionKey;
 fuzz_target!(|data: &[u8]| {
     let body = bytes::Bytes::copy_from_slice(data);
     if let Ok(header) = EnvelopeHeader::decode(body.clone()) {
-        let _ = Rules::default().check_header(&header, NOW);
+        let rules = Rules::default();
+        let _ = rules.check_header(&header, NOW);
+        // A federation post's source is proven by its signature, then forwarded.
+        let _ = route::forward(&header, &rules, NOW);
         if let Some(source) = &header.source {
             let session = SessionKey::of(source);
-            let _ = route::classify(&header, &session, NOW);
+            let _ = route::classify(&header, &session, &rules, NOW);
             let _ = SessionKey::parse(&session.to_string());
         }
         let _ = route::header_is_request(&header);
@@ -36,6 +39,5 @@ fuzz_target!(|data: &[u8]| {
     let _ = env.timestamp.saturating_add(env.expiration);
     let _ = envelope::ttl(&env, NOW);
     let _ = envelope::verify(&env, &PUBLIC_KEY);
-    let _ = route::is_request(env.message.as_ref());
     let _ = envelope::is_fail_fast(&env);
 });

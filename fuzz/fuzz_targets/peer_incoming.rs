@@ -5,10 +5,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use rmb_core::prost::Message;
-use rmb_core::proto::Backlog;
 use rmb_core::{Envelope, SharedKey};
 use rmb_fuzz::{NOW, PUBLIC_KEY};
-use rmb_peer::translate;
+use rmb_peer::translate::{self, Tracked};
 use rmb_sdk::incoming;
 
 fuzz_target!(|data: &[u8]| {
@@ -21,13 +20,16 @@ fuzz_target!(|data: &[u8]| {
     for key in [None, Some(&shared)] {
         if let Ok(msg) = incoming::open(env.clone(), key) {
             let _ = translate::incoming_request(&msg);
-            let backlog = Backlog {
+            let request = Tracked {
                 uid: msg.uid.clone(),
                 reference: Some("ref".into()),
                 reply_to: "app.ret".into(),
-                ..Default::default()
+                command: "cmd".into(),
+                destinations: vec![9],
+                timestamp: NOW,
+                deadline: NOW + 60,
             };
-            let _ = translate::incoming_reply(&msg, &backlog);
+            let _ = translate::incoming_reply(&msg, &request);
         }
     }
 });
