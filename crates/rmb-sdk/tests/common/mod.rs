@@ -198,3 +198,13 @@ pub fn assert_signed_again(first: &Envelope, again: &Envelope) {
     );
     assert_ne!(again.signature, first.signature, "signed again");
 }
+
+/// Two envelopes are the same reply (one may be the kept reply sent again, signed anew):
+/// same uid, kind, addresses and payload.
+pub fn assert_same_reply(a: &Envelope, b: &Envelope) {
+    assert_eq!(
+        (&a.uid, &a.message, &a.source, &a.destination, &a.payload),
+        (&b.uid, &b.message, &b.source, &b.destination, &b.payload),
+        "the same reply"
+    );
+}
