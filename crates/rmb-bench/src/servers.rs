@@ -261,7 +261,7 @@ enum Signing {
     /// Every envelope signed anew: for paths where a relay verifies signatures
     /// (federation). Costs the load generator CPU on the servers' cores (the forwarder
     /// baseline of the same run pays the same).
-    Each(Signer),
+    Each(Box<Signer>),
     /// Signed once; each envelope then gets a random uid and the same random bytes in
     /// the tail of its signature: distinct for de-duplication at no CPU cost, valid for
     /// nobody who verifies. For paths where nobody does: one relay, or instances sharing
@@ -285,7 +285,7 @@ impl Frame {
 impl Frames {
     /// Envelopes each signed anew ([`Signing::Each`]).
     pub fn signed(from: &BenchTwin, to: &BenchTwin, size: usize) -> Frames {
-        Frames::new(from, to, size, Signing::Each(from.signer.clone()))
+        Frames::new(from, to, size, Signing::Each(Box::new(from.signer.clone())))
     }
 
     /// Envelopes that only look signed ([`Signing::Once`]).
