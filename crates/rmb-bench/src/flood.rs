@@ -65,10 +65,10 @@ pub async fn run(args: FloodArgs) -> anyhow::Result<Vec<Table>> {
     let quiet = stream("steady stream, no flood").await?;
 
     let counts = Arc::new(FloodCounts::default());
+    let flood_frames = servers::Frames::unverified(&flooder, &sink, c.payload);
     let (flood_ws, _) = tokio_tungstenite::connect_async(flooder.url(&relay.addr)).await?;
     let (sink_ws, _) = tokio_tungstenite::connect_async(sink.url(&relay.addr)).await?;
-    let next_frame = servers::distinct_frames(&flooder, &sink, c.payload);
-    let flood = tokio::spawn(flood_loop(flood_ws, next_frame, counts.clone()));
+    let flood = tokio::spawn(flood_loop(flood_ws, flood_frames, counts.clone()));
     let drain = tokio::spawn(count_arrivals(sink_ws, counts.clone()));
     counts.counting.store(true, Ordering::SeqCst);
     let started = Instant::now();
@@ -118,13 +118,10 @@ pub async fn run(args: FloodArgs) -> anyhow::Result<Vec<Table>> {
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// Sends new envelopes from `next_frame` as fast as the socket takes them, 64 frames per
-/// flush, and counts the relay errors coming back on the same connection.
-async fn flood_loop(
-    ws: Ws,
-    mut next_frame: impl FnMut() -> Vec<u8> + Send + 'static,
-    counts: Arc<FloodCounts>,
-) {
+/// Sends envelopes (each new: copies would be dropped before the limit counts them) as
+/// fast as the socket takes them, 64 frames per flush, and counts the
+/// relay errors coming back on the same connection.
+async fn flood_loop(ws: Ws, mut frames: servers::Frames, counts: Arc<FloodCounts>) {
     let (mut tx, mut rx) = ws.split();
     let errors = counts.clone();
     let reader = tokio::spawn(async move {
@@ -136,8 +133,8 @@ async fn flood_loop(
     });
     'send: loop {
         for _ in 0..64 {
-            let frame = bytes::Bytes::from(next_frame());
-            if tx.feed(Message::Binary(frame)).await.is_err() {
+            let frame = frames.next_frame().bytes;
+            if tx.feed(Message::Binary(frame.into())).await.is_err() {
                 break 'send;
             }
         }

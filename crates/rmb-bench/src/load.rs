@@ -1,24 +1,37 @@
 //! The load generator shared by every relay-like target: N sender→receiver pairs, each
 //! sender keeping at most `window` envelopes in flight, the receiver measuring latency
-//! from a send timestamp written into the payload.
+//! from a send timestamp written into the frame. Before the clock starts, every pair's
+//! path is proven to deliver (a server registers a session after answering the
+//! WebSocket upgrade, so the first frames may have nowhere to go yet).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::bail;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
-/// One pair: where the receiver and the sender connect, and the frame the sender sends
-/// (its bytes `ts_offset..ts_offset + 8` are overwritten with the send time).
+use crate::servers::Frames;
+
+/// One pair: where the receiver and the sender connect, and what the sender sends.
 pub struct Pair {
     pub receiver_url: String,
     pub sender_url: String,
-    pub frame: Vec<u8>,
-    pub ts_offset: usize,
+    pub frames: Frames,
 }
+
+/// The send time is a frame's last 8 bytes (see [`Frames`]).
+const CLOCK_TAIL: usize = 8;
+
+/// How long a pair's path may take to deliver its first frame before the run fails.
+const READY_WITHIN: Duration = Duration::from_secs(30);
+
+/// How long one probe frame is waited for before another is sent (a probe sent before
+/// the receiver's session existed is lost with the forwarder, queued with a relay).
+const PROBE_EVERY: Duration = Duration::from_millis(200);
 
 pub struct LoadResult {
     pub messages: u64,
@@ -77,24 +90,24 @@ pub async fn run(
     });
     let mut tasks = Vec::new();
     let mut samples: Vec<Samples> = Vec::new();
-    for pair in pairs {
-        let (receiver, _) = tokio_tungstenite::connect_async(&pair.receiver_url).await?;
-        let (sender, _) = tokio_tungstenite::connect_async(&pair.sender_url).await?;
+    for mut pair in pairs {
+        let (mut receiver, _) = tokio_tungstenite::connect_async(&pair.receiver_url).await?;
+        let (mut sender, _) = tokio_tungstenite::connect_async(&pair.sender_url).await?;
+        delivers(&mut sender, &mut receiver, &mut pair.frames)
+            .await
+            .map_err(|e| anyhow::anyhow!("{} → {}: {e}", pair.sender_url, pair.receiver_url))?;
         let credit = Arc::new(Semaphore::new(shape.window));
         let mine = Samples::default();
         samples.push(mine.clone());
-        let tail = pair.frame.len() - pair.ts_offset;
         tasks.push(tokio::spawn(receive(
             receiver,
             credit.clone(),
             shared.clone(),
             mine,
-            tail,
         )));
         tasks.push(tokio::spawn(send(
             sender,
-            pair.frame,
-            pair.ts_offset,
+            pair.frames,
             credit,
             shared.clone(),
             shape.rate,
@@ -126,16 +139,47 @@ pub async fn run(
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// Waits until the path from `sender` to `receiver` delivers: sends a probe frame, and
+/// another each [`PROBE_EVERY`] until one arrives, for at most [`READY_WITHIN`].
+async fn delivers(sender: &mut Ws, receiver: &mut Ws, frames: &mut Frames) -> anyhow::Result<()> {
+    let give_up = Instant::now() + READY_WITHIN;
+    while Instant::now() < give_up {
+        sender
+            .send(Message::Binary(frames.next_frame().bytes.into()))
+            .await?;
+        let arrived = tokio::time::timeout(PROBE_EVERY, async {
+            while let Some(msg) = receiver.next().await {
+                if let Message::Binary(_) = msg? {
+                    return Ok(true);
+                }
+            }
+            Ok::<_, anyhow::Error>(false)
+        })
+        .await;
+        match arrived {
+            Ok(Ok(true)) => return Ok(()),
+            Ok(Ok(false)) => bail!("the receiver's connection closed before anything arrived"),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => continue,
+        }
+    }
+    bail!("nothing arrived within {READY_WITHIN:?}")
+}
+
+/// Nanoseconds since the run's start: the send time written into each frame.
+fn clock(shared: &Shared) -> u64 {
+    shared.t0.elapsed().as_nanos() as u64
+}
+
 async fn send(
     mut ws: Ws,
-    mut frame: Vec<u8>,
-    ts_offset: usize,
+    mut frames: Frames,
     credit: Arc<Semaphore>,
     shared: Arc<Shared>,
     rate: Option<f64>,
 ) {
     if let Some(rate) = rate {
-        return send_steady(ws, frame, ts_offset, credit, shared, rate).await;
+        return send_steady(ws, frames, credit, shared, rate).await;
     }
     loop {
         let Ok(permit) = credit.acquire().await else {
@@ -144,13 +188,9 @@ async fn send(
         permit.forget();
         let mut batch = 1;
         loop {
-            let now = shared.t0.elapsed().as_nanos() as u64;
-            frame[ts_offset..ts_offset + 8].copy_from_slice(&now.to_le_bytes());
-            if ws
-                .feed(Message::Binary(frame.clone().into()))
-                .await
-                .is_err()
-            {
+            let mut frame = frames.next_frame();
+            frame.stamp(clock(&shared));
+            if ws.feed(Message::Binary(frame.bytes.into())).await.is_err() {
                 return;
             }
             match credit.try_acquire() {
@@ -175,8 +215,7 @@ async fn send(
 /// holds even when a send was delayed).
 async fn send_steady(
     mut ws: Ws,
-    mut frame: Vec<u8>,
-    ts_offset: usize,
+    mut frames: Frames,
     credit: Arc<Semaphore>,
     shared: Arc<Shared>,
     rate: f64,
@@ -189,36 +228,25 @@ async fn send_steady(
             return;
         };
         permit.forget();
-        let now = shared.t0.elapsed().as_nanos() as u64;
-        frame[ts_offset..ts_offset + 8].copy_from_slice(&now.to_le_bytes());
-        if ws
-            .send(Message::Binary(frame.clone().into()))
-            .await
-            .is_err()
-        {
+        let mut frame = frames.next_frame();
+        frame.stamp(clock(&shared));
+        if ws.send(Message::Binary(frame.bytes.into())).await.is_err() {
             return;
         }
     }
 }
 
-async fn receive(
-    mut ws: Ws,
-    credit: Arc<Semaphore>,
-    shared: Arc<Shared>,
-    samples: Samples,
-    tail: usize,
-) {
+async fn receive(mut ws: Ws, credit: Arc<Semaphore>, shared: Arc<Shared>, samples: Samples) {
     while let Some(Ok(msg)) = ws.next().await {
         let Message::Binary(data) = msg else { continue };
         credit.add_permits(1);
-        if data.len() < tail || !shared.measuring.load(Ordering::Relaxed) {
+        if data.len() < CLOCK_TAIL || !shared.measuring.load(Ordering::Relaxed) {
             continue;
         }
         shared.received.fetch_add(1, Ordering::Relaxed);
-        // The payload is the frame's tail; the sender wrote its clock at its start.
-        let at = data.len() - tail;
-        let sent = u64::from_le_bytes(data[at..at + 8].try_into().expect("8 bytes"));
-        let now = shared.t0.elapsed().as_nanos() as u64;
+        let at = data.len() - CLOCK_TAIL;
+        let sent = u64::from_le_bytes(data[at..].try_into().expect("8 bytes"));
+        let now = clock(&shared);
         let micros = (now.saturating_sub(sent) / 1000).min(u32::MAX as u64) as u32;
         samples.lock().push(micros);
     }

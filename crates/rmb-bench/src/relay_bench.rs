@@ -9,7 +9,7 @@ use rmb_registrar_client::RegistrarClient;
 use crate::load::{self, Pair, Shape};
 use crate::proc_stats;
 use crate::report::{Common, Meter, Row, Table};
-use crate::servers::{self, listen_addr, BenchTwin, Server, DOMAIN};
+use crate::servers::{self, listen_addr, BenchTwin, Frames, Server, DOMAIN};
 
 #[derive(Args, Debug, Clone)]
 pub struct RelayArgs {
@@ -90,26 +90,27 @@ async fn measure(
     Ok(Row::new(target, pairs, &result, meter.finish()))
 }
 
-type Frames = Vec<(Vec<u8>, usize)>;
+/// What each pair's sender sends (the same envelopes through every target of a run).
+type PlanFrames = Vec<Frames>;
 
-fn frames(twins: &[(BenchTwin, BenchTwin)], size: usize) -> Frames {
-    twins
-        .iter()
-        .map(|(s, r)| servers::frame(s, r, size))
-        .collect()
+/// How a run makes each pair's [`Frames`]: [`Frames::signed`] where a relay on the
+/// path verifies signatures, [`Frames::unverified`] elsewhere.
+type MakeFrames = fn(&BenchTwin, &BenchTwin, usize) -> Frames;
+
+fn frames(twins: &[(BenchTwin, BenchTwin)], size: usize, make: MakeFrames) -> PlanFrames {
+    twins.iter().map(|(s, r)| make(s, r, size)).collect()
 }
 
 /// The baseline: the same frames through the bare forwarder.
-async fn forwarder_row(frames: &Frames, common: &Common, window: usize) -> anyhow::Result<Row> {
+async fn forwarder_row(frames: &PlanFrames, common: &Common, window: usize) -> anyhow::Result<Row> {
     let fwd = Server::forwarder().await?;
     let plan = frames
         .iter()
         .enumerate()
-        .map(|(i, (frame, ts_offset))| Pair {
+        .map(|(i, frames)| Pair {
             receiver_url: format!("ws://{}/?r{i}", fwd.addr),
             sender_url: format!("ws://{}/?s{i}", fwd.addr),
-            frame: frame.clone(),
-            ts_offset: *ts_offset,
+            frames: frames.clone(),
         })
         .collect();
     measure(
@@ -125,18 +126,17 @@ async fn forwarder_row(frames: &Frames, common: &Common, window: usize) -> anyho
 /// Senders connect to `from`, receivers to `to` (relay addresses).
 fn relay_plan(
     twins: &[(BenchTwin, BenchTwin)],
-    frames: &Frames,
+    frames: &PlanFrames,
     from: &str,
     to: &str,
 ) -> Vec<Pair> {
     twins
         .iter()
         .zip(frames)
-        .map(|((s, r), (frame, ts_offset))| Pair {
+        .map(|((s, r), frames)| Pair {
             receiver_url: r.url(to),
             sender_url: s.url(from),
-            frame: frame.clone(),
-            ts_offset: *ts_offset,
+            frames: frames.clone(),
         })
         .collect()
 }
@@ -157,7 +157,8 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<Vec<Table>> {
     let mut t = table("relay", "Relay forwarding", c, args.window, "One relay.");
     for &pairs in &args.pairs {
         let twins = &twins[..pairs];
-        let frames = frames(twins, c.payload);
+        // Nobody on a one-relay path verifies signatures.
+        let frames = frames(twins, c.payload, Frames::unverified);
         let base = forwarder_row(&frames, c, args.window).await?;
         t.rows.push(base.clone());
         for backend in &args.backends {
@@ -194,6 +195,7 @@ async fn crossing<F, Fut>(
     mut t: Table,
     args: &CrossArgs,
     twins: &[(BenchTwin, BenchTwin)],
+    make: MakeFrames,
     start: F,
 ) -> anyhow::Result<Vec<Table>>
 where
@@ -203,7 +205,7 @@ where
     let c = &args.common;
     for &pairs in &args.pairs {
         let twins = &twins[..pairs];
-        let frames = frames(twins, c.payload);
+        let frames = frames(twins, c.payload, make);
         let base = forwarder_row(&frames, c, args.window).await?;
         t.rows.push(base.clone());
         let x = start().await?;
@@ -252,7 +254,8 @@ pub async fn federation(args: CrossArgs) -> anyhow::Result<Vec<Table>> {
         args.window,
         "Senders on relay A, receivers on relay B; A forwards each envelope to B by HTTP POST and B verifies its signature.",
     );
-    crossing(t, &args, &twins, || async {
+    // Relay B verifies the signature of every envelope federated to it.
+    crossing(t, &args, &twins, Frames::signed, || async {
         let one = Server::relay(&listen_addr(), &url, None, &[&addr_a, &addr_b]).await?;
         Ok(Crossing {
             one: ("one relay (both domains)", one),
@@ -293,7 +296,7 @@ pub async fn redis_cross(args: CrossArgs) -> anyhow::Result<Vec<Table>> {
         args.window,
         "Senders on instance 1, receivers on instance 2 (Redis backend, one redis-server started by the bench), so every envelope crosses Redis.",
     );
-    crossing(t, &args, &twins, || async {
+    crossing(t, &args, &twins, Frames::unverified, || async {
         let redis = Some(redis_url.as_str());
         Ok(Crossing {
             one: (

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::load::{self, Pair, Shape};
 use crate::proc_stats;
@@ -64,7 +65,6 @@ pub async fn run(mut args: LoadArgs) -> anyhow::Result<Vec<Table>> {
 
     // Warm the relay's registrar cache and runtime with one session first.
     let _first = connect_from("127.0.0.1", &relay.addr, &idle_twin, "warm").await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let before = proc_stats::sample(relay.pid()).context("reading relay memory")?;
     eprintln!("opening {} idle sessions ...", args.idle);
     let idle_twin = Arc::new(idle_twin);
@@ -83,8 +83,6 @@ pub async fn run(mut args: LoadArgs) -> anyhow::Result<Vec<Table>> {
         eprintln!("note: {note}");
         notes.push(note);
     }
-    // Let the relay finish setting up the last sessions.
-    tokio::time::sleep(Duration::from_secs(2)).await;
     let after = proc_stats::sample(relay.pid()).context("reading relay memory")?;
     let loaded = stream(format!("steady stream + {opened} idle sessions"))
         .await?
@@ -145,14 +143,10 @@ pub async fn steady_row(
 ) -> anyhow::Result<Row> {
     let plan = twins
         .iter()
-        .map(|(s, r)| {
-            let (frame, ts_offset) = servers::frame(s, r, c.payload);
-            Pair {
-                receiver_url: r.url(&relay.addr),
-                sender_url: s.url(&relay.addr),
-                frame,
-                ts_offset,
-            }
+        .map(|(s, r)| Pair {
+            receiver_url: r.url(&relay.addr),
+            sender_url: s.url(&relay.addr),
+            frames: servers::Frames::unverified(s, r, c.payload),
         })
         .collect();
     let shape = Shape {
@@ -169,7 +163,8 @@ pub async fn steady_row(
 type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
 /// An authenticated session from `source_ip` (bound before connecting, so 20 000
-/// connections do not exhaust one address's ephemeral ports).
+/// connections do not exhaust one address's ephemeral ports), returned once the relay
+/// has set it up: it answers a WebSocket ping only after attaching the session.
 async fn connect_from(
     source_ip: &str,
     relay: &str,
@@ -180,6 +175,21 @@ async fn connect_from(
     socket.bind(format!("{source_ip}:0").parse()?)?;
     let stream = socket.connect(relay.parse()?).await?;
     let url = format!("ws://{relay}/?{}", twin.token(Some(sid)));
-    let (ws, _) = tokio_tungstenite::client_async(url, stream).await?;
+    let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await?;
+    ws.send(Message::Ping(b"ready".to_vec().into())).await?;
+    let answered = tokio::time::timeout(SESSION_READY_WITHIN, async {
+        while let Some(msg) = ws.next().await {
+            if let Message::Pong(_) = msg? {
+                return Ok(());
+            }
+        }
+        anyhow::bail!("the relay closed session {sid} before answering a ping")
+    });
+    answered
+        .await
+        .with_context(|| format!("session {sid} not set up within {SESSION_READY_WITHIN:?}"))??;
     Ok(ws)
 }
+
+/// How long the relay may take to set up one idle session.
+const SESSION_READY_WITHIN: Duration = Duration::from_secs(30);

@@ -249,52 +249,94 @@ pub async fn register_pairs(
 /// Field number of the unknown protobuf field that carries the send time.
 const CLOCK_FIELD: u32 = 100;
 
-/// A signed request envelope with `size` payload bytes, and where its send-time slot
-/// is. The time travels in an extra fixed64 field the envelope schema does not know:
-/// protobuf decoders skip it and signatures do not cover it, so one signature stays
-/// valid while the time changes (relays verify signatures on federation; re-signing
-/// every envelope would make the load generator, not the relay, the bottleneck). Relays
+/// The envelopes one sender sends: each a new request (its own uid and signature),
+/// since relays drop copies of an envelope they already accepted (design D1a), with
+/// `size` payload bytes and a slot for the send time. The time travels in an extra
+/// fixed64 field the envelope schema does not know: protobuf decoders skip it and
+/// signatures do not cover it, so the sender writes it just before sending. Relays
 /// forward the bytes they received, so the field reaches the receiver.
-/// Frames of new envelopes from `from` to `to`, as a flooder that does not care whether
-/// its envelopes verify would send them: one signed envelope whose uid and signature
-/// change with every frame. The relay does not verify signatures (the receiver does) but
-/// drops copies of an envelope it has seen (same uid, or same signature), so a flood of
-/// one repeated frame would measure de-duplication rather than the rate limit.
-pub fn distinct_frames(from: &BenchTwin, to: &BenchTwin, size: usize) -> impl FnMut() -> Vec<u8> {
-    let (first, _) = frame(from, to, size);
-    let mut env = Envelope::decode(&first[..]).expect("a frame we just encoded");
-    let mut n: u64 = rand::random();
-    move || {
-        n = n.wrapping_add(1);
-        env.uid = format!("{n:032x}");
-        let signature = env.signature.get_or_insert_with(|| vec![0; 64]);
-        signature[..8].copy_from_slice(&n.to_le_bytes());
-        env.encode_to_vec()
+#[derive(Clone)]
+pub struct Frames {
+    envelope: Envelope,
+    signing: Signing,
+}
+
+#[derive(Clone)]
+enum Signing {
+    /// Every envelope signed anew: for paths where a relay verifies signatures
+    /// (federation). Costs the load generator CPU on the servers' cores (the forwarder
+    /// baseline of the same run pays the same).
+    Each(Box<Signer>),
+    /// Signed once; each envelope then gets a random uid and the same random bytes in
+    /// the tail of its signature: distinct for de-duplication at no CPU cost, valid for
+    /// nobody who verifies. For paths where nobody does: one relay, or instances sharing
+    /// Redis, delivering to the bench's raw WebSocket receivers.
+    Once,
+}
+
+/// One frame to send and where its send-time slot (8 bytes) starts.
+pub struct Frame {
+    pub bytes: Vec<u8>,
+    pub clock_at: usize,
+}
+
+impl Frame {
+    /// Writes the send time (nanoseconds on the sender's clock) into the slot.
+    pub fn stamp(&mut self, nanos: u64) {
+        self.bytes[self.clock_at..self.clock_at + 8].copy_from_slice(&nanos.to_le_bytes());
     }
 }
 
-pub fn frame(from: &BenchTwin, to: &BenchTwin, size: usize) -> (Vec<u8>, usize) {
-    let mut env = Envelope {
-        uid: format!("{:032x}", rand::random::<u128>()),
-        timestamp: rmb_core::time::now(),
-        expiration: 3600,
-        source: Some(Address::twin(from.id)),
-        destination: Some(Address::twin(to.id)),
-        message: Some(Message::Request(Request {
-            command: "bench".into(),
-        })),
-        payload: Some(Payload::Plain(vec![0; size])),
-        ..Default::default()
-    };
-    envelope::sign(&mut env, &from.signer);
-    let mut bytes = env.encode_to_vec();
-    // Key: field number, wire type 1 (fixed64), as a varint.
-    rmb_core::prost::encoding::encode_key(
-        CLOCK_FIELD,
-        rmb_core::prost::encoding::WireType::SixtyFourBit,
-        &mut bytes,
-    );
-    let offset = bytes.len();
-    bytes.extend_from_slice(&[0; 8]);
-    (bytes, offset)
+impl Frames {
+    /// Envelopes each signed anew ([`Signing::Each`]).
+    pub fn signed(from: &BenchTwin, to: &BenchTwin, size: usize) -> Frames {
+        Frames::new(from, to, size, Signing::Each(Box::new(from.signer.clone())))
+    }
+
+    /// Envelopes that only look signed ([`Signing::Once`]).
+    pub fn unverified(from: &BenchTwin, to: &BenchTwin, size: usize) -> Frames {
+        Frames::new(from, to, size, Signing::Once)
+    }
+
+    fn new(from: &BenchTwin, to: &BenchTwin, size: usize, signing: Signing) -> Frames {
+        let mut envelope = Envelope {
+            uid: String::new(),
+            timestamp: rmb_core::time::now(),
+            expiration: 3600,
+            source: Some(Address::twin(from.id)),
+            destination: Some(Address::twin(to.id)),
+            message: Some(Message::Request(Request {
+                command: "bench".into(),
+            })),
+            payload: Some(Payload::Plain(vec![0; size])),
+            ..Default::default()
+        };
+        envelope::sign(&mut envelope, &from.signer);
+        Frames { envelope, signing }
+    }
+
+    /// A new envelope: a fresh random uid (runs that share a Redis share its memory of
+    /// accepted envelopes, so a counter would repeat) and signature.
+    pub fn next_frame(&mut self) -> Frame {
+        let unique = rand::random::<u128>();
+        self.envelope.uid = format!("{unique:032x}");
+        match &self.signing {
+            Signing::Each(signer) => envelope::sign(&mut self.envelope, signer),
+            Signing::Once => {
+                let signature = self.envelope.signature.as_mut().expect("signed once");
+                let tail = signature.len() - 16;
+                signature[tail..].copy_from_slice(&unique.to_le_bytes());
+            }
+        }
+        let mut bytes = self.envelope.encode_to_vec();
+        // Key: field number, wire type 1 (fixed64), as a varint.
+        rmb_core::prost::encoding::encode_key(
+            CLOCK_FIELD,
+            rmb_core::prost::encoding::WireType::SixtyFourBit,
+            &mut bytes,
+        );
+        let clock_at = bytes.len();
+        bytes.extend_from_slice(&[0; 8]);
+        Frame { bytes, clock_at }
+    }
 }

@@ -92,7 +92,11 @@ fn load_with_idle_sessions() {
 
 #[test]
 fn soak_loses_nothing() {
-    let tables = bench(&["soak", "--duration", "2", "--rate", "50"]);
+    // Each reply is awaited 15 s. A debug build of the path (sr25519, e2e) on a loaded
+    // machine was measured at about 8 round trips/s, so 50/s lost every reply to that
+    // deadline: the rate stays well under what the slowest run manages, as this checks
+    // that nothing is lost, not how fast it goes.
+    let tables = bench(&["soak", "--duration", "2", "--rate", "5"]);
     assert_eq!(tables[0]["extra"]["lost"], 0);
     assert!(tables[0]["extra"]["sent"].as_u64().unwrap() > 0);
 }

@@ -124,7 +124,10 @@ pub fn local_request(
         0 => now,
         t => t.min(now),
     };
-    if timestamp + ttl <= now {
+    // Saturating: `now` comes from the caller and `timestamp` may equal it (found by
+    // the fuzz target peer_system_local with a clock at u64::MAX).
+    let deadline = timestamp.saturating_add(ttl);
+    if deadline <= now {
         return Ok(LocalRequest::Expired {
             reference: request.reference,
             age: now - timestamp,
@@ -140,7 +143,7 @@ pub fn local_request(
         command: request.command.clone(),
         destinations,
         timestamp,
-        deadline: timestamp + ttl,
+        deadline,
     };
     let envelopes = tracked
         .destinations
@@ -429,6 +432,20 @@ mod tests {
             assert_eq!(out.schema.as_deref(), Some("application/json"));
             assert!(matches!(&out.message, Message::Request(r) if r.command == "calc.add"));
         }
+    }
+
+    /// The fuzz target peer_system_local's first crash: a request without a timestamp
+    /// at a clock of u64::MAX overflowed `timestamp + ttl`.
+    #[test]
+    fn a_request_at_the_end_of_time_does_not_overflow() {
+        let json =
+            r#"{"ver":1,"cmd":"zos.system.version","exp":10,"dat":"","dst":[1,2,3],"ret":"q"}"#;
+        // The deadline saturates at the clock itself: the request has no time left.
+        let result = local_request(json, "u-1", &me(), u64::MAX);
+        assert!(
+            matches!(result, Ok(LocalRequest::Expired { age: 0, .. })),
+            "{result:?}"
+        );
     }
 
     #[test]
