@@ -8,7 +8,7 @@ use rmb_core::prost::Message;
 use rmb_core::{Envelope, SharedKey};
 use rmb_fuzz::{NOW, PUBLIC_KEY};
 use rmb_peer::translate::{self, Tracked};
-use rmb_sdk::incoming;
+use rmb_sdk::fuzzing as incoming;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(env) = Envelope::decode(data) else {

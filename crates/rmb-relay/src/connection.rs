@@ -431,10 +431,7 @@ mod tests {
             kind: Some(kind),
             ..Default::default()
         };
-        QueuedFrame {
-            data: Bytes::from(header.encode_to_vec()),
-            deadline: 100,
-        }
+        QueuedFrame::new(Bytes::from(header.encode_to_vec()), 100)
     }
 
     fn request(uid: &'static str) -> QueuedFrame {

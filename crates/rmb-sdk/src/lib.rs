@@ -68,6 +68,14 @@ mod resend;
 mod serve;
 mod tags;
 
+/// The checks every received envelope goes through, for the fuzz targets in `fuzz/`
+/// (feature `fuzzing`); not part of the API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::incoming::{classify, open, verify};
+}
+
 pub use client::{
     relay_host, reply_ttl, Client, ClientBuilder, Event, Reply, RequestBuilder, Sent,
     DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_RESEND_AFTER, DEFAULT_TIMEOUT,
