@@ -23,8 +23,8 @@ fuzz_target!(|data: &[u8]| {
     let _ = message_key(hash_key(), &env);
     let _ = signature_key(hash_key(), &env);
     let _ = envelope::challenge_digest(&env);
-    let _ = rmb_sdk::incoming::classify(&env);
-    let _ = rmb_sdk::incoming::verify(&env, &PUBLIC_KEY, NOW);
+    let _ = rmb_sdk::fuzzing::classify(&env);
+    let _ = rmb_sdk::fuzzing::verify(&env, &PUBLIC_KEY, NOW);
     // A relay's re-encoding must decode to the same envelope.
     let again = Envelope::decode(&env.encode_to_vec()[..]).expect("re-encoded envelope decodes");
     assert_eq!(again, env);

@@ -155,8 +155,10 @@ impl HeldRegistrar {
                         "HTTP/1.1 404 Not Found\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                         body.len()
                     );
-                    socket.write_all(answer.as_bytes()).await.unwrap();
+                    // Counted before the write: the client may read the answer (and the
+                    // test check the count) before this task runs again.
                     answered.fetch_add(1, Ordering::SeqCst);
+                    socket.write_all(answer.as_bytes()).await.unwrap();
                 });
             }
         });
