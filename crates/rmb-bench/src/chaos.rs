@@ -266,15 +266,7 @@ fn serve(
                 let Some((_, raw)) = popped else { continue };
                 let req: IncomingRequest = serde_json::from_str(&raw)?;
                 *runs.entry(req.data.clone()).or_default() += 1;
-                let reply = peer_api::OutgoingResponse {
-                    version: 1,
-                    reference: req.reference,
-                    data: req.data,
-                    destination: req.source,
-                    schema: req.schema,
-                    timestamp: rmb_core::time::now(),
-                    error: None,
-                };
+                let reply = crate::peer_bench::echo_reply(req);
                 let _: () = c
                     .lpush(peer_api::SYSTEM_REPLY, serde_json::to_string(&reply)?)
                     .await?;

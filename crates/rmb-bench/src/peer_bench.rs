@@ -164,15 +164,7 @@ impl PeerNet {
                         c.brpop(peer_api::command_list("bench.echo"), 1.0).await?;
                     let Some((_, raw)) = popped else { continue };
                     let req: IncomingRequest = serde_json::from_str(&raw)?;
-                    let reply = OutgoingResponse {
-                        version: 1,
-                        reference: req.reference,
-                        data: req.data,
-                        destination: req.source,
-                        schema: req.schema,
-                        timestamp: rmb_core::time::now(),
-                        error: None,
-                    };
+                    let reply = echo_reply(req);
                     let _: () = c
                         .lpush(peer_api::SYSTEM_REPLY, serde_json::to_string(&reply)?)
                         .await?;
@@ -550,4 +542,17 @@ pub async fn soak(args: SoakArgs) -> anyhow::Result<Vec<Table>> {
         anyhow::bail!("soak lost {lost} of {sent} replies");
     }
     Ok(tables)
+}
+
+/// What an echo service pushes to `msgbus.system.reply` for `req`: its own data back.
+pub(crate) fn echo_reply(req: IncomingRequest) -> OutgoingResponse {
+    OutgoingResponse {
+        version: 1,
+        reference: req.reference,
+        data: req.data,
+        destination: req.source,
+        schema: req.schema,
+        timestamp: rmb_core::time::now(),
+        error: None,
+    }
 }
