@@ -27,7 +27,10 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(verdict, rules.check_envelope(&env, NOW));
         assert_eq!(
             keys,
-            (message_key(hash_key(), &env), signature_key(hash_key(), &env))
+            (
+                message_key(hash_key(), &env),
+                signature_key(hash_key(), &env)
+            )
         );
     }
 });

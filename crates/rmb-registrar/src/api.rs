@@ -324,7 +324,7 @@ pub struct ValidCreate {
 }
 
 /// Decodes a create body: JSON, key, relays (normalised), e2e key. Pure; the fuzz
-/// target `registrar_create` runs it.
+/// target `registrar_json` runs it.
 pub fn decode_create(body: &[u8]) -> Result<ValidCreate, ApiError> {
     let request: CreateRequest = parse_json(body)?;
     let public_key = decode_public_key(&request.public_key, false)?;
@@ -391,7 +391,7 @@ pub enum Lookup {
 }
 
 /// Decodes a lookup query string. Empty values count as absent, as node-registrar
-/// reads them (`c.Query`). Pure; the fuzz target `registrar_lookup` runs it.
+/// reads them (`c.Query`). Pure; the fuzz target `registrar_json` runs it.
 pub fn decode_lookup(query: &str) -> Result<Lookup, ApiError> {
     let q: AccountsQuery = serde_urlencoded::from_str(query)
         .map_err(|e| ApiError::new(400, format!("invalid query string: {e}")))?;
@@ -493,7 +493,7 @@ pub struct ValidUpdate {
 
 /// Decodes a PATCH body. `"relays": null` and `"rmb_enc_key": ""` leave the values as
 /// they are (node-registrar); `"rmb_enc_key": null` removes the key; unknown fields are
-/// ignored. Pure; the fuzz target `registrar_update` runs it.
+/// ignored. Pure; the fuzz target `registrar_json` runs it.
 pub fn decode_update(body: &[u8]) -> Result<ValidUpdate, ApiError> {
     let req: UpdateRequest = parse_json(body)?;
     let relays = req.relays.as_deref().map(validate::relays).transpose()?;
