@@ -395,6 +395,27 @@ impl BoundedLabels {
     }
 }
 
+// Handles name their family (their values are in `render`).
+macro_rules! debug_by_name {
+    ($($t:ty),*) => {$(
+        impl std::fmt::Debug for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_tuple(stringify!($t)).field(&self.0.meta.name).finish()
+            }
+        }
+    )*};
+}
+debug_by_name!(CounterVec, GaugeVec, HistogramVec);
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.families().iter().map(|f| f.meta().name).collect();
+        f.debug_struct("Registry")
+            .field("families", &names)
+            .finish()
+    }
+}
+
 // ---- families ----
 
 struct Meta {
