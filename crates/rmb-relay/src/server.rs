@@ -9,7 +9,6 @@
 //! backend keep what it can (Redis: local queues go back to Redis), wait for tasks.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
@@ -173,9 +172,11 @@ fn update_gauges(state: &RelayState) {
     let queued = state.backend.local_queue_depth();
     metrics
         .queued_frames
-        .store(queued as i64, Ordering::Relaxed);
+        .set(i64::try_from(queued).unwrap_or(i64::MAX));
     let open = state.open_connections();
-    metrics.connections.store(open as i64, Ordering::Relaxed);
+    metrics
+        .connections
+        .set(i64::try_from(open).unwrap_or(i64::MAX));
 }
 
 async fn metrics_text(State(state): State<Arc<RelayState>>) -> impl IntoResponse {
