@@ -81,6 +81,11 @@ pub struct Metrics {
     pub dedup_evicted: AtomicU64,
     /// Sessions closed because nothing was received for the idle timeout.
     pub idle_closed: AtomicU64,
+    /// Bytes read from sockets and not yet handed on (the read budget's use).
+    pub read_bytes_held: AtomicI64,
+    /// Sessions closed and federation posts refused because a read waited too long for
+    /// room in the read budget.
+    pub read_budget_exhausted: AtomicU64,
     /// Requests that may have reached a connection that broke, not sent again (D1).
     pub unconfirmed_requests_dropped: AtomicU64,
     /// Labelled counters: (metric name, label text) → count.
@@ -125,6 +130,8 @@ impl Metrics {
             duplicates: AtomicU64::default(),
             dedup_evicted: AtomicU64::default(),
             idle_closed: AtomicU64::default(),
+            read_bytes_held: AtomicI64::default(),
+            read_budget_exhausted: AtomicU64::default(),
             unconfirmed_requests_dropped: AtomicU64::default(),
             labelled: DashMap::default(),
             relay_labels: BoundedLabels::new(relay_labels),
@@ -281,6 +288,18 @@ impl Metrics {
             "Sessions closed because nothing was received for the idle timeout.",
             "counter",
             c(&self.idle_closed),
+        );
+        put(
+            "rmb_relay_read_bytes_held",
+            "Bytes read from sockets and not yet handed on (the read budget in use).",
+            "gauge",
+            g(&self.read_bytes_held),
+        );
+        put(
+            "rmb_relay_read_budget_exhausted_total",
+            "Sessions closed (1013) or federation posts refused (503) after waiting too long for room in the read budget.",
+            "counter",
+            c(&self.read_budget_exhausted),
         );
         put(
             "rmb_relay_unconfirmed_requests_dropped_total",
