@@ -712,6 +712,29 @@ async fn health_and_metrics() {
     );
 }
 
+/// Each server counts for itself: tests and `rmb up` run several in one process, and a
+/// process-global recorder mixed their numbers (or left the second with none).
+#[tokio::test]
+async fn two_registrars_in_one_process_count_apart() {
+    let (one, two) = (
+        TestRegistrar::start().await.unwrap(),
+        TestRegistrar::start().await.unwrap(),
+    );
+    let (api1, api2) = (Api::new(&one.url()), Api::new(&two.url()));
+    let created = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("registrar_accounts_created_total "))
+            .map(|v| v.to_string())
+    };
+    assert_eq!(created(&api1.metrics().await).as_deref(), Some("0"));
+    let s = signer(KeyType::Ed25519);
+    assert_eq!(api1.create(&create_body(&s, now(), &[], None)).await.0, 201);
+    assert_eq!(created(&api1.metrics().await).as_deref(), Some("1"));
+    let text = api2.metrics().await;
+    assert_eq!(created(&text).as_deref(), Some("0"), "{text}");
+    assert!(!text.contains("op=\"create\""), "{text}");
+}
+
 /// HTTP lets a client invent request methods: each one a stranger sends must not become
 /// a new metric label (memory and the scraper's storage grow with them).
 #[tokio::test]
