@@ -777,3 +777,35 @@ async fn a_shorter_time_window_is_enforced() {
     assert_eq!(api.create(&padded).await.0, 413);
     assert!(api.all().await.is_empty());
 }
+
+/// A weak key (the ed25519 identity, the ristretto identity) with the signature
+/// R = identity, s = 0, which verifies for any message: before rmb_core refused weak
+/// keys, this registered a twin that anyone could sign as, and update with a forged
+/// X-Auth. Found while wiring the fuzz target `registrar_json` (its check that no
+/// proof the fuzzer writes verifies); the input is in its corpus.
+#[tokio::test]
+async fn a_weak_key_anyone_can_sign_for_cannot_be_registered() {
+    let dir = tempfile::tempdir().unwrap();
+    let registrar = TestRegistrar::start_with(&dir.path().join("r.db").to_string_lossy())
+        .await
+        .unwrap();
+    let api = Api::new(&registrar.url());
+    let mut ed_identity = [0u8; 32];
+    ed_identity[0] = 1;
+    let mut ed_sig = [0u8; 64];
+    ed_sig[0] = 1;
+    let mut sr_sig = [0u8; 64];
+    sr_sig[63] = 0x80;
+    for (key, sig) in [(ed_identity, ed_sig), ([0u8; 32], sr_sig)] {
+        let public_key = STANDARD.encode(key);
+        let body = json!({
+            "timestamp": now(),
+            "public_key": public_key,
+            "signature": STANDARD.encode(sig),
+            "relays": ["r.example"],
+        });
+        let (status, answer) = api.create(&body).await;
+        assert_eq!(status, 401, "{public_key}: {answer}");
+    }
+    assert!(api.all().await.is_empty());
+}

@@ -34,6 +34,11 @@ pub struct Metrics {
     pub dedup_evicted: Counter,
     /// Sessions closed because nothing was received for the idle timeout.
     pub idle_closed: Counter,
+    /// Bytes read from sockets and not yet handed on (the read budget's use).
+    pub read_bytes_held: Gauge,
+    /// Sessions closed and federation posts refused because a read waited too long for
+    /// room in the read budget.
+    pub read_budget_exhausted: Counter,
     /// Requests that may have reached a connection that broke, not sent again (D1).
     pub unconfirmed_requests_dropped: Counter,
     auth_failures: CounterVec,
@@ -118,6 +123,14 @@ impl Metrics {
             idle_closed: r.counter(
                 "rmb_relay_idle_closed_total",
                 "Sessions closed because nothing was received for the idle timeout.",
+            ),
+            read_bytes_held: r.gauge(
+                "rmb_relay_read_bytes_held",
+                "Bytes read from sockets and not yet handed on (the read budget in use).",
+            ),
+            read_budget_exhausted: r.counter(
+                "rmb_relay_read_budget_exhausted_total",
+                "Sessions closed (1013) or federation posts refused (503) after waiting too long for room in the read budget.",
             ),
             unconfirmed_requests_dropped: r.counter(
                 "rmb_relay_unconfirmed_requests_dropped_total",

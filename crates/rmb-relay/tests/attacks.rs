@@ -349,30 +349,6 @@ async fn shifted_copies_of_a_federated_envelope_never_reach_anyone() {
     assert_eq!(cb.recv().await, fresh, "a shifted variant reached B");
 }
 
-/// Completes a WebSocket upgrade by hand and then neither reads frames nor answers
-/// pings: a dead peer, or a client holding a slot for nothing.
-async fn silent_session(relay: std::net::SocketAddr, token: &str) -> tokio::net::TcpStream {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(relay).await.unwrap();
-    let upgrade = format!(
-        "GET /?{token} HTTP/1.1\r\nHost: {relay}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    tcp.write_all(upgrade.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        tcp.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
-    tcp
-}
-
 /// A relay that pings every 200 ms and closes a session silent for 1 s.
 async fn pinging_relay() -> OneRelay {
     one_relay(|c| {
