@@ -554,9 +554,17 @@ async fn update_account(
         ));
     }
     let digest = auth::body_digest(&body);
+    let header_digest = x_auth.digest();
     for _ in 0..UPDATE_ATTEMPTS {
-        let guard = auth::admit(&account.auth, x_auth.timestamp, &digest)?;
         let now = rmb_core::time::now();
+        let guard = auth::admit(
+            &account.auth,
+            x_auth.timestamp,
+            &header_digest,
+            &digest,
+            now,
+            s.config.auth_max_age.as_secs(),
+        )?;
         if let Some(updated) = s
             .store
             .update(twin_id, &valid.update, &account.auth, &guard, now)
