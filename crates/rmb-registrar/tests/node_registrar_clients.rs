@@ -283,6 +283,55 @@ async fn a_flood_of_distinct_valid_headers_is_capped_per_account() {
 }
 
 #[tokio::test]
+async fn node_registrars_farm_node_and_zos_routes_answer_501_with_the_reason() {
+    let registrar = TestRegistrar::start().await.unwrap();
+    let http = reqwest::Client::new();
+    // Every route of node-registrar's pkg/server/routes.go other than accounts, under
+    // both of its prefixes.
+    let routes = [
+        ("GET", "farms"),
+        ("GET", "farms/"),
+        ("POST", "farms"),
+        ("POST", "farms/"),
+        ("GET", "farms/7"),
+        ("PATCH", "farms/7"),
+        ("GET", "nodes"),
+        ("POST", "nodes"),
+        ("GET", "nodes/3"),
+        ("PATCH", "nodes/3"),
+        ("POST", "nodes/3/uptime"),
+        ("GET", "zos/version"),
+        ("PUT", "zos/version"),
+    ];
+    for prefix in ["/v1", "/api/v1"] {
+        for (method, route) in routes {
+            let url = format!("{}{prefix}/{route}", registrar.url());
+            let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+            let response = http
+                .request(method.clone(), &url)
+                .body("{}")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status().as_u16(), 501, "{method} {url}");
+            let body: Value = response.json().await.unwrap();
+            let error = body["error"].as_str().unwrap_or_default();
+            assert!(
+                error.contains("accounts") && error.contains("node-registrar"),
+                "{method} {url}: {body}"
+            );
+        }
+    }
+    // Anything else is still a plain 404.
+    let response = http
+        .get(format!("{}/v1/bogus", registrar.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 404);
+}
+
+#[tokio::test]
 async fn x_auth_up_to_a_minute_old_and_a_trailing_slash_are_accepted() {
     let (_registrar, go, s, id) = go_account(KeyType::Ed25519).await;
     let old = go_x_auth(&s, id, now() - 45);
