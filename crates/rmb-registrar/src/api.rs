@@ -178,7 +178,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     router
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
-        .route_layer(middleware::from_fn(track))
+        .route_layer(middleware::from_fn_with_state(shared.clone(), track))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
@@ -188,7 +188,12 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 }
 
 /// Counts every matched request by route, method and status, and times it.
-async fn track(matched: Option<MatchedPath>, req: Request, next: Next) -> Response {
+async fn track(
+    State(s): State<AppState>,
+    matched: Option<MatchedPath>,
+    req: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
     let route = matched
@@ -197,9 +202,12 @@ async fn track(matched: Option<MatchedPath>, req: Request, next: Next) -> Respon
         .unwrap_or_default();
     let response = next.run(req).await;
     let status = response.status().as_u16().to_string();
-    metrics::counter!("registrar_http_requests_total", "route" => route.clone(), "method" => method_label(&method), "status" => status).increment(1);
-    metrics::histogram!("registrar_http_request_duration_seconds", "route" => route)
-        .record(started.elapsed().as_secs_f64());
+    s.metrics
+        .requests
+        .inc(&[&route, method_label(&method), &status]);
+    s.metrics
+        .request_duration
+        .observe(&[&route], started.elapsed().as_secs_f64());
     response
 }
 
@@ -224,8 +232,10 @@ fn method_label(method: &Method) -> &'static str {
         .map_or("other", |known| known.as_str())
 }
 
-async fn not_found(method: Method) -> ApiError {
-    metrics::counter!("registrar_http_requests_total", "route" => "unmatched", "method" => method_label(&method), "status" => "404").increment(1);
+async fn not_found(State(s): State<AppState>, method: Method) -> ApiError {
+    s.metrics
+        .requests
+        .inc(&["unmatched", method_label(&method), "404"]);
     ApiError::new(
         404,
         "no such route: the API is /v1/accounts, /v1/accounts/{twin_id} (also under /api/v1), /health and /metrics",
@@ -257,14 +267,11 @@ async fn health(State(s): State<AppState>) -> Response {
 }
 
 async fn metrics_text(State(s): State<AppState>) -> Response {
-    match s.metrics.render() {
-        Some(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
-        None => ApiError::new(
-            503,
-            "metrics are unavailable: another metrics recorder is installed in this process",
-        )
-        .into_response(),
-    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+        .into_response()
 }
 
 /// Reads a JSON body: 413 over the limit, 408 too slow, 400 for anything that is not the
@@ -390,7 +397,7 @@ async fn create_account(
             rmb_core::time::now(),
         )
         .await?;
-    metrics::counter!("registrar_accounts_created_total").increment(1);
+    s.metrics.accounts_created.inc();
     tracing::info!(twin_id = account.twin_id, "account created");
     Ok(account_response(StatusCode::CREATED, &account))
 }

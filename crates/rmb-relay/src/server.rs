@@ -9,7 +9,6 @@
 //! backend keep what it can (Redis: local queues go back to Redis), wait for tasks.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
@@ -184,12 +183,14 @@ fn update_gauges(state: &RelayState) {
     let queued = state.backend.local_queue_depth();
     metrics
         .queued_frames
-        .store(queued as i64, Ordering::Relaxed);
+        .set(i64::try_from(queued).unwrap_or(i64::MAX));
     let open = state.open_connections();
-    metrics.connections.store(open as i64, Ordering::Relaxed);
+    metrics
+        .connections
+        .set(i64::try_from(open).unwrap_or(i64::MAX));
     if let Some(budget) = &state.config.http.read_budget {
         let held = i64::try_from(budget.held()).unwrap_or(i64::MAX);
-        metrics.read_bytes_held.store(held, Ordering::Relaxed);
+        metrics.read_bytes_held.set(held);
     }
 }
 
