@@ -573,3 +573,29 @@ async fn a_request_larger_than_tungstenites_default_frame_limit_arrives() {
         .unwrap();
     assert_eq!(reply.payload, (20usize << 20).to_string().into_bytes());
 }
+
+#[tokio::test]
+async fn a_request_larger_than_relays_accept_is_refused_before_it_is_sent() {
+    let n = net().await;
+    let server = client_on(&n.reg, &[&n.relay], KeyType::Ed25519, false).await;
+    let caller = client_on(&n.reg, &[&n.relay], KeyType::Ed25519, false).await;
+    server.handle("size", |req| async move {
+        Ok(req.payload.len().to_string().into_bytes())
+    });
+    let body = vec![b'x'; rmb_core::rules::MAX_MESSAGE_SIZE];
+    let refused = caller.call(server.twin_id(), "size", body, WAIT).await;
+    assert!(
+        matches!(
+            refused,
+            Err(CallError::NotSent(SendError::TooLarge { max, .. }))
+                if max == rmb_core::rules::MAX_MESSAGE_SIZE
+        ),
+        "{refused:?}"
+    );
+    // The connection was not broken by it: the next call goes through.
+    let reply = caller
+        .call(server.twin_id(), "size", b"small".to_vec(), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(reply.payload, &b"5"[..]);
+}
