@@ -58,6 +58,15 @@ impl ReadBudget {
         }
     }
 
+    /// A budget of at least `bytes` that always has room for one message of
+    /// `largest_message` bytes with its headers: reads reserve a whole chunk before
+    /// they know how much arrives, so a budget of exactly the largest message could
+    /// refuse that message when the reads happen to fall badly.
+    pub fn with_room_for(bytes: usize, largest_message: usize, wait: Duration) -> Self {
+        let room = largest_message.saturating_add(2 * CHUNK);
+        ReadBudget::new(bytes.max(room), wait)
+    }
+
     /// The budget's size in bytes.
     pub fn bytes(&self) -> usize {
         self.inner.bytes

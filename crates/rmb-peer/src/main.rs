@@ -386,6 +386,35 @@ mod tests {
         assert_eq!(loaded.args.registrar, "https://registrar.example.org");
     }
 
+    /// `/metrics` is off unless asked for, and loopback when asked without an address
+    /// (the original had no metrics port; a new open port must be a choice).
+    #[test]
+    fn metrics_are_off_by_default_and_loopback_when_asked() {
+        let base = [
+            "--relay",
+            "ws://127.0.0.1:1",
+            "--registrar",
+            "http://127.0.0.1:1",
+        ];
+        for (extra, expected) in [
+            (&[][..], None),
+            (&["--metrics"][..], Some("127.0.0.1:9464")),
+            (&["--metrics", "0.0.0.0:9100"][..], Some("0.0.0.0:9100")),
+            (&["--metrics=127.0.0.1:0"][..], Some("127.0.0.1:0")),
+        ] {
+            let args = load(&[&base[..], extra].concat()).args;
+            assert_eq!(
+                args.metrics,
+                expected.map(|a| a.parse().unwrap()),
+                "{extra:?}"
+            );
+        }
+        let (_dir, path) = config("metrics = \"127.0.0.1:9200\"\n", 0o644);
+        let path = path.to_str().unwrap();
+        let args = load(&[&base[..], &["--config", path][..]].concat()).args;
+        assert_eq!(args.metrics, Some("127.0.0.1:9200".parse().unwrap()));
+    }
+
     /// The command lines of the original rmb-peer (threefoldtech/rmb-rs,
     /// src/bins/rmb-peer.rs: `-m/--mnemonic` with the deprecated `--mnemonics` and
     /// `--seed`, `-k`, `-r`, `-s/--substrate` taking several URLs, `--relay` taking up to

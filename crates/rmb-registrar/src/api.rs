@@ -8,6 +8,7 @@
 //! | `PATCH /v1/accounts/{twin_id}` + `X-Auth` | 200 + account |
 //! | `GET /health` | 200 `{"status":"ok"}` when the database answers, else 503 |
 //! | `GET /metrics` | Prometheus text |
+//! | `/v1/farms...`, `/v1/nodes...`, `/v1/zos...` (node-registrar's other routes) | 501 + the reason: accounts only |
 //!
 //! Every `/v1/...` route is also served as `/api/v1/...` (node-registrar's base path),
 //! with or without a trailing slash. Refusals are `{"error": "..."}`, with the status
@@ -26,7 +27,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch};
+use axum::routing::{any, get, patch};
 use axum::{Json, Router};
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine as _;
@@ -163,6 +164,16 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
                 &format!("{prefix}/accounts/{{twin_id}}/"),
                 patch(update_account),
             );
+        // node-registrar's other routes (farms, nodes, uptime, zos version): RMB needs
+        // accounts only, and serving farms and nodes would mean taking over the grid's
+        // farm, node and uptime records. A client pointed here by mistake gets 501 and
+        // the reason instead of a bare 404.
+        for area in ["farms", "nodes", "zos"] {
+            router = router
+                .route(&format!("{prefix}/{area}"), any(not_served))
+                .route(&format!("{prefix}/{area}/"), any(not_served))
+                .route(&format!("{prefix}/{area}/{{*rest}}"), any(not_served));
+        }
     }
     router
         .route("/health", get(health))
@@ -228,6 +239,16 @@ async fn not_found(State(s): State<AppState>, method: Method) -> ApiError {
     ApiError::new(
         404,
         "no such route: the API is /v1/accounts, /v1/accounts/{twin_id} (also under /api/v1), /health and /metrics",
+    )
+}
+
+/// node-registrar's farm, node and zos routes, which this registrar does not serve.
+async fn not_served() -> ApiError {
+    ApiError::new(
+        501,
+        "not implemented: this registrar serves RMB accounts (twins) only, at /v1/accounts; \
+         farms, nodes, uptime reports and the zos version are served by node-registrar \
+         (tfgridv4-sdk-go): point farm and node clients at one",
     )
 }
 
@@ -561,9 +582,17 @@ async fn update_account(
         ));
     }
     let digest = auth::body_digest(&body);
+    let header_digest = x_auth.digest();
     for _ in 0..UPDATE_ATTEMPTS {
-        let guard = auth::admit(&account.auth, x_auth.timestamp, &digest)?;
         let now = rmb_core::time::now();
+        let guard = auth::admit(
+            &account.auth,
+            x_auth.timestamp,
+            &header_digest,
+            &digest,
+            now,
+            s.config.auth_max_age.as_secs(),
+        )?;
         if let Some(updated) = s
             .store
             .update(twin_id, &valid.update, &account.auth, &guard, now)

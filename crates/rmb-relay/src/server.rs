@@ -97,8 +97,9 @@ pub async fn start(
     let addr = listener.local_addr()?;
     // Messages of up to 64 MiB are accepted, so what sockets have delivered and the
     // relay has not handed on yet is bounded as a whole (see docs/relay.md).
-    config.http.read_budget = Some(rmb_http::ReadBudget::new(
-        config.read_budget.max(config.max_envelope_size),
+    config.http.read_budget = Some(rmb_http::ReadBudget::with_room_for(
+        config.read_budget,
+        config.max_envelope_size,
         config.read_budget_wait,
     ));
     let metrics = Arc::new(Metrics::new(config.metric_relay_labels));

@@ -207,3 +207,53 @@ async fn a_federation_post_of_the_limit_is_accepted_and_over_budget_gets_503() {
     assert!(text.contains("out of memory"), "{text}");
     drop(stalled);
 }
+
+#[tokio::test]
+async fn federation_work_is_capped_in_bytes_toward_a_relay_that_never_answers() {
+    // The attack: twin A addresses a twin registered on a relay that accepts
+    // connections and never answers. With the memory backend every envelope waits in a
+    // delivery task; with 64 MiB envelopes a cap on their count bounds nothing.
+    const FEDERATION_BYTES: usize = MIB;
+    let setup = one_relay(|c| {
+        // (The federation byte bound is at least one largest envelope.)
+        c.max_envelope_size = FEDERATION_BYTES;
+        c.federation_backlog_bytes = FEDERATION_BYTES;
+        c.federation_timeout = Duration::from_secs(600);
+    })
+    .await;
+    // Accepts TCP connections (the kernel completes the handshake) and never reads.
+    let silent = std::net::TcpListener::bind("127.0.0.3:0").unwrap();
+    let y = twin(
+        &setup.reg.url(),
+        rmb_core::KeyType::Ed25519,
+        &[silent.local_addr().unwrap().to_string()],
+    )
+    .await;
+    let mut a = connect(setup.addr(), &setup.a, None).await;
+    for i in 0..12u8 {
+        let mut body = vec![9u8; 200 * KIB];
+        body[0] = i;
+        a.send(&request(&setup.a, Address::twin(y.id), "x", &body))
+            .await;
+    }
+    let errors = barrier_counting_errors(&mut a, &setup.a).await;
+    assert!(
+        !errors.is_empty(),
+        "2.4 MiB entered 1 MiB of federation work"
+    );
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.contains("federation backlog is full")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.len() >= 12 - FEDERATION_BYTES / (200 * KIB),
+        "{errors:?}"
+    );
+    // Local delivery is not affected.
+    let mut b = connect(setup.addr(), &setup.b, None).await;
+    let req = request(&setup.a, Address::twin(setup.b.id), "x", b"still here");
+    a.send(&req).await;
+    assert_eq!(b.recv().await.uid, req.uid);
+}

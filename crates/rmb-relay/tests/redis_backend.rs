@@ -243,20 +243,6 @@ async fn until_redis_is_drained(url: &str) {
     }
 }
 
-/// Sends a ping and reads until its pong; returns the relay errors read before it.
-async fn barrier_counting_errors(conn: &mut Conn, twin: &Twin) -> Vec<String> {
-    let p = ping(twin);
-    conn.send(&p).await;
-    let mut errors = Vec::new();
-    loop {
-        let env = conn.recv().await;
-        if env.uid == p.uid {
-            return errors;
-        }
-        errors.push(relay_error(&env).to_string());
-    }
-}
-
 #[tokio::test]
 async fn redis_queues_are_capped_in_bytes_per_session_and_per_twin() {
     // The attack (issue 12): twin A fills offline twin B's queues with large envelopes,

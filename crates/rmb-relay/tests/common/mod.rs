@@ -362,3 +362,17 @@ pub async fn silent_session(relay: std::net::SocketAddr, token: &str) -> tokio::
     );
     tcp
 }
+
+/// Sends a ping and reads until its pong; returns the relay errors read before it.
+pub async fn barrier_counting_errors(conn: &mut Conn, twin: &Twin) -> Vec<String> {
+    let p = ping(twin);
+    conn.send(&p).await;
+    let mut errors = Vec::new();
+    loop {
+        let env = conn.recv().await;
+        if env.uid == p.uid {
+            return errors;
+        }
+        errors.push(relay_error(&env).to_string());
+    }
+}

@@ -231,6 +231,12 @@ impl Inner {
 
     async fn send_envelope(&self, env: &Envelope) -> Result<Sent, SendError> {
         let frame: Bytes = env.encode_to_vec().into();
+        if frame.len() > rmb_core::rules::MAX_MESSAGE_SIZE {
+            return Err(SendError::TooLarge {
+                size: frame.len(),
+                max: rmb_core::rules::MAX_MESSAGE_SIZE,
+            });
+        }
         let deadline = env.timestamp.saturating_add(env.expiration);
         let copy_safe = match (&env.message, env.destination.as_ref()) {
             (Some(Message::Request(_)), Some(to)) => {
