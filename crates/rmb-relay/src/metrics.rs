@@ -72,6 +72,8 @@ pub struct Metrics {
     pub queue_dropped: AtomicU64,
     pub expired: AtomicU64,
     pub rate_limited: AtomicU64,
+    /// Times a session's reader stopped reading because its twin was over the limit.
+    pub rate_limit_pauses: AtomicU64,
     pub federation_received: AtomicU64,
     pub federation_received_bytes: AtomicU64,
     /// Copies of envelopes already accepted, dropped (D1a).
@@ -120,6 +122,7 @@ impl Metrics {
             queue_dropped: AtomicU64::default(),
             expired: AtomicU64::default(),
             rate_limited: AtomicU64::default(),
+            rate_limit_pauses: AtomicU64::default(),
             federation_received: AtomicU64::default(),
             federation_received_bytes: AtomicU64::default(),
             duplicates: AtomicU64::default(),
@@ -257,6 +260,12 @@ impl Metrics {
             "Envelopes refused by the per-twin rate limit.",
             "counter",
             c(&self.rate_limited),
+        );
+        put(
+            "rmb_relay_rate_limit_pauses_total",
+            "Times a session was not read until its twin's next rate-limit window.",
+            "counter",
+            c(&self.rate_limit_pauses),
         );
         put(
             "rmb_relay_federation_received_total",
