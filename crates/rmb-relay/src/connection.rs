@@ -251,10 +251,14 @@ const MIN_LIMIT_PAUSE: Duration = Duration::from_millis(100);
 /// How long to stop reading until the unix second `next_window`, between
 /// [`MIN_LIMIT_PAUSE`] and [`MAX_LIMIT_PAUSE`]. Checked arithmetic on the system clock.
 fn pause_for(next_window: u64) -> Duration {
-    let until = std::time::UNIX_EPOCH.checked_add(Duration::from_secs(next_window));
-    until
-        .and_then(|t| t.duration_since(std::time::SystemTime::now()).ok())
-        .unwrap_or_default()
+    // A window start past what `SystemTime` holds is simply far away.
+    std::time::UNIX_EPOCH
+        .checked_add(Duration::from_secs(next_window))
+        .map_or(MAX_LIMIT_PAUSE, |until| {
+            until
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default()
+        })
         .clamp(MIN_LIMIT_PAUSE, MAX_LIMIT_PAUSE)
 }
 
