@@ -14,7 +14,44 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::proc_stats;
 use crate::servers::Frames;
+
+/// CPU ticks of all the bench's processes ([`proc_stats::tree_cpu_ticks`]) over the
+/// last measured windows, keyed by the window's exact length: [`window_cpu`] finds the
+/// one a [`LoadResult`] came from without the result having to carry it.
+static WINDOWS: parking_lot::Mutex<Vec<(Duration, u64)>> = parking_lot::const_mutex(Vec::new());
+
+/// Windows remembered (rows are measured one after the other, so a few are plenty).
+const WINDOWS_KEPT: usize = 16;
+
+/// Starts counting CPU for a measured window; [`end_window`] ends it.
+pub fn start_window() -> u64 {
+    proc_stats::tree_cpu_ticks()
+}
+
+/// Records the CPU ticks spent since `started` (from [`start_window`]) for the window
+/// that lasted `elapsed`.
+pub fn end_window(started: u64, elapsed: Duration) {
+    let ticks = proc_stats::tree_cpu_ticks().saturating_sub(started);
+    let mut windows = WINDOWS.lock();
+    if windows.len() >= WINDOWS_KEPT {
+        windows.remove(0);
+    }
+    windows.push((elapsed, ticks));
+}
+
+/// CPU ticks of every process of the bench during the measured window of the result
+/// whose `elapsed` this is (`None` for a result not measured by [`run`] or
+/// [`closed_loop`]).
+pub fn window_cpu(elapsed: Duration) -> Option<u64> {
+    WINDOWS
+        .lock()
+        .iter()
+        .rev()
+        .find(|(e, _)| *e == elapsed)
+        .map(|(_, ticks)| *ticks)
+}
 
 /// One pair: where the receiver and the sender connect, and what the sender sends.
 pub struct Pair {
@@ -116,10 +153,12 @@ pub async fn run(
     tokio::time::sleep(warmup).await;
     shared.received.store(0, Ordering::SeqCst);
     shared.measuring.store(true, Ordering::SeqCst);
+    let cpu = start_window();
     let start = Instant::now();
     tokio::time::sleep(duration).await;
     shared.measuring.store(false, Ordering::SeqCst);
     let elapsed = start.elapsed();
+    end_window(cpu, elapsed);
     for t in &tasks {
         t.abort();
     }
@@ -286,10 +325,12 @@ where
     }
     tokio::time::sleep(warmup).await;
     measuring.store(true, Ordering::SeqCst);
+    let cpu = start_window();
     let start = Instant::now();
     tokio::time::sleep(duration).await;
     measuring.store(false, Ordering::SeqCst);
     let elapsed = start.elapsed();
+    end_window(cpu, elapsed);
     stop.store(true, Ordering::SeqCst);
     let mut latencies_us = Vec::new();
     for t in tasks {

@@ -123,6 +123,96 @@ async fn forwarder_row(frames: &PlanFrames, common: &Common, window: usize) -> a
     .await
 }
 
+/// Envelopes used by [`verify_ceiling`] (distinct, so nothing is cached by accident).
+const CEILING_ENVELOPES: usize = 256;
+
+/// The physical ceiling of a verifying relay on this machine, measured in the same run:
+/// envelopes like the first pair's verified per second with our own verification
+/// ([`rmb_core::envelope::verify`], what relay B runs on each federated envelope), one
+/// thread per core and nothing else. Latency columns: one verification.
+async fn verify_ceiling(
+    twins: &[(BenchTwin, BenchTwin)],
+    frames: &PlanFrames,
+    common: &Common,
+) -> anyhow::Result<Row> {
+    let (Some((sender, _)), Some(frames)) = (twins.first(), frames.first()) else {
+        bail!("no pairs to take envelopes from");
+    };
+    let key = sender.signer.public_key();
+    let mut frames = frames.clone();
+    let envelopes: Vec<rmb_core::Envelope> = (0..CEILING_ENVELOPES)
+        .map(|_| rmb_core::prost::Message::decode(&frames.next_frame().bytes[..]))
+        .collect::<Result<_, _>>()?;
+    for env in &envelopes {
+        rmb_core::envelope::verify(env, &key)?;
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (warmup, duration) = (common.warmup(), common.duration());
+    eprintln!("measuring the verification ceiling on {threads} threads ...");
+    let result = tokio::task::spawn_blocking(move || {
+        let verify_for = |how_long: std::time::Duration, samples: &mut Vec<u32>| {
+            let until = std::time::Instant::now() + how_long;
+            let mut n = 0u64;
+            for env in envelopes.iter().cycle() {
+                let t = std::time::Instant::now();
+                if t >= until {
+                    break;
+                }
+                // Checked so the work cannot be optimised away, and counted as failed.
+                if rmb_core::envelope::verify(env, &key).is_err() {
+                    return None;
+                }
+                samples.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                n += 1;
+            }
+            Some(n)
+        };
+        // Every worker warms up, then all start the measured window together.
+        let start = std::sync::Barrier::new(threads + 1);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut samples = Vec::new();
+                        let warm = verify_for(warmup, &mut samples);
+                        samples.clear();
+                        start.wait();
+                        warm?;
+                        let n = verify_for(duration, &mut samples)?;
+                        Some((n, samples))
+                    })
+                })
+                .collect();
+            start.wait();
+            let cpu = load::start_window();
+            let mut total = 0;
+            let mut latencies_us = Vec::new();
+            for w in workers {
+                let (n, mut samples) = w.join().ok().flatten()?;
+                total += n;
+                latencies_us.append(&mut samples);
+            }
+            latencies_us.sort_unstable();
+            load::end_window(cpu, duration);
+            Some(load::LoadResult {
+                messages: total,
+                elapsed: duration,
+                latencies_us,
+            })
+        })
+    })
+    .await?;
+    let Some(result) = result else {
+        bail!("an envelope failed to verify in the ceiling measurement");
+    };
+    Ok(Row::new(
+        &format!("ceiling: signature verification alone, {threads} threads"),
+        threads,
+        &result,
+        Vec::new(),
+    ))
+}
+
 /// Senders connect to `from`, receivers to `to` (relay addresses).
 fn relay_plan(
     twins: &[(BenchTwin, BenchTwin)],
@@ -189,6 +279,15 @@ struct Crossing {
     redis: Option<u32>,
 }
 
+impl Crossing {
+    /// Kills the servers and waits until they are gone (their ports are free again).
+    async fn stop(self) {
+        self.one.1.kill().await;
+        self.from.1.kill().await;
+        self.to.1.kill().await;
+    }
+}
+
 /// For each pair count: the forwarder, one relay, then the path from one process to the
 /// other, all with the same twins and frames.
 async fn crossing<F, Fut>(
@@ -196,10 +295,11 @@ async fn crossing<F, Fut>(
     args: &CrossArgs,
     twins: &[(BenchTwin, BenchTwin)],
     make: MakeFrames,
+    ceiling: bool,
     start: F,
 ) -> anyhow::Result<Vec<Table>>
 where
-    F: Fn() -> Fut,
+    F: Fn(bool) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Crossing>>,
 {
     let c = &args.common;
@@ -208,7 +308,12 @@ where
         let frames = frames(twins, c.payload, make);
         let base = forwarder_row(&frames, c, args.window).await?;
         t.rows.push(base.clone());
-        let x = start().await?;
+        let ceiling = match ceiling {
+            true => Some(verify_ceiling(twins, &frames, c).await?.against(&base)),
+            false => None,
+        };
+        t.rows.extend(ceiling.clone());
+        let x = start(false).await?;
         let plan = relay_plan(twins, &frames, &x.one.1.addr, &x.one.1.addr);
         let servers = [("relay", x.one.1.pid())];
         let one = measure(x.one.0, &servers, plan, c, args.window).await?;
@@ -225,9 +330,61 @@ where
             100.0 * row.throughput / one.throughput,
             x.compared
         ));
+        if let Some(ceiling) = &ceiling {
+            t.notes.push(format!(
+                "with {pairs} pair(s), {} runs at **{:.0}% of the verification ceiling** ({:.0} envelopes/s verified on all cores in this run)",
+                x.label,
+                100.0 * row.throughput / ceiling.throughput,
+                ceiling.throughput
+            ));
+        }
         t.rows.push(row);
+        if ceiling.is_some() && pairs == 1 {
+            latency_rows(&mut t, c, twins, &frames, &x).await?;
+        }
+        if ceiling.is_some() {
+            // The same path with relay B verifying each post inline, as before batches:
+            // the before/after of this run. The domains are the listen addresses, so
+            // the first relays must be gone before these take their ports.
+            x.stop().await;
+            let x = start(true).await?;
+            let plan = relay_plan(twins, &frames, &x.from.1.addr, &x.to.1.addr);
+            let servers = [(x.from.0, x.from.1.pid()), (x.to.0, x.to.1.pid())];
+            let target = format!("{}, verified one by one inline (before)", x.label);
+            let before = measure(&target, &servers, plan, c, args.window).await?;
+            t.rows.push(before.against(&base));
+            x.stop().await;
+        }
     }
     Ok(vec![t])
+}
+
+/// One pair with one envelope in flight through one relay and through the crossing
+/// (the servers of the 1-pair rows): what the path adds to a single request's latency.
+async fn latency_rows(
+    t: &mut Table,
+    c: &Common,
+    twins: &[(BenchTwin, BenchTwin)],
+    frames: &PlanFrames,
+    x: &Crossing,
+) -> anyhow::Result<()> {
+    let plan = relay_plan(twins, frames, &x.one.1.addr, &x.one.1.addr);
+    let target = format!("{}, 1 in flight", x.one.0);
+    let one = measure(&target, &[("relay", x.one.1.pid())], plan, c, 1).await?;
+    let plan = relay_plan(twins, frames, &x.from.1.addr, &x.to.1.addr);
+    let servers = [(x.from.0, x.from.1.pid()), (x.to.0, x.to.1.pid())];
+    let target = format!("{}, 1 in flight", x.label);
+    let row = measure(&target, &servers, plan, c, 1).await?.against(&one);
+    t.notes.push(format!(
+        "one envelope in flight: {} p50 {:.2} ms against {:.2} ms through one relay (**{:.1}×**; ratio column of these two rows: against one relay)",
+        x.label,
+        row.p50_ms,
+        one.p50_ms,
+        row.p50_ms / one.p50_ms
+    ));
+    t.rows.push(one);
+    t.rows.push(row);
+    Ok(())
 }
 
 /// `federation`: senders on relay A, receivers on relay B (each twin registered on its
@@ -255,23 +412,45 @@ pub async fn federation(args: CrossArgs) -> anyhow::Result<Vec<Table>> {
         "Senders on relay A, receivers on relay B; A forwards each envelope to B by HTTP POST and B verifies its signature.",
     );
     // Relay B verifies the signature of every envelope federated to it.
-    crossing(t, &args, &twins, Frames::signed, || async {
-        let one = Server::relay(&listen_addr(), &url, None, &[&addr_a, &addr_b]).await?;
-        Ok(Crossing {
-            one: ("one relay (both domains)", one),
-            from: (
-                "relay A",
-                Server::relay(&addr_a, &url, None, &[&addr_a]).await?,
-            ),
-            to: (
-                "relay B",
-                Server::relay(&addr_b, &url, None, &[&addr_b]).await?,
-            ),
-            label: "relay A → federation → relay B",
-            compared: "one relay",
-            redis: None,
-        })
-    })
+    let (url, addr_a, addr_b) = (&url, &addr_a, &addr_b);
+    crossing(
+        t,
+        &args,
+        &twins,
+        Frames::signed,
+        true,
+        |inline| async move {
+            let one = Server::relay(&listen_addr(), &url, None, &[&addr_a, &addr_b]).await?;
+            let to = match inline {
+                false => Server::relay(&addr_b, &url, None, &[&addr_b]).await?,
+                true => {
+                    Server::spawn(&[
+                        "serve-relay",
+                        "--listen",
+                        &addr_b,
+                        "--registrar",
+                        &url,
+                        "--domain",
+                        &addr_b,
+                        "--verify-threads",
+                        "0",
+                    ])
+                    .await?
+                }
+            };
+            Ok(Crossing {
+                one: ("one relay (both domains)", one),
+                from: (
+                    "relay A",
+                    Server::relay(&addr_a, &url, None, &[&addr_a]).await?,
+                ),
+                to: ("relay B", to),
+                label: "relay A → federation → relay B",
+                compared: "one relay",
+                redis: None,
+            })
+        },
+    )
     .await
 }
 
@@ -296,7 +475,7 @@ pub async fn redis_cross(args: CrossArgs) -> anyhow::Result<Vec<Table>> {
         args.window,
         "Senders on instance 1, receivers on instance 2 (Redis backend, one redis-server started by the bench), so every envelope crosses Redis.",
     );
-    crossing(t, &args, &twins, Frames::unverified, || async {
+    crossing(t, &args, &twins, Frames::unverified, false, |_| async {
         let redis = Some(redis_url.as_str());
         Ok(Crossing {
             one: (

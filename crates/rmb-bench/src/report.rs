@@ -10,7 +10,7 @@ use clap::Args;
 use rmb_core::KeyType;
 use serde::{Deserialize, Serialize};
 
-use crate::load::LoadResult;
+use crate::load::{self, LoadResult};
 use crate::proc_stats::{self, TICKS_PER_SEC};
 
 /// Options shared by the throughput subcommands.
@@ -64,6 +64,11 @@ pub struct Row {
     pub p99_ms: f64,
     pub max_ms: f64,
     pub servers: Vec<Usage>,
+    /// CPU time of every process of the bench (load generator, servers, Redis) during
+    /// the measured window, divided by the messages delivered in it, in microseconds:
+    /// where the machine's time goes per message. `None` where not measured.
+    #[serde(default)]
+    pub cpu_us_per_msg: Option<f64>,
     /// throughput / the baseline row's throughput (1 for the baseline itself).
     pub ratio_to_baseline: f64,
 }
@@ -79,6 +84,7 @@ impl Row {
             p99_ms: result.percentile(0.99),
             max_ms: result.percentile(1.0),
             servers,
+            cpu_us_per_msg: cpu_us_per_msg(result),
             ratio_to_baseline: 1.0,
         }
     }
@@ -116,10 +122,10 @@ impl Table {
         out.push_str(&format!("### {}\n\n{}\n\n", self.title, self.setup));
         if !self.rows.is_empty() {
             out.push_str(&format!(
-                "| target | {} | {} | p50 ms | p90 ms | p99 ms | max ms | server CPU % | server peak RSS MiB | vs {} |\n",
+                "| target | {} | {} | p50 ms | p90 ms | p99 ms | max ms | CPU µs each, all processes | server CPU % | server peak RSS MiB | vs {} |\n",
                 self.concurrency_label, self.unit, self.baseline
             ));
-            out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+            out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
             // Name the processes when some row measures more than one.
             let named = self.rows.iter().any(|r| r.servers.len() > 1);
             let cell = |r: &Row, value: &dyn Fn(&Usage) -> String| {
@@ -138,14 +144,15 @@ impl Table {
             };
             for r in &self.rows {
                 out.push_str(&format!(
-                    "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {:.0}% |\n",
+                    "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {:.0}% |\n",
                     r.target,
                     r.concurrency,
                     r.throughput,
-                    r.p50_ms,
-                    r.p90_ms,
-                    r.p99_ms,
-                    r.max_ms,
+                    num(r.p50_ms, 2),
+                    num(r.p90_ms, 2),
+                    num(r.p99_ms, 2),
+                    num(r.max_ms, 2),
+                    r.cpu_us_per_msg.map_or("-".into(), |us| num(us, 1)),
                     cell(r, &|u| format!("{:.0}", u.cpu_percent)),
                     cell(r, &|u| format!("{:.1}", u.peak_rss_mib)),
                     r.ratio_to_baseline * 100.0
@@ -159,6 +166,21 @@ impl Table {
             out.push('\n');
         }
         out
+    }
+}
+
+/// All processes' CPU microseconds per message of `result`'s measured window.
+fn cpu_us_per_msg(result: &LoadResult) -> Option<f64> {
+    let ticks = load::window_cpu(result.elapsed)?;
+    (result.messages > 0).then(|| ticks as f64 / TICKS_PER_SEC * 1e6 / result.messages as f64)
+}
+
+/// `value` with `decimals`, or `-` when it is not a number (not measured).
+fn num(value: f64, decimals: usize) -> String {
+    if value.is_finite() {
+        format!("{value:.decimals$}")
+    } else {
+        "-".into()
     }
 }
 

@@ -103,6 +103,10 @@ pub struct ServeRelayArgs {
     /// Rate limit: envelopes per second per twin (default: unlimited).
     #[arg(long)]
     limit_per_second: Option<u64>,
+    /// Threads verifying federated signatures in batches (0: each post inline, as
+    /// before batches; default: one per core).
+    #[arg(long)]
+    verify_threads: Option<usize>,
 }
 
 /// Runs a relay for the benchmark (child process). Federation is plain http: every
@@ -118,6 +122,9 @@ pub async fn serve_relay(args: ServeRelayArgs) -> anyhow::Result<()> {
     config.max_connections = 1_000_000;
     config.federation_scheme = "http";
     config.federation_allow_private = true;
+    if let Some(n) = args.verify_threads {
+        config.verify_threads = n;
+    }
     if let Some(n) = args.limit_per_second {
         config.rate_limit = rmb_relay::ratelimit::RateLimit {
             messages: Some(n),

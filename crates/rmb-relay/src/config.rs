@@ -72,6 +72,10 @@ pub struct Config {
     pub metric_relay_labels: usize,
     /// Federation deliveries in flight at once; more wait.
     pub federation_concurrency: usize,
+    /// Threads verifying federated envelopes' signatures in batches (default: one per
+    /// core); 0: each post verifies its own, inline (what the relay did before batches,
+    /// kept to measure against).
+    pub verify_threads: usize,
     /// Federation deliveries waiting or in flight before new ones are refused.
     pub federation_backlog: usize,
     /// Bytes of federation work waiting or in flight before new work is refused (both
@@ -144,6 +148,7 @@ impl Config {
             ranker_relays: 4096,
             metric_relay_labels: 100,
             federation_concurrency: 256,
+            verify_threads: crate::verifier::default_threads(),
             federation_backlog: 100_000,
             federation_backlog_bytes: 256 << 20,
             dedup_capacity: DEFAULT_DEDUP_CAPACITY,

@@ -21,7 +21,7 @@ use crate::mailbox::{Mailbox, QueuedFrame};
 use crate::metrics::Metrics;
 use crate::route::{self, ReplyTo};
 use crate::session_key::SessionKey;
-use crate::state::{Outcome, RelayState};
+use crate::state::{Outcome, Refusal, RelayState};
 
 /// Frames written per flush.
 const WRITE_BATCH: usize = 64;
@@ -229,12 +229,61 @@ async fn read_loop(
         };
         counted.frames += 1;
         counted.bytes += data.len() as u64;
-        if let Err(reason) = handle_frame(data, key, mailbox, state).await {
-            counted.publish();
-            close_with(close, close_code::INVALID, reason);
-            return;
+        match handle_frame(data, key, mailbox, state).await {
+            Ok(Handled::Routed) => {}
+            Ok(Handled::OverLimit) => {
+                counted.publish();
+                // The cheapest refusal is not reading: this frame got its relay error,
+                // the ones behind it wait in the socket (and the client's TCP window
+                // fills) until the twin's next window, instead of each costing a
+                // decode, a de-dup claim and an error frame while others wait for the
+                // cores. Bounded so a long window does not look like a dead reader.
+                let pause = pause_for(state.limiter.next_window(state.clock.now()));
+                Metrics::inc(&state.metrics.rate_limit_pauses);
+                tokio::select! {
+                    biased;
+                    _ = &mut stopped => return,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                heard = state.clock.now();
+            }
+            Err(reason) => {
+                counted.publish();
+                close_with(close, close_code::INVALID, reason);
+                return;
+            }
         }
     }
+}
+
+/// Longest a reader stops reading a session whose twin is over its rate limit.
+const MAX_LIMIT_PAUSE: Duration = Duration::from_secs(1);
+/// Shortest pause: the limiter counts on the coarse clock (up to 100 ms behind), so a
+/// window that has begun by the system clock may not have begun for the limiter yet;
+/// without a floor the reader would refuse frame after frame until it had.
+const MIN_LIMIT_PAUSE: Duration = Duration::from_millis(100);
+
+/// How long to stop reading until the unix second `next_window`, between
+/// [`MIN_LIMIT_PAUSE`] and [`MAX_LIMIT_PAUSE`]. Checked arithmetic on the system clock.
+fn pause_for(next_window: u64) -> Duration {
+    // A window start past what `SystemTime` holds is simply far away.
+    std::time::UNIX_EPOCH
+        .checked_add(Duration::from_secs(next_window))
+        .map_or(MAX_LIMIT_PAUSE, |until| {
+            until
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default()
+        })
+        .clamp(MIN_LIMIT_PAUSE, MAX_LIMIT_PAUSE)
+}
+
+/// What became of a frame the session sent.
+#[derive(Debug, PartialEq, Eq)]
+enum Handled {
+    /// Routed, dropped as a copy, answered, or refused for a reason of its own.
+    Routed,
+    /// Refused because its twin is over the rate limit: the reader pauses.
+    OverLimit,
 }
 
 /// Frames read but not yet added to the shared metrics; published on drop too, so
@@ -268,7 +317,7 @@ async fn handle_frame(
     key: &SessionKey,
     mailbox: &Mailbox,
     state: &Arc<RelayState>,
-) -> Result<(), String> {
+) -> Result<Handled, String> {
     // Only the routing header is decoded: the payload is never copied or read.
     let env = match EnvelopeHeader::decode(data.clone()) {
         Ok(env) => env,
@@ -280,11 +329,11 @@ async fn handle_frame(
     };
     let now = state.clock.now();
     let refusal = match state.from_session(key, &env, &data, now).await {
-        Outcome::Delivered | Outcome::Queued | Outcome::Federated => return Ok(()),
+        Outcome::Delivered | Outcome::Queued | Outcome::Federated => return Ok(Handled::Routed),
         Outcome::Duplicate => {
             // Silently: the sender's retransmission is fine, it just must not run twice.
             Metrics::inc(&state.metrics.duplicates);
-            return Ok(());
+            return Ok(Handled::Routed);
         }
         Outcome::Pong => {
             // The pong echoes the ping's payload, so this one is decoded in full.
@@ -294,12 +343,17 @@ async fn handle_frame(
                 Bytes::from(route::pong(&ping, key).encode_to_vec()),
                 now + route::ERROR_EXPIRATION,
             ));
-            return Ok(());
+            return Ok(Handled::Routed);
         }
         Outcome::Refused(refusal) => refusal,
     };
+    let over_limit = matches!(refusal, Refusal::RateLimited { .. });
     state.refuse(&ReplyTo::of(&env, key), &refusal, now).await;
-    Ok(())
+    Ok(if over_limit {
+        Handled::OverLimit
+    } else {
+        Handled::Routed
+    })
 }
 
 /// What the writer needs besides the socket.
@@ -468,6 +522,14 @@ mod tests {
         out.iter()
             .map(|f| EnvelopeHeader::decode(f.data.clone()).unwrap().uid_text())
             .collect()
+    }
+
+    #[test]
+    fn a_limited_reader_pauses_until_the_next_window_at_most_a_second() {
+        assert_eq!(pause_for(0), MIN_LIMIT_PAUSE, "a window that has begun");
+        assert_eq!(pause_for(u64::MAX), MAX_LIMIT_PAUSE, "no overflow, bounded");
+        let next = rmb_core::time::now() + 3600;
+        assert_eq!(pause_for(next), MAX_LIMIT_PAUSE);
     }
 
     #[test]

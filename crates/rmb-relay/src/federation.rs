@@ -20,7 +20,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use rmb_core::prost::Message as _;
 use rmb_core::proto::EnvelopeHeader;
-use rmb_core::{envelope, Envelope};
+use rmb_core::Envelope;
 
 use crate::backend::BackendError;
 use crate::dedup::SeenKeys;
@@ -263,10 +263,14 @@ pub async fn accept(state: &Arc<RelayState>, body: Bytes, now: u64) -> Result<Ac
         .map_err(Refusal::SourceLookup)?
         .ok_or(Refusal::UnknownSource(source))?;
     let env = Envelope::decode(&body[..])?;
-    envelope::verify(&env, &twin.public_key).map_err(|source_error| Refusal::BadSignature {
-        twin: source,
-        source: source_error,
-    })?;
+    state
+        .verifier
+        .verify(&env, &twin.public_key)
+        .await
+        .map_err(|source_error| Refusal::BadSignature {
+            twin: source,
+            source: source_error,
+        })?;
     // Then the same steps as from a session: copies dropped, the same per-twin budget
     // (another relay, or anyone posting here, must not be a way around it).
     let keys = SeenKeys::of(&state.hash_key, &header);

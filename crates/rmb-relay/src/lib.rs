@@ -30,6 +30,7 @@ pub mod route;
 pub mod server;
 pub mod session_key;
 pub mod state;
+pub mod verifier;
 
 pub use config::Config;
 pub use directory::{StaticDirectory, TwinDirectory, TwinRecord};

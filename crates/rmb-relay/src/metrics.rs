@@ -25,6 +25,8 @@ pub struct Metrics {
     pub queue_dropped: Counter,
     pub expired: Counter,
     pub rate_limited: Counter,
+    /// Times a session's reader stopped reading because its twin was over the limit.
+    pub rate_limit_pauses: Counter,
     pub federation_received: Counter,
     pub federation_received_bytes: Counter,
     /// Copies of envelopes already accepted, dropped (D1a).
@@ -103,6 +105,10 @@ impl Metrics {
             rate_limited: r.counter(
                 "rmb_relay_rate_limited_total",
                 "Envelopes refused by the per-twin rate limit.",
+            ),
+            rate_limit_pauses: r.counter(
+                "rmb_relay_rate_limit_pauses_total",
+                "Times a session was not read until its twin's next rate-limit window.",
             ),
             federation_received: r.counter(
                 "rmb_relay_federation_received_total",

@@ -62,6 +62,14 @@ impl RateLimiter {
         true
     }
 
+    /// The unix second the window after the one holding `now` starts (saturating: a
+    /// window past what `u64` holds never ends).
+    pub fn next_window(&self, now: u64) -> u64 {
+        (now / self.limit.window_secs)
+            .saturating_add(1)
+            .saturating_mul(self.limit.window_secs)
+    }
+
     /// Forgets windows older than the current one (called periodically).
     pub fn sweep(&self, now: u64) {
         let index = now / self.limit.window_secs;
@@ -101,6 +109,19 @@ mod tests {
         assert!(rl.allow(3, 100, 110));
         rl.sweep(200);
         assert!(rl.windows.is_empty());
+    }
+
+    #[test]
+    fn the_next_window_starts_at_a_multiple_of_the_window() {
+        let rl = RateLimiter::new(RateLimit {
+            messages: Some(1),
+            bytes: None,
+            window_secs: 60,
+        });
+        assert_eq!(rl.next_window(0), 60);
+        assert_eq!(rl.next_window(119), 120);
+        assert_eq!(rl.next_window(120), 180);
+        assert_eq!(rl.next_window(u64::MAX), u64::MAX, "saturates");
     }
 
     #[test]

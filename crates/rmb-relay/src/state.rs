@@ -30,6 +30,7 @@ use crate::ratelimit::RateLimiter;
 use crate::recheck::Rechecks;
 use crate::route::{self, Forward, Inbound, Rejection, ReplyTo};
 use crate::session_key::SessionKey;
+use crate::verifier::Verifier;
 use crate::{federation, outbound};
 
 pub struct RelayState {
@@ -60,6 +61,8 @@ pub struct RelayState {
     pub shutdown: CancellationToken,
     /// Connection, federation and background tasks, awaited at shutdown.
     pub tasks: TaskTracker,
+    /// Signatures of federated envelopes, verified in batches on every core.
+    pub verifier: Verifier,
 }
 
 /// What became of one envelope.
@@ -193,6 +196,7 @@ impl RelayState {
             connections: Arc::new(Semaphore::new(config.max_connections)),
             next_connection: AtomicU64::new(1),
             clock: CoarseClock::start(shutdown.clone(), &tasks),
+            verifier: Verifier::start(config.verify_threads, shutdown.clone(), &tasks),
             // Instances sharing a de-dup memory (Redis) must hash alike.
             hash_key: backend.hash_key().unwrap_or_else(HashKey::random),
             shutdown,
