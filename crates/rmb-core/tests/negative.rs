@@ -182,6 +182,52 @@ fn signature_shape_errors() {
     );
 }
 
+/// Keys whose signatures anyone can make: the ed25519 identity and small-order points,
+/// and the ristretto identity (sr25519). With them, a signature of R = identity and
+/// s = 0 verifies for every message (the loose ed25519 check and schnorrkel both accept
+/// it), so whoever registers such a key (the registrar's proof verifies too) creates a
+/// twin everyone can sign as: envelopes, JWTs and registrar updates included.
+fn weak_keys() -> Vec<(KeyType, [u8; 32], [u8; 64])> {
+    let mut ed_identity = [0u8; 32];
+    ed_identity[0] = 1;
+    // The point of order 2, (0, -1): y = p - 1.
+    let mut ed_order_2 = [0xff; 32];
+    ed_order_2[0] = 0xec;
+    ed_order_2[31] = 0x7f;
+    // R = the ed25519 identity, s = 0.
+    let mut ed_sig = [0u8; 64];
+    ed_sig[0] = 1;
+    // R = the ristretto identity (all zero), s = 0 with schnorrkel's marker bit.
+    let mut sr_sig = [0u8; 64];
+    sr_sig[63] = 0x80;
+    vec![
+        (KeyType::Ed25519, ed_identity, ed_sig),
+        (KeyType::Ed25519, ed_order_2, ed_sig),
+        (KeyType::Sr25519, [0u8; 32], sr_sig),
+    ]
+}
+
+#[test]
+fn weak_keys_verify_nothing() {
+    for (kt, key, raw) in weak_keys() {
+        // Several messages: with the order-2 key the forgery works for about half.
+        for message in [&b"hello"[..], b"1700000000:7", b"", b"any message at all"] {
+            let result = identity::verify_raw(kt, &key, message, &raw);
+            assert_eq!(
+                result,
+                Err(SignatureError::WeakPublicKey(kt)),
+                "{kt} key {key:02x?} over {message:?}"
+            );
+            let mut typed = vec![kt.type_byte()];
+            typed.extend_from_slice(&raw);
+            assert_eq!(
+                identity::verify(&key, message, &typed),
+                Err(SignatureError::WeakPublicKey(kt))
+            );
+        }
+    }
+}
+
 fn policy() -> JwtPolicy {
     JwtPolicy {
         max_lifetime: 3600,

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
 use crate::body::DeadlineBody;
+use crate::budget::BudgetedReads;
 use crate::ServeLimits;
 
 const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
@@ -89,6 +90,8 @@ impl Drop for InFlight {
 struct TrackedIo {
     stream: TcpStream,
     activity: Arc<Activity>,
+    /// Reads charged to the server's read budget, when it has one.
+    budgeted: Option<BudgetedReads>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -100,7 +103,10 @@ impl AsyncRead for TrackedIo {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
-        let result = Pin::new(&mut this.stream).poll_read(cx, buf);
+        let result = match this.budgeted.as_mut() {
+            Some(budgeted) => budgeted.poll_read(&mut this.stream, cx, buf),
+            None => Pin::new(&mut this.stream).poll_read(cx, buf),
+        };
         if buf.filled().len() > before {
             this.activity.touch();
         }
@@ -158,9 +164,12 @@ pub(crate) async fn run(
     stop: CancellationToken,
 ) {
     let activity = Activity::new();
+    let budgeted = limits.read_budget.clone().map(BudgetedReads::new);
+    let hold = budgeted.as_ref().map(BudgetedReads::hold);
     let io = TrackedIo {
         stream,
         activity: activity.clone(),
+        budgeted,
         _permit: permit,
     };
     let service = {
@@ -171,8 +180,18 @@ pub(crate) async fn run(
             let mut router = router.clone();
             let mut request = request.map(|body| Body::new(DeadlineBody::new(body, body_timeout)));
             request.extensions_mut().insert(ConnectInfo(peer));
+            let hold = hold.clone();
+            if let Some(hold) = &hold {
+                request.extensions_mut().insert(hold.clone());
+            }
             async move {
                 let response = router.call(request).await;
+                // The request is handled: its bytes are no longer held. (On HTTP/2 this
+                // also releases what concurrent streams read so far; the budget errs
+                // towards letting bytes in, never towards waiting forever.)
+                if let Some(hold) = hold {
+                    drop(hold.take());
+                }
                 drop(in_flight);
                 response
             }

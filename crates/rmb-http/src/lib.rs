@@ -21,10 +21,15 @@
 //!   [`ServeLimits::shutdown_grace`]), then [`serve`] returns. Upgraded connections
 //!   (WebSockets) belong to the application, which closes them itself.
 //!
+//! - optionally, a [`ReadBudget`]: bytes read from sockets and not yet released count
+//!   against one server-wide byte budget; reads wait while it is spent, and fail with
+//!   [`ReadBudgetExhausted`] after waiting [`ReadBudget::wait`].
+//!
 //! Every request carries the peer address as an [`axum::extract::ConnectInfo`]
 //! extension, and accepted sockets have `TCP_NODELAY` set (replies are small writes).
 
 mod body;
+mod budget;
 mod connection;
 
 use std::future::Future;
@@ -40,6 +45,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use body::{is_body_timeout, BodyTimeout};
+pub use budget::{is_read_budget_exhausted, ReadBudget, ReadBudgetExhausted, ReadHold};
 
 /// The limits [`serve`] enforces. [`Default`] suits a public API server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +64,10 @@ pub struct ServeLimits {
     pub shutdown_grace: Duration,
     /// Largest request head, bytes (default 64 KiB; at least 8 KiB).
     pub max_header_bytes: usize,
+    /// A budget every byte read from every socket is charged to until the request is
+    /// answered, or, on an upgraded socket, until the application releases it through
+    /// the request's [`ReadHold`] extension (default: none, reads are not charged).
+    pub read_budget: Option<ReadBudget>,
 }
 
 impl Default for ServeLimits {
@@ -69,6 +79,7 @@ impl Default for ServeLimits {
             body_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             max_header_bytes: 64 * 1024,
+            read_budget: None,
         }
     }
 }

@@ -31,6 +31,7 @@ fn limits() -> ServeLimits {
         body_read_timeout: Duration::from_secs(1),
         shutdown_grace: Duration::from_secs(10),
         max_header_bytes: 16 * 1024,
+        read_budget: None,
     }
 }
 

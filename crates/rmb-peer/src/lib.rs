@@ -15,6 +15,7 @@
 //! - [`memory`]: the SDK's receiver memory (seen envelopes, replies sent) in Redis, so a
 //!   restarted peer neither loses nor repeats;
 //! - [`ttl_map`]: the bounded, expiring maps of what the peer remembers in memory;
+//! - [`metrics`]: `GET /metrics` (`--metrics`), counters and queue lengths;
 //! - the `rmb-peer` binary (`src/main.rs`): flags compatible with the original.
 //!
 //! Signing, encryption, verification, relay connections and fail-over come from
@@ -24,6 +25,7 @@ mod config;
 mod events;
 mod local;
 pub mod memory;
+pub mod metrics;
 pub mod peer;
 mod recover;
 pub mod redis_conn;

@@ -100,6 +100,18 @@ struct Args {
     #[arg(long, env = "RMB_RESEND", default_value = "known", value_parser = resend_policy)]
     resend: Resend,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics (off unless given; without an
+    /// address, on 127.0.0.1:9464). They are not secret but not meant for strangers:
+    /// keep them on loopback or a private network.
+    #[arg(
+        long,
+        env = "RMB_PEER_METRICS",
+        value_name = "ADDR",
+        num_args = 0..=1,
+        default_missing_value = rmb_peer::metrics::DEFAULT_ADDR
+    )]
+    metrics: Option<std::net::SocketAddr>,
+
     /// More logs: -d for debug, -dd for trace (RUST_LOG overrides). RMB_DEBUG takes a
     /// count or true/false.
     #[arg(
@@ -193,7 +205,22 @@ async fn main() -> anyhow::Result<()> {
     );
     config.no_update = args.no_update;
     config.resend = args.resend;
+    // Bound first, so a taken port fails the start instead of a running peer.
+    let metrics_listener = match args.metrics {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--metrics {addr}"))?,
+        ),
+        None => None,
+    };
     let mut peer = Peer::start(config).await?;
+    let stop_metrics = tokio_util::sync::CancellationToken::new();
+    if let Some(listener) = metrics_listener {
+        tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
+        let stop = stop_metrics.clone().cancelled_owned();
+        tokio::spawn(rmb_peer::metrics::serve(listener, peer.metrics(), stop));
+    }
     tracing::info!(
         twin = peer.twin_id(),
         relays = ?args.relays,
@@ -219,6 +246,7 @@ async fn main() -> anyhow::Result<()> {
         _ = peer.wait() => tracing::error!("a peer task ended unexpectedly"),
         _ = ready => {}
     }
+    stop_metrics.cancel();
     peer.shutdown().await;
     Ok(())
 }

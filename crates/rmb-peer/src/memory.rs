@@ -112,6 +112,10 @@ pub struct RedisMemory {
     pending: Mutex<Pending>,
     budget: Budget,
     keep: redis::Script,
+    /// Envelopes found already seen (copies dropped before they reach a service).
+    pub(crate) copies_dropped: rmb_metrics::Counter,
+    /// Copies of answered requests answered again with the kept reply.
+    pub(crate) replies_repeated: rmb_metrics::Counter,
 }
 
 /// Signature keys by message key, oldest first out.
@@ -168,6 +172,8 @@ impl RedisMemory {
             pending: Mutex::new(Pending::default()),
             budget,
             keep: redis::Script::new(KEEP_REPLY),
+            copies_dropped: Default::default(),
+            replies_repeated: Default::default(),
         }))
     }
 
@@ -247,7 +253,10 @@ impl Memory for RedisMemory {
             Err(e) => Err(e),
         };
         match looked {
-            Ok(found) if found > 0 => return Ok(false),
+            Ok(found) if found > 0 => {
+                self.copies_dropped.inc();
+                return Ok(false);
+            }
             Ok(_) => {}
             Err(e) => {
                 tracing::debug!("cannot look for copies in Redis ({e}); the push will");
@@ -307,6 +316,9 @@ impl Memory for RedisMemory {
             .get(answer_key(key))
             .await
             .map_err(|e| self.failed(e))?;
+        if frame.is_some() {
+            self.replies_repeated.inc();
+        }
         Ok(frame.map(Bytes::from))
     }
 }

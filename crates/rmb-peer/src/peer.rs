@@ -15,13 +15,13 @@
 //! connections stay up.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::RedisResult;
 
+use rmb_metrics::{Counter, Registry};
 use rmb_registrar_client::RegistrarClient;
 use rmb_sdk::{Client, Outgoing, Resend, SendError, Sent};
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Limits, PeerConfig};
 use crate::memory::{Budget, RedisMemory};
+use crate::metrics::PeerMetrics;
 use crate::redis_conn::{redact_url, retry, Backoff, Redis, Stop};
 use crate::translate::{RequestInfo, Tracked};
 use crate::ttl_map::TtlMap;
@@ -42,43 +43,99 @@ pub(crate) const BACKGROUND_SENDS: usize = 256;
 /// Envelopes waiting for a relay's confirmation at once.
 const CONFIRMING: usize = 16_384;
 
-/// Counters, for logs and tests.
-#[derive(Debug, Default)]
+/// Counters, for `/metrics`, logs and tests: each is `rmb_peer_<field>_total` on the
+/// peer's [`Registry`] (see [`crate::metrics`]).
 pub struct Stats {
     /// Requests taken off `msgbus.system.local`.
-    pub requests_popped: AtomicU64,
+    pub requests_popped: Counter,
     /// Request envelopes handed to the relays.
-    pub envelopes_sent: AtomicU64,
+    pub envelopes_sent: Counter,
     /// Local requests dropped because they had expired.
-    pub expired_dropped: AtomicU64,
+    pub expired_dropped: Counter,
     /// Malformed messages found on the system lists.
-    pub malformed: AtomicU64,
+    pub malformed: Counter,
     /// Verified requests from remote twins.
-    pub incoming_requests: AtomicU64,
+    pub incoming_requests: Counter,
     /// Requests from remote twins refused (reserved command, service list full, ...).
-    pub refused: AtomicU64,
+    pub refused: Counter,
     /// Verified replies (and relay errors) for our requests.
-    pub incoming_replies: AtomicU64,
+    pub incoming_replies: Counter,
     /// Replies popped from `msgbus.system.reply` and sent.
-    pub replies_sent: AtomicU64,
+    pub replies_sent: Counter,
     /// Messages written to Redis lists.
-    pub pushed: AtomicU64,
+    pub pushed: Counter,
     /// Messages not pushed because they were already (copies, retries).
-    pub duplicates: AtomicU64,
+    pub duplicates: Counter,
     /// Entries put back from the processing lists, and requests found in flight, at
     /// start.
-    pub recovered: AtomicU64,
+    pub recovered: Counter,
     /// Failed Redis operations.
-    pub redis_errors: AtomicU64,
+    pub redis_errors: Counter,
 }
 
 impl Stats {
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
+    /// The counters, registered in `registry`.
+    pub fn new(registry: &Registry) -> Stats {
+        let c = |name, help| registry.counter(name, help);
+        Stats {
+            requests_popped: c(
+                "rmb_peer_requests_popped_total",
+                "Requests of local apps taken off msgbus.system.local.",
+            ),
+            envelopes_sent: c(
+                "rmb_peer_envelopes_sent_total",
+                "Request envelopes handed to the relays (one per destination).",
+            ),
+            expired_dropped: c(
+                "rmb_peer_expired_dropped_total",
+                "Local requests dropped because they had expired.",
+            ),
+            malformed: c(
+                "rmb_peer_malformed_total",
+                "Malformed messages found on the system lists.",
+            ),
+            incoming_requests: c(
+                "rmb_peer_incoming_requests_total",
+                "Verified requests from remote twins.",
+            ),
+            refused: c(
+                "rmb_peer_refused_total",
+                "Requests from remote twins refused (reserved command, service list full, busy).",
+            ),
+            incoming_replies: c(
+                "rmb_peer_incoming_replies_total",
+                "Verified replies and relay errors for our requests.",
+            ),
+            replies_sent: c(
+                "rmb_peer_replies_sent_total",
+                "Replies of local services popped from msgbus.system.reply and sent.",
+            ),
+            pushed: c("rmb_peer_pushed_total", "Messages written to Redis lists."),
+            duplicates: c(
+                "rmb_peer_duplicates_total",
+                "Messages not pushed because they already were (copies, retries).",
+            ),
+            recovered: c(
+                "rmb_peer_recovered_total",
+                "Entries put back from the processing lists, and requests found in flight, at start.",
+            ),
+            redis_errors: c("rmb_peer_redis_errors_total", "Failed Redis operations."),
+        }
     }
 
-    pub(crate) fn inc(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
+    pub fn get(counter: &Counter) -> u64 {
+        counter.get()
+    }
+
+    pub(crate) fn inc(counter: &Counter) {
+        counter.inc();
+    }
+}
+
+impl Default for Stats {
+    /// Counters on a registry of their own.
+    fn default() -> Self {
+        Stats::new(&Registry::new())
     }
 }
 
@@ -86,6 +143,7 @@ impl Stats {
 pub struct Peer {
     client: Client,
     stats: Arc<Stats>,
+    metrics: Arc<PeerMetrics>,
     cancel: CancellationToken,
     tasks: JoinSet<()>,
     recovered: watch::Receiver<bool>,
@@ -243,7 +301,8 @@ impl Peer {
             .memory(memory.clone())
             .build()
             .await?;
-        let stats = Arc::new(Stats::default());
+        let registry = Registry::new();
+        let stats = Arc::new(Stats::new(&registry));
         let (writer, writes) = mpsc::channel(WRITE_QUEUE);
         let limits = config.limits.clone();
         let shared = Arc::new(Shared {
@@ -262,6 +321,7 @@ impl Peer {
             resend: config.resend,
             cancel: cancel.clone(),
         });
+        let metrics = Arc::new(PeerMetrics::new(registry, &shared));
         let (recovered_tx, recovered) = watch::channel(false);
         let mut tasks = JoinSet::new();
         tasks.spawn(crate::events::run(shared.clone(), events));
@@ -287,6 +347,7 @@ impl Peer {
         Ok(Peer {
             client,
             stats,
+            metrics,
             cancel,
             tasks,
             recovered,
@@ -303,6 +364,11 @@ impl Peer {
 
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// What `GET /metrics` shows ([`crate::metrics::serve`]).
+    pub fn metrics(&self) -> Arc<PeerMetrics> {
+        self.metrics.clone()
     }
 
     /// Resolves once what a previous run left in Redis is recovered and the workers

@@ -48,6 +48,44 @@ impl PeerProcess {
     }
 }
 
+/// What both tests run on: a registrar, an in-memory relay, a redis-server, and the
+/// binary's command line for a fresh identity on them (not started yet).
+struct Setup {
+    reg: TestRegistrar,
+    relay: Relay,
+    /// Kept so the server lives as long as the test.
+    redis: RedisServer,
+    url: String,
+    binary: PeerProcess,
+}
+
+impl Setup {
+    async fn start() -> Setup {
+        let reg = TestRegistrar::start().await.unwrap();
+        let relay = Relay::start("127.0.0.1", &reg.url()).await;
+        let redis = RedisServer::start().unwrap();
+        let url = redis.url();
+        let binary = PeerProcess {
+            args: vec![
+                "-m".into(),
+                random_secret(),
+                "--relay".into(),
+                relay.ws_url(),
+                "--redis".into(),
+                url.clone(),
+            ],
+            registrar: reg.url(),
+        };
+        Setup {
+            reg,
+            relay,
+            redis,
+            url,
+            binary,
+        }
+    }
+}
+
 /// SIGKILL: `Process` kills its child with SIGKILL when dropped, and reaps it.
 fn sigkill(process: Process) {
     drop(process);
@@ -93,21 +131,13 @@ fn recording_service(url: &str, seen: &Arc<Mutex<Vec<String>>>) -> tokio::task::
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_killed_with_sigkill_loses_nothing_and_runs_nothing_twice() {
-    let reg = TestRegistrar::start().await.unwrap();
-    let mut relay = Relay::start("127.0.0.1", &reg.url()).await;
-    let redis = RedisServer::start().unwrap();
-    let url = redis.url();
-    let binary = PeerProcess {
-        args: vec![
-            "-m".into(),
-            random_secret(),
-            "--relay".into(),
-            relay.ws_url(),
-            "--redis".into(),
-            url.clone(),
-        ],
-        registrar: reg.url(),
-    };
+    let Setup {
+        reg,
+        mut relay,
+        redis: _redis,
+        url,
+        binary,
+    } = Setup::start().await;
     let (peer, twin) = binary.start().await;
     let mut raw = RawTwin::connect(&reg, &relay).await;
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -199,21 +229,13 @@ async fn incoming_request(raw: &mut RawTwin) -> (String, String, rmb_core::Addre
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sender_killed_with_sigkill_loses_no_request_and_answers_each_once() {
-    let reg = TestRegistrar::start().await.unwrap();
-    let relay = Relay::start("127.0.0.1", &reg.url()).await;
-    let redis = RedisServer::start().unwrap();
-    let url = redis.url();
-    let binary = PeerProcess {
-        args: vec![
-            "-m".into(),
-            random_secret(),
-            "--relay".into(),
-            relay.ws_url(),
-            "--redis".into(),
-            url.clone(),
-        ],
-        registrar: reg.url(),
-    };
+    let Setup {
+        reg,
+        relay,
+        redis: _redis,
+        url,
+        binary,
+    } = Setup::start().await;
     let (peer, _) = binary.start().await;
     let mut raw = RawTwin::connect(&reg, &relay).await;
     let to = [raw.id];

@@ -21,7 +21,10 @@
 //! federation posts) costs at most that many requests in flight, each answer negatively
 //! cached. A lookup beyond the bound waits for a free slot for up to
 //! [`ClientConfig::timeout`], then fails with [`ClientError::Busy`] (or answers with the
-//! last known record, as in an outage).
+//! last known record, as in an outage). Distinct ids are all misses, so the total is
+//! bounded too: at most [`ClientConfig::miss_burst`] misses at once and
+//! [`ClientConfig::misses_per_second`] after that (a token bucket); past it a miss
+//! fails at once with [`ClientError::Busy`].
 //!
 //! It speaks to our registrar and to node-registrar alike (docs/registrar.md,
 //! "node-registrar"): it signs with raw 64-byte signatures (which both verify), reads
@@ -83,6 +86,16 @@ pub struct ClientConfig {
     pub stale_ttl: Duration,
     /// Lookups of uncached twins at the registrar at once, at most.
     pub max_concurrent_misses: usize,
+    /// Lookups of uncached twins that may be started at once after a quiet period (a
+    /// token bucket's size). Distinct random twin ids are all misses: coalescing and the
+    /// negative cache do nothing for them, so this and
+    /// [`ClientConfig::misses_per_second`] bound what a flood of them costs the
+    /// registrar in total, not only in flight.
+    pub miss_burst: u32,
+    /// Rate at which the bucket of [`ClientConfig::miss_burst`] refills. Beyond it a
+    /// lookup of an uncached twin fails at once with [`ClientError::Busy`] (a twin found
+    /// before answers with its last known record, as in an outage).
+    pub misses_per_second: f64,
 }
 
 /// What one cache entry costs beyond its value (the map slot, the key, moka's
@@ -101,6 +114,10 @@ impl Default for ClientConfig {
             negative_ttl: Duration::from_secs(5),
             stale_ttl: Duration::from_secs(3600),
             max_concurrent_misses: 64,
+            // A relay restarting with 50 000 sessions looks them all up again: at 500 a
+            // second that is under two minutes, while a flood costs at most that rate.
+            miss_burst: 1000,
+            misses_per_second: 500.0,
         }
     }
 }
@@ -115,8 +132,9 @@ pub enum ClientError {
     Timeout,
     #[error("registrar unreachable: {0}")]
     Unreachable(String),
-    /// Too many lookups of uncached twins are already waiting for the registrar.
-    #[error("too many registrar lookups in flight; try again shortly")]
+    /// Too many lookups of uncached twins are already waiting for the registrar, or
+    /// were started lately ([`ClientConfig::misses_per_second`]).
+    #[error("too many registrar lookups of uncached twins; try again shortly")]
     Busy,
     /// The registrar refused the request; `message` is its `error` text.
     #[error("registrar refused the request ({status}): {message}")]
@@ -158,6 +176,8 @@ struct Inner {
     inflight: Mutex<HashMap<u32, Arc<Flight>>>,
     /// Slots for lookups at the registrar.
     misses: Arc<Semaphore>,
+    /// Lookups of uncached twins that may start now.
+    miss_tokens: Mutex<TokenBucket>,
     /// Newest X-Auth timestamp this client used per twin: updates made within one
     /// second still carry increasing timestamps.
     last_auth: Mutex<HashMap<u32, u64>>,
@@ -173,6 +193,40 @@ impl std::fmt::Debug for RegistrarClient {
 }
 
 type Flight = OnceCell<Result<Option<Arc<Twin>>, ClientError>>;
+
+/// A token bucket: `burst` tokens, refilled at `rate` a second.
+#[derive(Debug)]
+struct TokenBucket {
+    tokens: f64,
+    burst: f64,
+    rate: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    fn new(burst: u32, rate: f64, now: Instant) -> Self {
+        let burst = f64::from(burst.max(1));
+        TokenBucket {
+            tokens: burst,
+            burst,
+            rate: if rate.is_finite() { rate.max(0.0) } else { 0.0 },
+            at: now,
+        }
+    }
+
+    /// Takes a token if there is one.
+    fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
 
 /// Found twins live `ttl`, unknown ones `negative_ttl`.
 struct TwinExpiry {
@@ -262,6 +316,11 @@ impl RegistrarClient {
                 last_known,
                 inflight: Mutex::new(HashMap::new()),
                 misses: Arc::new(Semaphore::new(config.max_concurrent_misses.max(1))),
+                miss_tokens: Mutex::new(TokenBucket::new(
+                    config.miss_burst,
+                    config.misses_per_second,
+                    Instant::now(),
+                )),
                 last_auth: Mutex::new(HashMap::new()),
             }),
         })
@@ -321,6 +380,16 @@ impl RegistrarClient {
 
     /// One lookup by id at the registrar, in one of the bounded slots.
     async fn fetch_limited(&self, twin_id: u32) -> Result<Option<Arc<Twin>>, ClientError> {
+        let allowed = self
+            .inner
+            .miss_tokens
+            .lock()
+            .expect("not poisoned")
+            .take(Instant::now());
+        if !allowed {
+            tracing::debug!(twin_id, "registrar lookup refused: miss budget spent");
+            return Err(ClientError::Busy);
+        }
         let slot = tokio::time::timeout(
             self.inner.timeout,
             self.inner.misses.clone().acquire_owned(),
@@ -635,6 +704,22 @@ fn transport_error(e: reqwest::Error) -> ClientError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_miss_bucket_gives_its_burst_then_its_rate() {
+        let t0 = Instant::now();
+        let mut bucket = TokenBucket::new(3, 2.0, t0);
+        assert_eq!((0..5).filter(|_| bucket.take(t0)).count(), 3);
+        // Half a second refills one token at 2 a second, and never beyond the burst.
+        assert!(bucket.take(t0 + Duration::from_millis(500)));
+        assert!(!bucket.take(t0 + Duration::from_millis(500)));
+        let later = t0 + Duration::from_secs(3600);
+        assert_eq!((0..5).filter(|_| bucket.take(later)).count(), 3);
+        // Nonsense rates refill nothing rather than panicking.
+        let mut odd = TokenBucket::new(0, f64::NAN, t0);
+        assert!(odd.take(t0));
+        assert!(!odd.take(later));
+    }
 
     #[test]
     fn accounts_url_keeps_prefixes_and_knows_v1_roots() {

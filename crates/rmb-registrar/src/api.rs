@@ -8,6 +8,7 @@
 //! | `PATCH /v1/accounts/{twin_id}` + `X-Auth` | 200 + account |
 //! | `GET /health` | 200 `{"status":"ok"}` when the database answers, else 503 |
 //! | `GET /metrics` | Prometheus text |
+//! | `/v1/farms...`, `/v1/nodes...`, `/v1/zos...` (node-registrar's other routes) | 501 + the reason: accounts only |
 //!
 //! Every `/v1/...` route is also served as `/api/v1/...` (node-registrar's base path),
 //! with or without a trailing slash. Refusals are `{"error": "..."}`, with the status
@@ -26,7 +27,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch};
+use axum::routing::{any, get, patch};
 use axum::{Json, Router};
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine as _;
@@ -163,11 +164,21 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
                 &format!("{prefix}/accounts/{{twin_id}}/"),
                 patch(update_account),
             );
+        // node-registrar's other routes (farms, nodes, uptime, zos version): RMB needs
+        // accounts only, and serving farms and nodes would mean taking over the grid's
+        // farm, node and uptime records. A client pointed here by mistake gets 501 and
+        // the reason instead of a bare 404.
+        for area in ["farms", "nodes", "zos"] {
+            router = router
+                .route(&format!("{prefix}/{area}"), any(not_served))
+                .route(&format!("{prefix}/{area}/"), any(not_served))
+                .route(&format!("{prefix}/{area}/{{*rest}}"), any(not_served));
+        }
     }
     router
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
-        .route_layer(middleware::from_fn(track))
+        .route_layer(middleware::from_fn_with_state(shared.clone(), track))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
@@ -177,7 +188,12 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 }
 
 /// Counts every matched request by route, method and status, and times it.
-async fn track(matched: Option<MatchedPath>, req: Request, next: Next) -> Response {
+async fn track(
+    State(s): State<AppState>,
+    matched: Option<MatchedPath>,
+    req: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
     let route = matched
@@ -186,9 +202,12 @@ async fn track(matched: Option<MatchedPath>, req: Request, next: Next) -> Respon
         .unwrap_or_default();
     let response = next.run(req).await;
     let status = response.status().as_u16().to_string();
-    metrics::counter!("registrar_http_requests_total", "route" => route.clone(), "method" => method_label(&method), "status" => status).increment(1);
-    metrics::histogram!("registrar_http_request_duration_seconds", "route" => route)
-        .record(started.elapsed().as_secs_f64());
+    s.metrics
+        .requests
+        .inc(&[&route, method_label(&method), &status]);
+    s.metrics
+        .request_duration
+        .observe(&[&route], started.elapsed().as_secs_f64());
     response
 }
 
@@ -213,11 +232,23 @@ fn method_label(method: &Method) -> &'static str {
         .map_or("other", |known| known.as_str())
 }
 
-async fn not_found(method: Method) -> ApiError {
-    metrics::counter!("registrar_http_requests_total", "route" => "unmatched", "method" => method_label(&method), "status" => "404").increment(1);
+async fn not_found(State(s): State<AppState>, method: Method) -> ApiError {
+    s.metrics
+        .requests
+        .inc(&["unmatched", method_label(&method), "404"]);
     ApiError::new(
         404,
         "no such route: the API is /v1/accounts, /v1/accounts/{twin_id} (also under /api/v1), /health and /metrics",
+    )
+}
+
+/// node-registrar's farm, node and zos routes, which this registrar does not serve.
+async fn not_served() -> ApiError {
+    ApiError::new(
+        501,
+        "not implemented: this registrar serves RMB accounts (twins) only, at /v1/accounts; \
+         farms, nodes, uptime reports and the zos version are served by node-registrar \
+         (tfgridv4-sdk-go): point farm and node clients at one",
     )
 }
 
@@ -236,14 +267,11 @@ async fn health(State(s): State<AppState>) -> Response {
 }
 
 async fn metrics_text(State(s): State<AppState>) -> Response {
-    match s.metrics.render() {
-        Some(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
-        None => ApiError::new(
-            503,
-            "metrics are unavailable: another metrics recorder is installed in this process",
-        )
-        .into_response(),
-    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+        .into_response()
 }
 
 /// Reads a JSON body: 413 over the limit, 408 too slow, 400 for anything that is not the
@@ -369,7 +397,7 @@ async fn create_account(
             rmb_core::time::now(),
         )
         .await?;
-    metrics::counter!("registrar_accounts_created_total").increment(1);
+    s.metrics.accounts_created.inc();
     tracing::info!(twin_id = account.twin_id, "account created");
     Ok(account_response(StatusCode::CREATED, &account))
 }
@@ -554,9 +582,17 @@ async fn update_account(
         ));
     }
     let digest = auth::body_digest(&body);
+    let header_digest = x_auth.digest();
     for _ in 0..UPDATE_ATTEMPTS {
-        let guard = auth::admit(&account.auth, x_auth.timestamp, &digest)?;
         let now = rmb_core::time::now();
+        let guard = auth::admit(
+            &account.auth,
+            x_auth.timestamp,
+            &header_digest,
+            &digest,
+            now,
+            s.config.auth_max_age.as_secs(),
+        )?;
         if let Some(updated) = s
             .store
             .update(twin_id, &valid.update, &account.auth, &guard, now)

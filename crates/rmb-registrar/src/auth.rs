@@ -18,14 +18,21 @@
 //!
 //! ## Replay guard
 //! node-registrar has none: a captured header works again for a minute. Ours, in
-//! [`admit`]: timestamps never go back, and each (timestamp, body) pair is accepted
-//! once. An honest client that sends two different updates within one second (the Go
-//! client signs `time.Now().Unix()`, so both carry the same header) gets both; the same
-//! header with the same body again, or any header older than the newest accepted, is
-//! refused. The header does not sign the body (the protocol's choice): whoever sees a
-//! header can send a different body with it for as long as it is the newest and within
-//! the window, at most [`MAX_UPDATES_PER_SECOND`] times; TLS is what keeps headers from
-//! being seen.
+//! [`admit`], refuses exact replays without refusing honest clients: any timestamp
+//! inside the window is accepted, in any order (two clients of one twin, or one client
+//! with requests in flight, may arrive out of order), and each accepted (header, body)
+//! pair is remembered until its timestamp leaves the window. The same header with the
+//! same body again is refused. Two different updates signed in the same second are both
+//! accepted (the Go client signs `time.Now().Unix()`, so with ed25519, whose signatures
+//! are deterministic, both carry the same header). The header does not sign the body
+//! (the protocol's choice): whoever sees a header can send a different body with it
+//! while it is in the window, at most [`MAX_UPDATES_PER_HEADER`] times; TLS is what keeps
+//! headers from being seen.
+//!
+//! What is remembered is bounded: only headers whose signature verified are admitted,
+//! an account remembers at most [`MAX_REMEMBERED`] of them (about 45 bytes each, so
+//! under 3 KiB per account), and entries older than the window are dropped on every
+//! update. Past the cap a twin's next update within the window is refused (429).
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -33,8 +40,13 @@ use rmb_core::identity::{verify, verify_raw, KeyType, SignatureError};
 use rmb_registrar_client::auth::create_challenge;
 use sha2::{Digest, Sha256};
 
-/// At most this many different updates are accepted with one X-Auth timestamp.
-pub const MAX_UPDATES_PER_SECOND: usize = 8;
+/// At most this many different updates are accepted with one X-Auth header.
+pub const MAX_UPDATES_PER_HEADER: usize = 8;
+
+/// At most this many accepted (header, body) pairs are remembered per account, i.e.
+/// updates per account inside the X-Auth window (60 s): far more than an honest
+/// client sends.
+pub const MAX_REMEMBERED: usize = 64;
 
 /// Why a proof or an `X-Auth` header was refused. [`AuthError::status`] maps each to HTTP.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,12 +76,14 @@ pub enum AuthError {
     },
     #[error("X-Auth is signed for twin {header} but the request is for twin {path}; sign \"<timestamp>:{path}\"")]
     TwinMismatch { header: u32, path: u32 },
-    #[error("X-Auth timestamp {timestamp} is older than the last accepted one ({last}); a challenge is accepted once: sign a new one with the current time")]
-    Replayed { timestamp: u64, last: u64 },
     #[error("this X-Auth header was already used for this same request; sign a new one with a later timestamp")]
     ReplayedBody,
-    #[error("more than {MAX_UPDATES_PER_SECOND} updates signed with the timestamp {0}; sign the next one with a later timestamp")]
+    #[error("more than {MAX_UPDATES_PER_HEADER} updates signed with the timestamp {0}; sign the next one with a later timestamp")]
     TooManyUpdates(u64),
+    #[error(
+        "more than {MAX_REMEMBERED} updates of this account within {window} s; wait and retry"
+    )]
+    TooManyRecentUpdates { window: u64 },
     #[error(
         "signature does not verify ({0}); sign the exact challenge text with the account's key"
     )]
@@ -89,10 +103,10 @@ impl AuthError {
             AuthError::MissingHeader
             | AuthError::StaleTimestamp { .. }
             | AuthError::TwinMismatch { .. }
-            | AuthError::Replayed { .. }
             | AuthError::ReplayedBody
             | AuthError::TooManyUpdates(_)
             | AuthError::BadSignature(_) => 401,
+            AuthError::TooManyRecentUpdates { .. } => 429,
         }
     }
 
@@ -240,8 +254,9 @@ impl XAuth {
     }
 }
 
-/// What an account remembers of accepted `X-Auth` headers: the newest timestamp, and
-/// the digests of the request bodies accepted with it (comma separated).
+/// What an account remembers of accepted `X-Auth` headers: the newest timestamp seen
+/// (informational) and the accepted (header, body) pairs still inside the window, as
+/// comma-separated `<timestamp>:<header digest>:<body digest>` entries.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReplayGuard {
     pub last_ts: u64,
@@ -253,37 +268,71 @@ pub fn body_digest(body: &[u8]) -> String {
     hex::encode(&Sha256::digest(body)[..8])
 }
 
-/// Admits a verified header with timestamp `ts` for a body of digest `digest`, and
-/// returns what the account remembers afterwards. The store must replace `guard` by the
-/// result only if it is still `guard` (compare and swap), so that of two concurrent
-/// requests with the same header and body at most one succeeds.
-pub fn admit(guard: &ReplayGuard, ts: u64, digest: &str) -> Result<ReplayGuard, AuthError> {
-    if ts > guard.last_ts {
-        return Ok(ReplayGuard {
-            last_ts: ts,
-            digests: digest.to_string(),
-        });
+impl XAuth {
+    /// The digest the header is remembered by: 64 bits of SHA-256 of the signed text and
+    /// the signature (sr25519 signs the same text differently each time: two signatures
+    /// are two headers).
+    pub fn digest(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(&self.challenge);
+        h.update([0]);
+        h.update(&self.signature);
+        hex::encode(&h.finalize()[..8])
     }
-    if ts < guard.last_ts {
-        return Err(AuthError::Replayed {
-            timestamp: ts,
-            last: guard.last_ts,
-        });
+}
+
+/// One remembered pair; entries that do not parse (the format before this one kept
+/// only body digests) are dropped.
+fn parse_entry(entry: &str) -> Option<(u64, &str, &str)> {
+    let mut parts = entry.splitn(3, ':');
+    let ts = parse_decimal::<u64>(parts.next()?)?;
+    Some((ts, parts.next()?, parts.next()?))
+}
+
+/// Admits a verified header (timestamp `ts`, [`XAuth::digest`] `header`) for a body of
+/// digest `body`, at `now` with X-Auth headers valid for `max_age` seconds, and returns
+/// what the account remembers afterwards. The store must replace `guard` by the result
+/// only if it is still `guard` (compare and swap), so that of two concurrent requests
+/// with the same header and body at most one succeeds.
+pub fn admit(
+    guard: &ReplayGuard,
+    ts: u64,
+    header: &str,
+    body: &str,
+    now: u64,
+    max_age: u64,
+) -> Result<ReplayGuard, AuthError> {
+    // What left the window is forgotten: the window check refuses it anyway.
+    let oldest = now.saturating_sub(max_age);
+    let kept: Vec<(u64, &str, &str)> = guard
+        .digests
+        .split(',')
+        .filter_map(parse_entry)
+        .filter(|(t, _, _)| *t >= oldest)
+        .collect();
+    let same_header = kept.iter().filter(|(t, h, _)| *t == ts && *h == header);
+    let mut uses = 0;
+    for (_, _, b) in same_header {
+        if *b == body {
+            return Err(AuthError::ReplayedBody);
+        }
+        uses += 1;
     }
-    let seen: Vec<&str> = guard.digests.split(',').filter(|d| !d.is_empty()).collect();
-    if seen.contains(&digest) {
-        return Err(AuthError::ReplayedBody);
-    }
-    if seen.len() >= MAX_UPDATES_PER_SECOND {
+    if uses >= MAX_UPDATES_PER_HEADER {
         return Err(AuthError::TooManyUpdates(ts));
     }
-    let mut digests = seen.join(",");
-    if !digests.is_empty() {
-        digests.push(',');
+    if kept.len() >= MAX_REMEMBERED {
+        return Err(AuthError::TooManyRecentUpdates { window: max_age });
     }
-    digests.push_str(digest);
+    let mut digests = String::with_capacity((kept.len() + 1) * 45);
+    for (t, h, b) in kept.iter().copied().chain([(ts, header, body)]) {
+        if !digests.is_empty() {
+            digests.push(',');
+        }
+        digests.push_str(&format!("{t}:{h}:{b}"));
+    }
     Ok(ReplayGuard {
-        last_ts: ts,
+        last_ts: guard.last_ts.max(ts),
         digests,
     })
 }
@@ -422,33 +471,65 @@ mod tests {
     }
 
     #[test]
-    fn replay_guard_admits_each_timestamp_and_body_once() {
+    fn replay_guard_refuses_exact_replays_only() {
         let fresh = ReplayGuard::default();
         let a = body_digest(br#"{"relays":["a.example"]}"#);
         let b = body_digest(br#"{"relays":["b.example"]}"#);
-        let after_a = admit(&fresh, 1000, &a).unwrap();
-        // The same second, another body: an honest second update.
-        let after_b = admit(&after_a, 1000, &b).unwrap();
-        assert_eq!(after_b.last_ts, 1000);
-        // The same header with a body already applied: a replay.
-        assert_eq!(admit(&after_b, 1000, &a), Err(AuthError::ReplayedBody));
-        assert_eq!(admit(&after_b, 1000, &b), Err(AuthError::ReplayedBody));
-        // Older than the newest accepted: a replay, whatever the body.
-        let newer = admit(&after_b, 1001, &a).unwrap();
-        assert_eq!(newer.digests, a);
-        assert!(matches!(
-            admit(&newer, 1000, &body_digest(b"{}")),
-            Err(AuthError::Replayed { .. })
-        ));
-        // Bounded per timestamp.
+        let after_a = admit(&fresh, 1000, "h1", &a, 1000, 60).unwrap();
+        // The same header, another body: an honest second update in the same second.
+        let after_b = admit(&after_a, 1000, "h1", &b, 1000, 60).unwrap();
+        // The same header and body again: a replay.
+        assert_eq!(
+            admit(&after_b, 1000, "h1", &a, 1001, 60),
+            Err(AuthError::ReplayedBody)
+        );
+        // A newer header, then an older one still in the window: both honest.
+        let newer = admit(&after_b, 1040, "h2", &a, 1040, 60).unwrap();
+        let older = admit(&newer, 990, "h3", &a, 1040, 60).unwrap();
+        assert_eq!(older.last_ts, 1040);
+        // Entries that left the window are forgotten.
+        let later = admit(&older, 1100, "h4", &a, 1100, 60).unwrap();
+        assert_eq!(later.digests.split(',').count(), 2, "{}", later.digests);
+        // Bounded per header.
         let mut guard = ReplayGuard::default();
-        for i in 0..MAX_UPDATES_PER_SECOND {
-            guard = admit(&guard, 5, &body_digest(format!("{i}").as_bytes())).unwrap();
+        for i in 0..MAX_UPDATES_PER_HEADER {
+            let body = body_digest(format!("{i}").as_bytes());
+            guard = admit(&guard, 5, "h", &body, 5, 60).unwrap();
         }
         assert_eq!(
-            admit(&guard, 5, &body_digest(b"one more")),
+            admit(&guard, 5, "h", &body_digest(b"one more"), 5, 60),
             Err(AuthError::TooManyUpdates(5))
         );
+    }
+
+    #[test]
+    fn the_replay_memory_of_an_account_is_capped_in_entries_and_bytes() {
+        let mut guard = ReplayGuard::default();
+        let body = body_digest(b"{}");
+        for i in 0..MAX_REMEMBERED {
+            let header = format!("{i:016x}");
+            guard = admit(&guard, 1_700_000_000, &header, &body, 1_700_000_000, 60).unwrap();
+        }
+        let refused = admit(&guard, 1_700_000_000, "ffff", &body, 1_700_000_000, 60);
+        assert_eq!(refused, Err(AuthError::TooManyRecentUpdates { window: 60 }));
+        assert_eq!(refused.unwrap_err().status(), 429);
+        assert!(
+            guard.digests.len() <= MAX_REMEMBERED * 45,
+            "{} bytes remembered",
+            guard.digests.len()
+        );
+        // Once the window passed, the account may update again.
+        assert!(admit(&guard, 1_700_000_061, "new", &body, 1_700_000_061, 60).is_ok());
+    }
+
+    #[test]
+    fn entries_of_the_old_format_are_dropped() {
+        let old = ReplayGuard {
+            last_ts: 1000,
+            digests: "0123456789abcdef,fedcba9876543210".into(),
+        };
+        let next = admit(&old, 1000, "h", "b", 1000, 60).unwrap();
+        assert_eq!(next.digests, "1000:h:b");
     }
 
     #[test]

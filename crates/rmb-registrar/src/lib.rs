@@ -48,20 +48,21 @@ pub use store::{Backend, Store};
 /// Opens (creating and migrating) the database, then serves the API on `listener` until
 /// [`ServerHandle::shutdown`] is called or the handle is dropped.
 pub async fn serve(listener: TcpListener, config: Config) -> Result<ServerHandle, Error> {
-    let store = Store::open(&config.database).await?;
+    let metrics = metrics::Metrics::new();
+    let store = Store::open(&config.database)
+        .await?
+        .measured(&metrics.registry);
     let limits = config.http.clone();
     let addr = listener.local_addr()?;
-    let metrics = metrics::Metrics::install();
     let stats = Arc::new(Stats::default());
     let shared = Arc::new(api::Shared {
         store: store.clone(),
         config,
         stats: stats.clone(),
-        metrics: metrics.clone(),
+        metrics,
     });
     let app = api::router(shared);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let upkeep = metrics.spawn_upkeep();
     tracing::info!(%addr, backend = ?store.backend(), "registrar listening");
     let task = tokio::spawn(async move {
         // A dropped sender also stops the server.
@@ -69,9 +70,6 @@ pub async fn serve(listener: TcpListener, config: Config) -> Result<ServerHandle
             let _ = stop_rx.await;
         })
         .await;
-        if let Some(upkeep) = upkeep {
-            upkeep.abort();
-        }
         store.close().await;
         tracing::info!(%addr, "registrar stopped");
         result.map_err(Error::Io)

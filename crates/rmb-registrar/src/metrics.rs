@@ -1,70 +1,51 @@
-//! Prometheus metrics for `/metrics`.
-//!
-//! The `metrics` facade has one global recorder per process. The first server started
-//! installs a Prometheus recorder and every server in the process (tests start several)
-//! renders from it. If the host process installed its own recorder first, `/metrics`
-//! answers 503 and the host's recorder receives the registrar's metrics.
+//! Prometheus metrics for `/metrics`, on one [`rmb_metrics::Registry`] per server: tests
+//! and `rmb up` start several registrars in one process, and each reports its own
+//! numbers (a process-global recorder could not tell them apart).
 //!
 //! Recorded: `registrar_http_requests_total{route,method,status}`,
 //! `registrar_http_request_duration_seconds{route}`,
-//! `registrar_store_duration_seconds{op}`, `registrar_accounts_created_total`.
+//! `registrar_store_duration_seconds{op}`, `registrar_accounts_created_total`. Routes
+//! are the router's patterns (or `unmatched`) and methods the standard ones (or
+//! `other`), so strangers cannot grow the label sets.
 
-use std::sync::OnceLock;
-use std::time::Duration;
-
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use rmb_metrics::{Counter, CounterVec, HistogramVec, Registry};
 
 /// Latency buckets, seconds: 50 µs to 5 s.
-const BUCKETS: &[f64] = &[
+pub(crate) const BUCKETS: &[f64] = &[
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
     2.5, 5.0,
 ];
 
-static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-
-/// The process's Prometheus handle, if the registrar's recorder is the installed one.
-#[derive(Clone)]
+/// The server's families; the store's timings are registered by [`crate::Store`].
 pub(crate) struct Metrics {
-    handle: Option<&'static PrometheusHandle>,
+    pub(crate) registry: Registry,
+    pub(crate) requests: CounterVec,
+    pub(crate) request_duration: HistogramVec,
+    pub(crate) accounts_created: Counter,
 }
 
 impl Metrics {
-    pub(crate) fn install() -> Metrics {
-        let handle = HANDLE.get_or_init(|| {
-            let recorder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
-                .expect("bucket list is not empty")
-                .build_recorder();
-            let handle = recorder.handle();
-            match metrics::set_global_recorder(recorder) {
-                Ok(()) => Some(handle),
-                Err(_) => {
-                    tracing::warn!(
-                        "a metrics recorder is already installed; /metrics will answer 503"
-                    );
-                    None
-                }
-            }
-        });
+    pub(crate) fn new() -> Metrics {
+        let registry = Registry::new();
         Metrics {
-            handle: handle.as_ref(),
+            requests: registry.counter_vec(
+                "registrar_http_requests_total",
+                "HTTP requests answered, by route, method and status.",
+                &["route", "method", "status"],
+            ),
+            request_duration: registry.histogram_vec(
+                "registrar_http_request_duration_seconds",
+                "Time to answer a request, by route.",
+                &["route"],
+                BUCKETS,
+            ),
+            accounts_created: registry
+                .counter("registrar_accounts_created_total", "Accounts created."),
+            registry,
         }
     }
 
-    pub(crate) fn render(&self) -> Option<String> {
-        self.handle.map(|h| h.render())
-    }
-
-    /// Drains histogram samples into their buckets now and then, so memory stays flat
-    /// between scrapes. Runs until the returned task is aborted.
-    pub(crate) fn spawn_upkeep(&self) -> Option<tokio::task::JoinHandle<()>> {
-        let handle = self.handle?;
-        Some(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                tick.tick().await;
-                handle.run_upkeep();
-            }
-        }))
+    pub(crate) fn render(&self) -> String {
+        self.registry.render()
     }
 }

@@ -12,6 +12,7 @@
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
+use rmb_metrics::{HistogramVec, Registry};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Executor, Row, SqlSafeStr};
@@ -66,6 +67,8 @@ pub struct AccountUpdate {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// `registrar_store_duration_seconds{op}`, once a server measures this store.
+    durations: Option<HistogramVec>,
 }
 
 // One statement per shape of update, all static: the SET list is the only difference.
@@ -172,7 +175,11 @@ impl Store {
                 url: redact(&url),
                 source,
             })?;
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            durations: None,
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -206,7 +213,7 @@ impl Store {
         .bind(to_i64(now))
         .fetch_one(&self.pool)
         .await;
-        record("create", started);
+        self.record("create", started);
         match result {
             Ok(row) => account_from_row(&row),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::KeyExists),
@@ -229,7 +236,7 @@ impl Store {
         .bind(i64::from(twin_id))
         .fetch_optional(&self.pool)
         .await?;
-        record("by_id", started);
+        self.record("by_id", started);
         row.as_ref().map(account_from_row).transpose()
     }
 
@@ -245,7 +252,7 @@ impl Store {
         .bind(public_key.to_vec())
         .fetch_optional(&self.pool)
         .await?;
-        record("by_public_key", started);
+        self.record("by_public_key", started);
         row.as_ref().map(account_from_row).transpose()
     }
 
@@ -289,7 +296,7 @@ impl Store {
             query = query.bind(key);
         }
         let row = query.fetch_optional(&self.pool).await?;
-        record("update", started);
+        self.record("update", started);
         row.as_ref().map(account_from_row).transpose()
     }
 
@@ -304,7 +311,7 @@ impl Store {
         .bind(to_i64(offset))
         .fetch_all(&self.pool)
         .await?;
-        record("list", started);
+        self.record("list", started);
         rows.iter().map(account_from_row).collect()
     }
 
@@ -315,9 +322,23 @@ impl Store {
     }
 }
 
-fn record(op: &'static str, started: Instant) {
-    metrics::histogram!("registrar_store_duration_seconds", "op" => op)
-        .record(started.elapsed().as_secs_f64());
+impl Store {
+    /// This store, timing its operations in `registry`.
+    pub(crate) fn measured(mut self, registry: &Registry) -> Store {
+        self.durations = Some(registry.histogram_vec(
+            "registrar_store_duration_seconds",
+            "Time of a database operation, by operation.",
+            &["op"],
+            crate::metrics::BUCKETS,
+        ));
+        self
+    }
+
+    fn record(&self, op: &'static str, started: Instant) {
+        if let Some(durations) = &self.durations {
+            durations.observe(&[op], started.elapsed().as_secs_f64());
+        }
+    }
 }
 
 fn to_i64(v: u64) -> i64 {

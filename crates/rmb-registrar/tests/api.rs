@@ -169,9 +169,13 @@ async fn lifecycle_and_persistence(db: &str) {
         .await;
     assert_eq!(status, 401, "replayed after restart: {body}");
     let (status, body) = api
-        .patch(1, Some(&x_auth(&ed, 1, t1)), &json!({"relays": []}))
+        .patch(
+            1,
+            Some(&x_auth(&ed, 1, t1)),
+            &json!({"relays": ["r3.example.com:443"], "rmb_enc_key": new_enc}),
+        )
         .await;
-    assert_eq!(status, 401, "older header after restart: {body}");
+    assert_eq!(status, 401, "first update replayed after restart: {body}");
     assert_eq!(api.all().await, snapshot);
     let d = register(&api, &signer(KeyType::Sr25519), &[]).await;
     assert_eq!(twin_id(&d), 4, "ids continue after restart");
@@ -592,8 +596,9 @@ async fn update_refusals_change_nothing(db: &str) {
     snapshot = api.all().await;
     assert_eq!(snapshot[0]["relays"], json!(["changed.example"]));
 
-    // Replays: the same header with the same body again, and an older timestamp than
-    // the accepted one.
+    // Replays: the same header with the same body again is refused; an older header
+    // (still in the window) arriving after a newer one is an honest client's, accepted
+    // once.
     let back = json!({"relays": ["r1.example"]});
     refused(
         &api,
@@ -604,11 +609,14 @@ async fn update_refusals_change_nothing(db: &str) {
     )
     .await;
     let older = x_auth(&a, id, ts - 1);
+    let (status, body) = api.patch(id, Some(&older), &back).await;
+    assert_eq!(status, 200, "an older header inside the window: {body}");
+    snapshot = api.all().await;
     refused(
         &api,
         api.patch(id, Some(&older), &back).await,
         401,
-        "older X-Auth",
+        "the older header replayed",
         &snapshot,
     )
     .await;
@@ -712,6 +720,29 @@ async fn health_and_metrics() {
     );
 }
 
+/// Each server counts for itself: tests and `rmb up` run several in one process, and a
+/// process-global recorder mixed their numbers (or left the second with none).
+#[tokio::test]
+async fn two_registrars_in_one_process_count_apart() {
+    let (one, two) = (
+        TestRegistrar::start().await.unwrap(),
+        TestRegistrar::start().await.unwrap(),
+    );
+    let (api1, api2) = (Api::new(&one.url()), Api::new(&two.url()));
+    let created = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("registrar_accounts_created_total "))
+            .map(|v| v.to_string())
+    };
+    assert_eq!(created(&api1.metrics().await).as_deref(), Some("0"));
+    let s = signer(KeyType::Ed25519);
+    assert_eq!(api1.create(&create_body(&s, now(), &[], None)).await.0, 201);
+    assert_eq!(created(&api1.metrics().await).as_deref(), Some("1"));
+    let text = api2.metrics().await;
+    assert_eq!(created(&text).as_deref(), Some("0"), "{text}");
+    assert!(!text.contains("op=\"create\""), "{text}");
+}
+
 /// HTTP lets a client invent request methods: each one a stranger sends must not become
 /// a new metric label (memory and the scraper's storage grow with them).
 #[tokio::test]
@@ -752,5 +783,37 @@ async fn a_shorter_time_window_is_enforced() {
     let mut padded = create_body(&s, now(), &[], None);
     padded["padding"] = json!("x".repeat(600));
     assert_eq!(api.create(&padded).await.0, 413);
+    assert!(api.all().await.is_empty());
+}
+
+/// A weak key (the ed25519 identity, the ristretto identity) with the signature
+/// R = identity, s = 0, which verifies for any message: before rmb_core refused weak
+/// keys, this registered a twin that anyone could sign as, and update with a forged
+/// X-Auth. Found while wiring the fuzz target `registrar_json` (its check that no
+/// proof the fuzzer writes verifies); the input is in its corpus.
+#[tokio::test]
+async fn a_weak_key_anyone_can_sign_for_cannot_be_registered() {
+    let dir = tempfile::tempdir().unwrap();
+    let registrar = TestRegistrar::start_with(&dir.path().join("r.db").to_string_lossy())
+        .await
+        .unwrap();
+    let api = Api::new(&registrar.url());
+    let mut ed_identity = [0u8; 32];
+    ed_identity[0] = 1;
+    let mut ed_sig = [0u8; 64];
+    ed_sig[0] = 1;
+    let mut sr_sig = [0u8; 64];
+    sr_sig[63] = 0x80;
+    for (key, sig) in [(ed_identity, ed_sig), ([0u8; 32], sr_sig)] {
+        let public_key = STANDARD.encode(key);
+        let body = json!({
+            "timestamp": now(),
+            "public_key": public_key,
+            "signature": STANDARD.encode(sig),
+            "relays": ["r.example"],
+        });
+        let (status, answer) = api.create(&body).await;
+        assert_eq!(status, 401, "{public_key}: {answer}");
+    }
     assert!(api.all().await.is_empty());
 }

@@ -141,6 +141,16 @@ impl GoClient {
     }
 }
 
+/// A registrar, the Go client, and an account created the way the Go client creates one.
+async fn go_account(kind: KeyType) -> (TestRegistrar, GoClient, Signer, u32) {
+    let registrar = TestRegistrar::start().await.unwrap();
+    let go = GoClient::new(&registrar);
+    let s = signer(kind);
+    let (_, created) = go.create(go_create_body(&s, now(), None, "")).await;
+    let id = twin_id(&created);
+    (registrar, go, s, id)
+}
+
 fn twin_id(account: &Value) -> u32 {
     u32::try_from(account["twin_id"].as_u64().unwrap()).unwrap()
 }
@@ -186,11 +196,7 @@ async fn the_go_client_creates_with_nil_relays_and_farmers_sign_with_sr25519() {
 
 #[tokio::test]
 async fn the_go_client_updates_twice_in_one_second_and_a_replay_is_refused() {
-    let registrar = TestRegistrar::start().await.unwrap();
-    let go = GoClient::new(&registrar);
-    let farmer = signer(KeyType::Sr25519);
-    let (_, created) = go.create(go_create_body(&farmer, now(), None, "")).await;
-    let id = twin_id(&created);
+    let (_registrar, go, farmer, id) = go_account(KeyType::Sr25519).await;
     let path = format!("/accounts/{id}");
     let ts = now();
     let header = go_x_auth(&farmer, id, ts);
@@ -222,12 +228,112 @@ async fn the_go_client_updates_twice_in_one_second_and_a_replay_is_refused() {
 }
 
 #[tokio::test]
-async fn x_auth_up_to_a_minute_old_and_a_trailing_slash_are_accepted() {
+async fn headers_arriving_out_of_order_inside_the_window_pass_and_exact_replays_do_not() {
+    let (_registrar, go, s, id) = go_account(KeyType::Ed25519).await;
+    let path = format!("/accounts/{id}");
+    let t = now();
+    // A newer update lands first, then one a slower client signed 50 s ago: node-registrar
+    // takes both (it has no replay guard), so must we.
+    let newer = go_x_auth(&s, id, t);
+    let (status, body) = go
+        .patch(&path, &newer, "{\"relays\":[\"new.example\"]}\n")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let older = go_x_auth(&s, id, t - 50);
+    let older_body = "{\"relays\":[\"old.example\"]}\n";
+    let (status, body) = go.patch(&path, &older, older_body).await;
+    assert_eq!(status, 200, "a 50 s old header after a newer one: {body}");
+    // The exact requests again: 401, and nothing changes.
+    let (status, body) = go.patch(&path, &older, older_body).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = go
+        .patch(&path, &newer, "{\"relays\":[\"new.example\"]}\n")
+        .await;
+    assert_eq!(status, 401, "{body}");
+    let (_, account) = go.by_id(id).await;
+    assert_eq!(account["relays"], serde_json::json!(["old.example"]));
+}
+
+#[tokio::test]
+async fn a_flood_of_distinct_valid_headers_is_capped_per_account() {
+    let (_registrar, go, s, id) = go_account(KeyType::Ed25519).await;
+    let path = format!("/accounts/{id}");
+    let t = now();
+    let cap = rmb_registrar::auth::MAX_REMEMBERED;
+    let per_header = rmb_registrar::auth::MAX_UPDATES_PER_HEADER;
+    // `cap` distinct (header, body) pairs inside the window: all accepted.
+    for i in 0..cap {
+        let header = go_x_auth(&s, id, t - (i / per_header) as u64);
+        let body = format!("{{\"relays\":[\"r{i}.example\"]}}");
+        let (status, answer) = go.patch(&path, &header, &body).await;
+        assert_eq!(status, 200, "update {i}: {answer}");
+    }
+    // One more inside the window: the account's memory is full, so it is refused (429)
+    // instead of growing or forgetting an entry (which would admit its replay).
+    let header = go_x_auth(&s, id, t - 20);
+    let (status, answer) = go.patch(&path, &header, "{\"relays\":[]}").await;
+    assert_eq!(status, 429, "{answer}");
+    // Headers that do not verify are never remembered: they cost nothing.
+    let other = signer(KeyType::Sr25519);
+    for i in 0..10 {
+        let forged = go_x_auth(&other, id, t - i);
+        let (status, _) = go.patch(&path, &forged, "{\"relays\":[]}").await;
+        assert_eq!(status, 401);
+    }
+}
+
+#[tokio::test]
+async fn node_registrars_farm_node_and_zos_routes_answer_501_with_the_reason() {
     let registrar = TestRegistrar::start().await.unwrap();
-    let go = GoClient::new(&registrar);
-    let s = signer(KeyType::Ed25519);
-    let (_, created) = go.create(go_create_body(&s, now(), None, "")).await;
-    let id = twin_id(&created);
+    let http = reqwest::Client::new();
+    // Every route of node-registrar's pkg/server/routes.go other than accounts, under
+    // both of its prefixes.
+    let routes = [
+        ("GET", "farms"),
+        ("GET", "farms/"),
+        ("POST", "farms"),
+        ("POST", "farms/"),
+        ("GET", "farms/7"),
+        ("PATCH", "farms/7"),
+        ("GET", "nodes"),
+        ("POST", "nodes"),
+        ("GET", "nodes/3"),
+        ("PATCH", "nodes/3"),
+        ("POST", "nodes/3/uptime"),
+        ("GET", "zos/version"),
+        ("PUT", "zos/version"),
+    ];
+    for prefix in ["/v1", "/api/v1"] {
+        for (method, route) in routes {
+            let url = format!("{}{prefix}/{route}", registrar.url());
+            let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+            let response = http
+                .request(method.clone(), &url)
+                .body("{}")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status().as_u16(), 501, "{method} {url}");
+            let body: Value = response.json().await.unwrap();
+            let error = body["error"].as_str().unwrap_or_default();
+            assert!(
+                error.contains("accounts") && error.contains("node-registrar"),
+                "{method} {url}: {body}"
+            );
+        }
+    }
+    // Anything else is still a plain 404.
+    let response = http
+        .get(format!("{}/v1/bogus", registrar.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 404);
+}
+
+#[tokio::test]
+async fn x_auth_up_to_a_minute_old_and_a_trailing_slash_are_accepted() {
+    let (_registrar, go, s, id) = go_account(KeyType::Ed25519).await;
     let old = go_x_auth(&s, id, now() - 45);
     let (status, body) = go
         .patch(
@@ -250,11 +356,7 @@ async fn x_auth_up_to_a_minute_old_and_a_trailing_slash_are_accepted() {
 
 #[tokio::test]
 async fn unknown_fields_are_ignored_and_the_key_cannot_change() {
-    let registrar = TestRegistrar::start().await.unwrap();
-    let go = GoClient::new(&registrar);
-    let s = signer(KeyType::Ed25519);
-    let (_, created) = go.create(go_create_body(&s, now(), None, "")).await;
-    let id = twin_id(&created);
+    let (_registrar, go, s, id) = go_account(KeyType::Ed25519).await;
     let path = format!("/accounts/{id}");
     // rmb-rs update_twin: relays plus the account's own public key.
     let own = format!(
@@ -274,7 +376,7 @@ async fn unknown_fields_are_ignored_and_the_key_cannot_change() {
     let (status, body) = go.patch(&path, &go_x_auth(&s, id, now() + 1), &other).await;
     assert_eq!(status, 400, "{body}");
     let (_, account) = go.by_id(id).await;
-    assert_eq!(account["public_key"], created["public_key"]);
+    assert_eq!(account["public_key"], STANDARD.encode(s.public_key()));
 }
 
 #[tokio::test]

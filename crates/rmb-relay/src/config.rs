@@ -9,9 +9,16 @@ use crate::budget::QueueLimits;
 use crate::mailbox::MailboxLimits;
 use crate::ratelimit::RateLimit;
 
-/// Default largest envelope (and WebSocket message) accepted: 2 MiB, so a 1 MiB payload
-/// fits with room for headers and e2e overhead.
-pub const DEFAULT_MAX_ENVELOPE: usize = 2 << 20;
+/// Default largest envelope (WebSocket message or federation body) accepted: 64 MiB,
+/// the original relay's limit (tungstenite's default message size, which it never
+/// changes), so whatever its clients send is accepted here too. Memory is protected by
+/// the read budget and the byte-bounded queues, not by a small message limit.
+pub const DEFAULT_MAX_ENVELOPE: usize = rmb_core::rules::MAX_MESSAGE_SIZE;
+
+/// Default read budget: bytes read from all sockets and not yet handed on (queued,
+/// delivered or federated), 512 MiB: eight largest messages at once, or many thousands
+/// of ordinary ones.
+pub const DEFAULT_READ_BUDGET: usize = 512 << 20;
 
 /// Open sockets allowed beyond the session cap: federation posts, scrapes and upgrades
 /// in progress beside a full house of sessions.
@@ -33,6 +40,12 @@ pub struct Config {
     /// post (`rmb_core::rules`; the defaults, `max_lifetime` from `--max-lifetime`).
     pub rules: Rules,
     pub max_envelope_size: usize,
+    /// Bytes being read from sockets, or held in messages not yet handed on, across the
+    /// whole relay; past it reads wait (rmb_http::ReadBudget).
+    pub read_budget: usize,
+    /// How long a read may wait for room in the read budget before the session is
+    /// closed with 1013 (try again later) or the federation post gets 503.
+    pub read_budget_wait: Duration,
     /// WebSocket sessions at most; past it an upgrade gets 503.
     pub max_connections: usize,
     /// The HTTP serving limits (rmb-http): open sockets of every kind (sessions,
@@ -61,7 +74,8 @@ pub struct Config {
     pub federation_concurrency: usize,
     /// Federation deliveries waiting or in flight before new ones are refused.
     pub federation_backlog: usize,
-    /// Bytes of federation work waiting before new work is refused (Redis backend).
+    /// Bytes of federation work waiting or in flight before new work is refused (both
+    /// backends).
     pub federation_backlog_bytes: usize,
     /// Keys the memory of accepted envelopes holds (one per envelope; 0: none, and the
     /// relay does not advertise that it drops copies); when full,
@@ -113,6 +127,8 @@ impl Config {
             },
             rules: Rules::default(),
             max_envelope_size: DEFAULT_MAX_ENVELOPE,
+            read_budget: DEFAULT_READ_BUDGET,
+            read_budget_wait: Duration::from_secs(10),
             max_connections: 50_000,
             http: rmb_http::ServeLimits {
                 max_connections: 50_000 + HTTP_HEADROOM,

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::StatusCode;
 use rmb_core::prost::Message as _;
@@ -54,10 +55,16 @@ pub async fn submit(
         .clone()
         .try_acquire_owned()
         .map_err(|_| Refusal::FederationBacklogFull)?;
+    let bytes = u32::try_from(frame.data.len()).map_err(|_| Refusal::FederationBacklogFull)?;
+    let bytes = state
+        .federation_bytes
+        .clone()
+        .try_acquire_many_owned(bytes)
+        .map_err(|_| Refusal::FederationBacklogFull)?;
     let state = state.clone();
     let tasks = state.tasks.clone();
     tasks.spawn(async move {
-        let _permit = permit;
+        let _permits = (permit, bytes);
         if let Err(reason) = deliver(&state, &frame.data, &fwd, &relays).await {
             tracing::info!(uid = %reply_to.uid, destination = %fwd.destination, %reason, "federation failed");
             let now = state.clock.now();
@@ -161,7 +168,14 @@ fn time_left(deadline: u64) -> Duration {
 }
 
 /// `POST /`: an envelope forwarded by another relay.
-pub async fn receive(State(state): State<Arc<RelayState>>, body: Bytes) -> (StatusCode, String) {
+pub async fn receive(
+    State(state): State<Arc<RelayState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> (StatusCode, String) {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return refused_body(&state, rejection),
+    };
     let now = state.clock.now();
     let size = body.len() as u64;
     match accept(&state, body, now).await {
@@ -185,6 +199,20 @@ pub async fn receive(State(state): State<Arc<RelayState>>, body: Bytes) -> (Stat
             (status, refusal.to_string())
         }
     }
+}
+
+/// A body that could not be read. Out of read budget is temporary (503: the posting
+/// relay tries again or elsewhere); a body too large or too slow keeps axum's answer.
+fn refused_body(state: &RelayState, rejection: BytesRejection) -> (StatusCode, String) {
+    state.metrics.rejected("federation_body");
+    if rmb_http::is_read_budget_exhausted(&rejection) {
+        Metrics::inc(&state.metrics.read_budget_exhausted);
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "relay is out of memory for incoming messages, retry later".into(),
+        );
+    }
+    (rejection.status(), rejection.body_text())
 }
 
 /// How a federation post was taken.

@@ -83,6 +83,21 @@ struct Args {
     #[arg(long, env = "RMB_RELAY_MAX_ENVELOPE", default_value_t = rmb_relay::config::DEFAULT_MAX_ENVELOPE)]
     max_envelope_size: usize,
 
+    /// Bytes being read from all sockets, or held in messages not yet handed on, at
+    /// most (at least --max-envelope-size); past it reads wait.
+    #[arg(long, env = "RMB_RELAY_READ_BUDGET", default_value_t = rmb_relay::config::DEFAULT_READ_BUDGET, value_name = "BYTES")]
+    read_budget: usize,
+
+    /// Seconds a read may wait for room in the read budget; then the session is closed
+    /// with 1013 (try again later), or the federation post answered 503.
+    #[arg(
+        long,
+        env = "RMB_RELAY_READ_BUDGET_WAIT",
+        default_value_t = 10,
+        value_name = "SECONDS"
+    )]
+    read_budget_wait: u64,
+
     /// Most WebSocket sessions at once; beyond it new clients get HTTP 503.
     #[arg(long, env = "RMB_RELAY_MAX_CONNECTIONS", default_value_t = 50_000)]
     max_connections: usize,
@@ -199,6 +214,8 @@ async fn main() -> anyhow::Result<()> {
     config.ranker_period = Duration::from_secs(args.ranker_period);
     config.rules.max_lifetime = args.max_lifetime;
     config.max_envelope_size = args.max_envelope_size;
+    config.read_budget = args.read_budget;
+    config.read_budget_wait = Duration::from_secs(args.read_budget_wait.max(1));
     config.max_connections = args.max_connections;
     config.http.max_connections = args
         .max_connections

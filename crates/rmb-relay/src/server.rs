@@ -9,7 +9,6 @@
 //! backend keep what it can (Redis: local queues go back to Redis), wait for tasks.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
@@ -63,6 +62,11 @@ impl RelayHandle {
         &self.state.metrics
     }
 
+    /// The budget of bytes read and not yet handed on.
+    pub fn read_budget(&self) -> Option<&rmb_http::ReadBudget> {
+        self.state.config.http.read_budget.as_ref()
+    }
+
     /// Sessions currently connected to this process (or upgrading).
     pub fn open_connections(&self) -> usize {
         self.state.open_connections()
@@ -87,10 +91,17 @@ impl Drop for RelayHandle {
 /// Starts a relay on `listener` with the twins of `directory`.
 pub async fn start(
     listener: TcpListener,
-    config: Config,
+    mut config: Config,
     directory: Arc<dyn TwinDirectory>,
 ) -> Result<RelayHandle, StartError> {
     let addr = listener.local_addr()?;
+    // Messages of up to 64 MiB are accepted, so what sockets have delivered and the
+    // relay has not handed on yet is bounded as a whole (see docs/relay.md).
+    config.http.read_budget = Some(rmb_http::ReadBudget::with_room_for(
+        config.read_budget,
+        config.max_envelope_size,
+        config.read_budget_wait,
+    ));
     let metrics = Arc::new(Metrics::new(config.metric_relay_labels));
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -173,9 +184,15 @@ fn update_gauges(state: &RelayState) {
     let queued = state.backend.local_queue_depth();
     metrics
         .queued_frames
-        .store(queued as i64, Ordering::Relaxed);
+        .set(i64::try_from(queued).unwrap_or(i64::MAX));
     let open = state.open_connections();
-    metrics.connections.store(open as i64, Ordering::Relaxed);
+    metrics
+        .connections
+        .set(i64::try_from(open).unwrap_or(i64::MAX));
+    if let Some(budget) = &state.config.http.read_budget {
+        let held = i64::try_from(budget.held()).unwrap_or(i64::MAX);
+        metrics.read_bytes_held.set(held);
+    }
 }
 
 async fn metrics_text(State(state): State<Arc<RelayState>>) -> impl IntoResponse {
@@ -196,6 +213,7 @@ fn refuse(state: &RelayState, status: StatusCode, reason: &str, message: String)
 async fn websocket(
     State(state): State<Arc<RelayState>>,
     RawQuery(query): RawQuery,
+    hold: Option<axum::Extension<rmb_http::ReadHold>>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let token = query.unwrap_or_default();
@@ -278,7 +296,8 @@ async fn websocket(
         // A failed upgrade drops the `on_upgrade` closure, and the slot with it.
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
         .on_upgrade(move |socket| {
-            let session = connection::run(socket, key, state, slot);
+            let hold = hold.map(|axum::Extension(h)| h);
+            let session = connection::run(socket, key, state, slot, hold);
             async move {
                 tasks.track_future(session).await;
             }

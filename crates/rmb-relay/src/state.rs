@@ -47,6 +47,9 @@ pub struct RelayState {
     /// Federation deliveries waiting or in flight: each holds an owned permit for its
     /// whole life, so however it ends (even by a panic) the slot comes back.
     pub federation_backlog: Arc<Semaphore>,
+    /// Bytes of the envelopes those deliveries hold (memory backend; the Redis outbox
+    /// counts its own): with 64 MiB envelopes a count alone bounds nothing.
+    pub federation_bytes: Arc<Semaphore>,
     /// WebSocket sessions: one owned permit per session, from the upgrade to its end.
     pub connections: Arc<Semaphore>,
     pub next_connection: AtomicU64,
@@ -182,6 +185,11 @@ impl RelayState {
             rechecks: Rechecks::new(crate::recheck::DEFAULT_RECHECKS_PER_SECOND),
             federation_slots: Arc::new(Semaphore::new(config.federation_concurrency)),
             federation_backlog: Arc::new(Semaphore::new(config.federation_backlog)),
+            federation_bytes: Arc::new(Semaphore::new(
+                config
+                    .federation_backlog_bytes
+                    .clamp(config.max_envelope_size, Semaphore::MAX_PERMITS),
+            )),
             connections: Arc::new(Semaphore::new(config.max_connections)),
             next_connection: AtomicU64::new(1),
             clock: CoarseClock::start(shutdown.clone(), &tasks),

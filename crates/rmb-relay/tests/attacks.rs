@@ -74,14 +74,7 @@ async fn a_copy_sent_twice_over_websocket_reaches_the_destination_once() {
         third,
         "the copies did not use up A's budget of 3"
     );
-    assert_eq!(
-        setup
-            .relay
-            .metrics()
-            .duplicates
-            .load(std::sync::atomic::Ordering::Relaxed),
-        4
-    );
+    assert_eq!(setup.relay.metrics().duplicates.get(), 4);
 }
 
 #[tokio::test]
@@ -273,10 +266,7 @@ async fn federation_to_loopback_and_private_addresses_is_refused_unless_allowed(
         let message = federation_error(&url, &r1, &a, std::slice::from_ref(&target)).await;
         assert!(message.contains("private"), "{target}: {message}");
     }
-    let received = r2
-        .metrics()
-        .federation_received
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let received = r2.metrics().federation_received.get();
     assert_eq!(received, 0);
 }
 
@@ -352,38 +342,11 @@ async fn shifted_copies_of_a_federated_envelope_never_reach_anyone() {
             other => panic!("{}: {other} {text}", variant.name),
         }
     }
-    let duplicates = relay
-        .metrics()
-        .duplicates
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let duplicates = relay.metrics().duplicates.get();
     assert_eq!(duplicates, dropped, "every 202 was a dropped copy");
     let fresh = request(&v, Address::twin(b.id), "x", b"fresh");
     assert_eq!(post(&fresh).await.0, 202);
     assert_eq!(cb.recv().await, fresh, "a shifted variant reached B");
-}
-
-/// Completes a WebSocket upgrade by hand and then neither reads frames nor answers
-/// pings: a dead peer, or a client holding a slot for nothing.
-async fn silent_session(relay: std::net::SocketAddr, token: &str) -> tokio::net::TcpStream {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(relay).await.unwrap();
-    let upgrade = format!(
-        "GET /?{token} HTTP/1.1\r\nHost: {relay}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    tcp.write_all(upgrade.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        tcp.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
-    tcp
 }
 
 /// A relay that pings every 200 ms and closes a session silent for 1 s.
@@ -397,9 +360,7 @@ async fn pinging_relay() -> OneRelay {
 
 fn idle_closed(setup: &OneRelay) -> u64 {
     let metrics = setup.relay.metrics();
-    metrics
-        .idle_closed
-        .load(std::sync::atomic::Ordering::Relaxed)
+    metrics.idle_closed.get()
 }
 
 #[tokio::test]

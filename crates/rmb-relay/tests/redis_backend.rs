@@ -30,9 +30,20 @@ struct Cluster {
 }
 
 async fn cluster() -> Cluster {
+    cluster_with(|_| {}).await
+}
+
+/// [`cluster`], its relay instance's configuration changed by `tweak`.
+async fn cluster_with(tweak: impl FnOnce(&mut rmb_relay::Config)) -> Cluster {
     let redis = RedisServer::start().unwrap();
     let reg = registrar().await;
-    let one = instance(&reg.url(), &redis.url()).await;
+    let url = redis.url();
+    let one = start_relay_for(vec![DOMAIN.into()], &reg.url(), move |c| {
+        c.redis_url = Some(url);
+        c.redis_heartbeat = Duration::from_millis(300);
+        tweak(c);
+    })
+    .await;
     let a = twin(&reg.url(), KeyType::Ed25519, &[DOMAIN.into()]).await;
     let b = twin(&reg.url(), KeyType::Ed25519, &[DOMAIN.into()]).await;
     Cluster {
@@ -229,20 +240,6 @@ async fn until_redis_is_drained(url: &str) {
             "still in Redis: queues {queues:?}, accounting {queued:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Sends a ping and reads until its pong; returns the relay errors read before it.
-async fn barrier_counting_errors(conn: &mut Conn, twin: &Twin) -> Vec<String> {
-    let p = ping(twin);
-    conn.send(&p).await;
-    let mut errors = Vec::new();
-    loop {
-        let env = conn.recv().await;
-        if env.uid == p.uid {
-            return errors;
-        }
-        errors.push(relay_error(&env).to_string());
     }
 }
 
@@ -486,4 +483,51 @@ async fn the_shared_memory_of_accepted_envelopes_is_bounded() {
         (1..=10).contains(&remembered),
         "{remembered} keys remembered"
     );
+}
+
+#[tokio::test]
+async fn the_federation_outbox_is_capped_in_bytes_toward_a_relay_that_never_answers() {
+    // The attack (issues 12 and 13): twin A addresses a twin registered on a relay that
+    // accepts connections and never answers. Every envelope waits in the durable outbox
+    // in Redis; without a bound in bytes, A fills the relay's Redis through it.
+    const OUTBOX_BYTES: usize = 1 << 20;
+    let c = cluster_with(|c| {
+        c.federation_backlog_bytes = OUTBOX_BYTES;
+        c.federation_timeout = Duration::from_secs(600);
+    })
+    .await;
+    // Accepts TCP connections (the kernel completes the handshake) and never reads.
+    let silent = std::net::TcpListener::bind("127.0.0.3:0").unwrap();
+    let y = twin(
+        &c.reg.url(),
+        KeyType::Ed25519,
+        &[silent.local_addr().unwrap().to_string()],
+    )
+    .await;
+    let mut ca = connect(c.one.addr(), &c.a, None).await;
+    let body = vec![9u8; 200 << 10];
+    for i in 0..12u8 {
+        let mut body = body.clone();
+        body[0] = i;
+        ca.send(&request(&c.a, Address::twin(y.id), "x", &body))
+            .await;
+    }
+    let errors = barrier_counting_errors(&mut ca, &c.a).await;
+    assert!(!errors.is_empty(), "2.4 MiB entered a 1 MiB outbox");
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.contains("federation backlog is full")),
+        "{errors:?}"
+    );
+    let held = relay_bytes_in_redis(&c.redis.url()).await;
+    assert!(
+        held < OUTBOX_BYTES + (256 << 10),
+        "Redis holds {held} bytes of federation work (cap {OUTBOX_BYTES})"
+    );
+    // Local delivery is not affected by the full outbox.
+    let mut cb = connect(c.one.addr(), &c.b, None).await;
+    let req = request(&c.a, Address::twin(c.b.id), "x", b"still here");
+    ca.send(&req).await;
+    assert_eq!(cb.recv().await, req);
 }

@@ -126,13 +126,23 @@ pub enum SendError {
     /// The client is shut down.
     #[error("the client is shut down")]
     Closed,
+    /// The envelope is larger than relays accept ([`rmb_core::rules::MAX_MESSAGE_SIZE`]):
+    /// sent anyway, the relay would close the connection (1009), and a re-send on the
+    /// next connection would be closed again.
+    #[error("envelope is {size} bytes, more than the {max} bytes relays accept")]
+    TooLarge {
+        /// The encoded envelope's size.
+        size: usize,
+        /// The largest message relays accept.
+        max: usize,
+    },
 }
 
 impl SendError {
     /// The §4 error code an rmb-peer reports for this failure.
     pub fn code(&self) -> ErrorCode {
         match self {
-            SendError::Invalid(_) => ErrorCode::InvalidMessage,
+            SendError::Invalid(_) | SendError::TooLarge { .. } => ErrorCode::InvalidMessage,
             SendError::UnknownTwin(_) => ErrorCode::UnknownTwin,
             SendError::Encryption { .. } => ErrorCode::E2e,
             SendError::Registrar(_) | SendError::Closed => ErrorCode::Other,

@@ -313,6 +313,14 @@ fn pong_uid(frame: &Bytes) -> Option<String> {
 }
 
 /// Whether an upgrade response says that the relay drops copies.
+/// The largest message a relay may write (relays write each message as one frame, so
+/// the frame limit is the message limit): the same size the relay accepts from us.
+pub(crate) fn ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(rmb_core::rules::MAX_MESSAGE_SIZE))
+        .max_frame_size(Some(rmb_core::rules::MAX_MESSAGE_SIZE))
+}
+
 fn drops_copies(headers: &tokio_tungstenite::tungstenite::http::HeaderMap) -> bool {
     headers
         .get(DEDUP_HEADER)
@@ -398,7 +406,7 @@ impl Link {
             self.config.token_lifetime,
         );
         let url = format!("{}/?{token}", self.url);
-        let connecting = tokio_tungstenite::connect_async_with_config(url, None, true);
+        let connecting = tokio_tungstenite::connect_async_with_config(url, Some(ws_config()), true);
         let result = tokio::select! {
             r = tokio::time::timeout(self.config.connect_timeout, connecting) => r,
             _ = self.cancel.cancelled() => return Err("client shut down".into()),

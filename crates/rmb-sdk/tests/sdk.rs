@@ -554,3 +554,50 @@ async fn a_long_call_still_expires_within_the_replay_window() {
     assert_eq!(request.expiration, rmb_core::time::MAX_TTL);
     call.abort();
 }
+
+#[tokio::test]
+async fn a_request_larger_than_tungstenites_default_frame_limit_arrives() {
+    // Relays write each message as one frame, and tungstenite refuses frames over 16 MiB
+    // by default: the SDK must accept frames as large as the messages relays accept
+    // (rmb_core::rules::MAX_MESSAGE_SIZE, 64 MiB), or a large request never arrives.
+    let (_n, server, caller) = size_service().await;
+    let body = vec![b'x'; 20 << 20];
+    let reply = caller
+        .call(server.twin_id(), "size", body, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(reply.payload, (20usize << 20).to_string().into_bytes());
+}
+
+#[tokio::test]
+async fn a_request_larger_than_relays_accept_is_refused_before_it_is_sent() {
+    let (_n, server, caller) = size_service().await;
+    let body = vec![b'x'; rmb_core::rules::MAX_MESSAGE_SIZE];
+    let refused = caller.call(server.twin_id(), "size", body, WAIT).await;
+    assert!(
+        matches!(
+            refused,
+            Err(CallError::NotSent(SendError::TooLarge { max, .. }))
+                if max == rmb_core::rules::MAX_MESSAGE_SIZE
+        ),
+        "{refused:?}"
+    );
+    // The connection was not broken by it: the next call goes through.
+    let reply = caller
+        .call(server.twin_id(), "size", b"small".to_vec(), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(reply.payload, &b"5"[..]);
+}
+
+/// A network, a service answering "size" with the request's payload length, and a caller
+/// (no e2e: large payloads stay cheap in debug builds).
+async fn size_service() -> (Net, Client, Client) {
+    let n = net().await;
+    let server = client_on(&n.reg, &[&n.relay], KeyType::Ed25519, false).await;
+    let caller = client_on(&n.reg, &[&n.relay], KeyType::Ed25519, false).await;
+    server.handle("size", |req| async move {
+        Ok(req.payload.len().to_string().into_bytes())
+    });
+    (n, server, caller)
+}

@@ -32,12 +32,14 @@ use std::time::{Duration, Instant};
 pub mod node_registrar;
 mod process;
 mod proxy;
+pub mod raw;
 mod relay;
 pub mod shift;
 pub mod ws;
 
 pub use process::{refused_config, Process};
 pub use proxy::Proxy;
+pub use raw::RawTwin;
 pub use relay::{fresh_client, TestRelay};
 use rmb_registrar::{Config, ServerHandle};
 use rmb_registrar_client::RegistrarClient;

@@ -31,7 +31,12 @@ impl RawConn {
     /// Connects to `relay` with `query` (the JWT) as the whole query string.
     pub async fn connect(relay: SocketAddr, query: &str) -> Result<Self, tungstenite::Error> {
         let url = format!("ws://{relay}/?{query}");
-        let (ws, _) = tokio_tungstenite::connect_async(url).await?;
+        // Frames as large as the largest message: relays write a message as one frame.
+        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .max_message_size(Some(rmb_core::rules::MAX_MESSAGE_SIZE))
+            .max_frame_size(Some(rmb_core::rules::MAX_MESSAGE_SIZE));
+        let (ws, _) =
+            tokio_tungstenite::connect_async_with_config(url, Some(config), false).await?;
         Ok(RawConn { ws })
     }
 

@@ -20,6 +20,9 @@ pub enum SignatureError {
     BadPublicKeyLength(usize),
     #[error("public key is not a valid {0} point")]
     BadPublicKey(KeyType),
+    /// A key anyone can sign for (see [`verify_raw`]); no honest key generation makes one.
+    #[error("public key is a weak {0} key (an identity or small-order point), which anyone can sign for")]
+    WeakPublicKey(KeyType),
     #[error("{0} signature does not match the signed data and public key")]
     Mismatch(KeyType),
 }
@@ -40,6 +43,14 @@ pub fn verify(public_key: &[u8], message: &[u8], signature: &[u8]) -> Result<(),
 }
 
 /// Verifies an untyped 64-byte signature made with a known key type.
+///
+/// Weak keys are refused before any signature check: for the ed25519 identity and the
+/// other small-order points, and for the ristretto identity (sr25519), a signature with
+/// R = identity and s = 0 verifies for (nearly) every message under both libraries'
+/// checks, so a twin registered with such a key is one everyone can sign as. No key
+/// derived from a secret is weak; node-registrar and the other clients do not refuse
+/// them, so the check is here, where every signature (envelopes, JWTs, registrar
+/// proofs) is verified.
 pub fn verify_raw(
     key_type: KeyType,
     public_key: &[u8],
@@ -57,10 +68,18 @@ pub fn verify_raw(
         KeyType::Ed25519 => {
             let key = ed25519_dalek::VerifyingKey::from_bytes(public_key)
                 .map_err(|_| SignatureError::BadPublicKey(key_type))?;
+            if key.is_weak() {
+                return Err(SignatureError::WeakPublicKey(key_type));
+            }
             key.verify(message, &ed25519_dalek::Signature::from_bytes(raw))
                 .map_err(|_| mismatch)
         }
         KeyType::Sr25519 => {
+            // The group is of prime order: its identity, encoded as 32 zero bytes (the
+            // only encoding ristretto decodes it from), is the one weak key.
+            if public_key == &[0u8; 32] {
+                return Err(SignatureError::WeakPublicKey(key_type));
+            }
             let key = schnorrkel::PublicKey::from_bytes(public_key)
                 .map_err(|_| SignatureError::BadPublicKey(key_type))?;
             let sig = schnorrkel::Signature::from_bytes(raw).map_err(|_| mismatch.clone())?;

@@ -36,6 +36,14 @@ pub use fields::EnvelopeFields;
 pub use violation::{Field, Violation};
 
 use crate::proto::{Address, Envelope, EnvelopeHeader, Kind};
+
+/// Largest WebSocket message (one envelope) every component sends and accepts: 64 MiB,
+/// the original relay's and rmb-peer's limit (tungstenite's default `max_message_size`,
+/// which neither changes: rmb-rs `hyper_tungstenite::upgrade(&mut request, None)`). The
+/// relay's `--max-envelope-size` defaults to it; the SDK accepts it as one frame too
+/// (tungstenite's default frame limit is 16 MiB, but relays write each message as one
+/// frame).
+pub const MAX_MESSAGE_SIZE: usize = 64 << 20;
 use shape::{check_schema, check_text, COMMAND, HOST, TAGS, TOKEN};
 
 /// Limits on what an envelope may hold. [`Rules::default`] is set from what the existing

@@ -80,11 +80,9 @@ impl Relay {
 
     /// Envelopes waiting in this relay's queues (refreshed by its sweep).
     pub fn queued_frames(&self) -> i64 {
-        self.handle.as_ref().map_or(0, |h| {
-            h.metrics()
-                .queued_frames
-                .load(std::sync::atomic::Ordering::Relaxed)
-        })
+        self.handle
+            .as_ref()
+            .map_or(0, |h| h.metrics().queued_frames.get())
     }
 
     pub async fn stop(&mut self) {

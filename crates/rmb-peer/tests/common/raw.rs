@@ -1,65 +1,39 @@
-//! A twin driven by hand over a raw WebSocket: hand-made, signed envelopes, exactly as
-//! given. It stands for a hostile twin, or for a receiver that, like the original
-//! rmb-peer, the Go router and the TypeScript client, does not de-duplicate.
+//! A raw twin ([`rmb_testkit::RawTwin`]: hand-made, signed envelopes, exactly as given)
+//! with its one session on a relay, sending and receiving frames.
 
 use rmb_core::prost::Message as _;
 use rmb_core::proto::Message;
-use rmb_core::{Address, Envelope, KeyType, Signer};
-use rmb_sdk::{seal, Outgoing};
+use rmb_core::{Address, Envelope};
 use rmb_testkit::{RawConn, TestRegistrar};
 
 use super::Relay;
 
 pub struct RawTwin {
     pub id: u32,
-    pub signer: Signer,
+    pub twin: rmb_testkit::RawTwin,
     pub conn: RawConn,
 }
 
 impl RawTwin {
-    /// Registers an ed25519 twin without an e2e key (so what it receives is plain)
-    /// on `relay`, and connects to it.
+    /// Registers a twin on `relay` and connects to it.
     pub async fn connect(reg: &TestRegistrar, relay: &Relay) -> RawTwin {
-        let signer = Signer::from_seed(&rand::random(), KeyType::Ed25519).unwrap();
-        let id = reg
-            .client()
-            .create_account(&signer, &[relay.domain()], None)
-            .await
-            .unwrap()
-            .twin_id;
-        let token = rmb_core::jwt::create(&signer, id, None, rmb_core::time::now(), 300);
-        let conn = RawConn::connect(relay.domain().parse().unwrap(), &token)
-            .await
-            .unwrap();
-        RawTwin { id, signer, conn }
-    }
-
-    fn seal(&self, out: Outgoing) -> Vec<u8> {
-        seal(out, &self.signer, None, rmb_core::time::now()).encode_to_vec()
+        let twin = rmb_testkit::RawTwin::register_on(reg, &[relay.domain()]).await;
+        let conn = twin.connect_to(relay.domain().parse().unwrap()).await;
+        RawTwin {
+            id: twin.id,
+            twin,
+            conn,
+        }
     }
 
     /// A signed request to `to`'s default session, living 60 s.
     pub fn request(&self, uid: &str, to: u32, command: &str, body: &[u8]) -> Vec<u8> {
-        self.seal(Outgoing::request(
-            uid,
-            Address::twin(self.id),
-            Address::twin(to),
-            command,
-            body.to_vec(),
-            60,
-        ))
+        self.twin.request(uid, to, command, body).encode_to_vec()
     }
 
     /// A signed reply to request `uid` of `to`.
     pub fn response(&self, uid: &str, to: &Address, body: &[u8]) -> Vec<u8> {
-        self.seal(Outgoing::response(
-            uid,
-            Address::twin(self.id),
-            to.clone(),
-            body.to_vec(),
-            None,
-            60,
-        ))
+        self.twin.response(uid, to, body).encode_to_vec()
     }
 
     pub async fn send(&mut self, frame: Vec<u8>) {
@@ -79,14 +53,9 @@ impl RawTwin {
             other => panic!("expected an error reply, got {other:?} for {}", env.uid),
         }
     }
-}
 
-impl RawTwin {
     /// Connects again to `relay` (after it restarted), as the same twin.
     pub async fn reconnect(&mut self, relay: &Relay) {
-        let token = rmb_core::jwt::create(&self.signer, self.id, None, rmb_core::time::now(), 300);
-        self.conn = RawConn::connect(relay.domain().parse().unwrap(), &token)
-            .await
-            .unwrap();
+        self.conn = self.twin.connect_to(relay.domain().parse().unwrap()).await;
     }
 }

@@ -338,3 +338,41 @@ pub async fn federation_error(
     assert_eq!(err.uid, req.uid);
     relay_error(&err).to_string()
 }
+
+/// Completes a WebSocket upgrade by hand and then neither reads frames nor answers
+/// pings: a dead peer, or a client holding a slot for nothing.
+pub async fn silent_session(relay: std::net::SocketAddr, token: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(relay).await.unwrap();
+    let upgrade = format!(
+        "GET /?{token} HTTP/1.1\r\nHost: {relay}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(upgrade.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tcp.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    tcp
+}
+
+/// Sends a ping and reads until its pong; returns the relay errors read before it.
+pub async fn barrier_counting_errors(conn: &mut Conn, twin: &Twin) -> Vec<String> {
+    let p = ping(twin);
+    conn.send(&p).await;
+    let mut errors = Vec::new();
+    loop {
+        let env = conn.recv().await;
+        if env.uid == p.uid {
+            return errors;
+        }
+        errors.push(relay_error(&env).to_string());
+    }
+}

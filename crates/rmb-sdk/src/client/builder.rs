@@ -248,6 +248,7 @@ impl ClientBuilder {
                 .then(|| Mutex::new(Outstanding::new(self.resend_interval, OUTSTANDING_BYTES))),
             deduplicators: Mutex::new(Deduplicators::new(DEDUPLICATOR_TTL, DEDUPLICATORS)),
             started: Instant::now(),
+            resent: Default::default(),
         });
         if inner.outstanding.is_some() {
             tokio::spawn(resend_loop(inner.clone(), self.resend_interval));

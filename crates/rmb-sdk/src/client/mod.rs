@@ -86,6 +86,8 @@ struct Inner {
     deduplicators: Mutex<Deduplicators>,
     /// The origin of the monotonic milliseconds `outstanding` is scheduled in.
     started: Instant,
+    /// Copies of unanswered requests sent (see [`Client::requests_resent`]).
+    resent: std::sync::atomic::AtomicU64,
 }
 
 /// An envelope handed to the relays by [`RequestBuilder::send`] or [`Client::send`].
@@ -139,6 +141,12 @@ impl Client {
     pub fn requests_waiting(&self) -> usize {
         let queue = &self.inner.requests;
         queue.max_capacity() - queue.capacity()
+    }
+
+    /// Copies of unanswered requests sent again since start ([`Resend`]): rising fast,
+    /// it means replies are not coming back (a receiver down, or replies lost).
+    pub fn requests_resent(&self) -> u64 {
+        self.inner.resent.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// This client's twin id.
@@ -223,6 +231,12 @@ impl Inner {
 
     async fn send_envelope(&self, env: &Envelope) -> Result<Sent, SendError> {
         let frame: Bytes = env.encode_to_vec().into();
+        if frame.len() > rmb_core::rules::MAX_MESSAGE_SIZE {
+            return Err(SendError::TooLarge {
+                size: frame.len(),
+                max: rmb_core::rules::MAX_MESSAGE_SIZE,
+            });
+        }
         let deadline = env.timestamp.saturating_add(env.expiration);
         let copy_safe = match (&env.message, env.destination.as_ref()) {
             (Some(Message::Request(_)), Some(to)) => {
@@ -386,6 +400,9 @@ async fn resend_loop(inner: Arc<Inner>, after: Duration) {
             if inner.pool.send(copy).await.is_err() {
                 return;
             }
+            inner
+                .resent
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }

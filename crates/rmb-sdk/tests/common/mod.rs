@@ -10,10 +10,9 @@ pub use hostile::HostileRelay;
 
 use std::time::Duration;
 
-use rmb_core::{jwt, Address, Envelope, KeyType, Signer};
-use rmb_sdk::{seal, Outgoing};
+use rmb_core::{Envelope, KeyType};
 use rmb_sdk::{Client, ClientBuilder, PoolConfig};
-use rmb_testkit::{RawConn, TestRegistrar, TestRelay};
+use rmb_testkit::{TestRegistrar, TestRelay};
 
 /// Longest a test waits for any one event.
 pub const WAIT: Duration = Duration::from_secs(15);
@@ -87,59 +86,8 @@ pub async fn net() -> Net {
     Net { reg, relay }
 }
 
-/// A twin driven by hand over raw WebSockets.
-pub struct RawTwin {
-    pub id: u32,
-    pub signer: Signer,
-}
-
-impl RawTwin {
-    pub async fn register(reg: &TestRegistrar, relays: &[&TestRelay]) -> Self {
-        let signer = Signer::from_seed(&rand::random(), KeyType::Ed25519).unwrap();
-        let domains: Vec<String> = relays.iter().map(|r| r.domain()).collect();
-        let twin = reg
-            .client()
-            .create_account(&signer, &domains, None)
-            .await
-            .unwrap();
-        RawTwin {
-            id: twin.twin_id,
-            signer,
-        }
-    }
-
-    /// A request signed by this twin to `to` (plain text, 60 s).
-    pub fn request(&self, uid: &str, to: u32, command: &str, body: &[u8]) -> Envelope {
-        let out = Outgoing::request(
-            uid,
-            Address::twin(self.id),
-            Address::twin(to),
-            command,
-            body.to_vec(),
-            60,
-        );
-        seal(out, &self.signer, None, rmb_core::time::now())
-    }
-
-    /// This twin's signed reply to `request` (plain text, 60 s, the request's schema).
-    pub fn reply(&self, request: &Envelope, body: &[u8], tags: Option<&str>) -> Envelope {
-        let mut out = Outgoing::response(
-            request.uid.clone(),
-            Address::twin(self.id),
-            request.source.clone().unwrap(),
-            body.to_vec(),
-            request.schema.clone(),
-            60,
-        );
-        out.tags = tags.map(str::to_string);
-        seal(out, &self.signer, None, rmb_core::time::now())
-    }
-
-    pub async fn connect(&self, relay: &TestRelay) -> RawConn {
-        let token = jwt::create(&self.signer, self.id, None, rmb_core::time::now(), 60);
-        RawConn::connect(relay.addr(), &token).await.unwrap()
-    }
-}
+/// A twin driven by hand over raw WebSockets (one definition in the test kit).
+pub use rmb_testkit::RawTwin;
 
 /// Stands in for a relay that drops copies until ours says so itself: forwards TCP to
 /// `target` and adds `rmb-dedup: 1` to the HTTP response head (the WebSocket upgrade),
