@@ -26,18 +26,25 @@ pub(crate) const MOVE_TIMEOUT: f64 = 1.0;
 /// Pause before trying again to accept a request while the outbox is full.
 const OUTBOX_FULL_PAUSE: Duration = Duration::from_millis(100);
 
+/// Entries a worker takes off its source list in one round trip, besides the one its
+/// blocking move found.
+pub(crate) const TAKE_MORE: usize = 32;
+
 pub(crate) async fn run(shared: Arc<Shared>) {
     let mut redis = shared.redis();
     let scripts = Scripts::default();
-    while let Some(entry) = next_entry(&shared, &mut redis, SYSTEM_LOCAL).await {
-        Stats::inc(&shared.stats.requests_popped);
-        match String::from_utf8(entry) {
-            Ok(entry) => request(&shared, &mut redis, &scripts, entry).await,
-            Err(e) => {
-                Stats::inc(&shared.stats.malformed);
-                tracing::warn!("malformed message on {SYSTEM_LOCAL}: not UTF-8");
-                consume(&shared, &mut redis, &scripts, e.as_bytes(), None).await;
+    let mut entries = Vec::new();
+    loop {
+        if entries.is_empty() {
+            match next_entry(&shared, &mut redis, SYSTEM_LOCAL).await {
+                Some(entry) => entries.push(entry),
+                None => return,
             }
+        }
+        entries = batch(&shared, &mut redis, &scripts, std::mem::take(&mut entries)).await;
+        if shared.cancel.is_cancelled() {
+            // What was taken stays on the processing list for the next start.
+            return;
         }
     }
 }
@@ -45,6 +52,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
 struct Scripts {
     accept: Script,
     consume: Script,
+    take_more: Script,
 }
 
 impl Default for Scripts {
@@ -52,6 +60,7 @@ impl Default for Scripts {
         Scripts {
             accept: Script::new(store::ACCEPT_REQUEST),
             consume: Script::new(store::CONSUME_ENTRY),
+            take_more: Script::new(store::TAKE_MORE),
         }
     }
 }
@@ -100,16 +109,67 @@ pub(crate) async fn next_entry(
     }
 }
 
-async fn request(shared: &Arc<Shared>, redis: &mut Redis, scripts: &Scripts, entry: String) {
+/// Handles entries taken off `msgbus.system.local`: the valid ones are accepted in one
+/// pipeline, sent together with a take of up to [`TAKE_MORE`] entries waiting behind
+/// them (so a busy peer pays one round trip per batch, and an idle one waits no longer
+/// than before), then sent.
+/// Returns the entries taken for the next batch.
+async fn batch(
+    shared: &Arc<Shared>,
+    redis: &mut Redis,
+    scripts: &Scripts,
+    entries: Vec<Vec<u8>>,
+) -> Vec<Vec<u8>> {
+    let mut ready = Vec::with_capacity(entries.len());
+    for entry in entries {
+        Stats::inc(&shared.stats.requests_popped);
+        match String::from_utf8(entry) {
+            Ok(entry) => {
+                if let Some(prepared) = prepare(shared, redis, scripts, &entry).await {
+                    ready.push((entry, prepared));
+                }
+            }
+            Err(e) => {
+                Stats::inc(&shared.stats.malformed);
+                tracing::warn!("malformed message on {SYSTEM_LOCAL}: not UTF-8");
+                consume(shared, redis, scripts, e.as_bytes(), None).await;
+            }
+        }
+    }
+    let (statuses, more) = accept_all(shared, redis, scripts, &ready).await;
+    for ((entry, prepared), status) in ready.into_iter().zip(statuses) {
+        let accepted = match status {
+            Some(Outcome::Done) => true,
+            Some(Outcome::Gone) => false,
+            // Not accepted at once (the outbox is full, Redis refused, or the pipeline
+            // failed): the one-by-one accept waits and retries as before.
+            _ => accept(shared, redis, scripts, &entry, &prepared).await,
+        };
+        if accepted {
+            let tracked = prepared.tracked;
+            shared.remember(&tracked, now());
+            send_all(shared, tracked, prepared.envelopes).await;
+        }
+    }
+    more
+}
+
+/// Parses a request; `None` (after answering or dropping it) if it will not be sent.
+async fn prepare(
+    shared: &Shared,
+    redis: &mut Redis,
+    scripts: &Scripts,
+    entry: &str,
+) -> Option<PreparedRequest> {
     let uid = uuid::Uuid::new_v4().to_string();
     let me = shared.client.address().clone();
-    let prepared = match translate::local_request(&entry, &uid, &me, now()) {
-        Ok(LocalRequest::Send(p)) => p,
+    match translate::local_request(entry, &uid, &me, now()) {
+        Ok(LocalRequest::Send(p)) => Some(p),
         Ok(LocalRequest::Expired { reference, age }) => {
             Stats::inc(&shared.stats.expired_dropped);
             tracing::info!(?reference, age, "dropping an expired request");
             consume(shared, redis, scripts, entry.as_bytes(), None).await;
-            return;
+            None
         }
         Err(bad) => {
             Stats::inc(&shared.stats.malformed);
@@ -126,15 +186,72 @@ async fn request(shared: &Arc<Shared>, redis: &mut Redis, scripts: &Scripts, ent
                 )
             });
             consume(shared, redis, scripts, entry.as_bytes(), answer).await;
-            return;
+            None
+        }
+    }
+}
+
+/// One attempt at accepting every request of `ready` (one pipeline) and, sent right
+/// behind it on the same connection, at taking the next entries. Each request's outcome
+/// (`None` for all when the pipeline failed: the one-by-one accept retries them), and
+/// the entries taken. The take is a query of its own so that a failed accept never
+/// hides which entries it moved.
+async fn accept_all(
+    shared: &Shared,
+    redis: &mut Redis,
+    scripts: &Scripts,
+    ready: &[(String, PreparedRequest)],
+) -> (Vec<Option<Outcome>>, Vec<Vec<u8>>) {
+    let mut statuses = vec![None; ready.len()];
+    let mut conn = match redis.conn(Duration::ZERO).await {
+        Ok(conn) => conn,
+        Err(_) => return (statuses, Vec::new()),
+    };
+    let mut pipe = redis::pipe();
+    for (entry, prepared) in ready {
+        pipe.invoke_script(&accept_invocation(shared, scripts, entry, prepared));
+    }
+    let mut take_conn = conn.clone();
+    let mut take = scripts.take_more.key(SYSTEM_LOCAL);
+    take.key(store::LOCAL_PROCESSING).arg(TAKE_MORE);
+    let accepting = async {
+        if ready.is_empty() {
+            return Ok(Vec::new());
+        }
+        pipe.query_async::<Vec<String>>(&mut conn).await
+    };
+    let (accepted, taken) =
+        tokio::join!(accepting, take.invoke_async::<Vec<Vec<u8>>>(&mut take_conn));
+    let mut failure = None;
+    match accepted {
+        Ok(got) if got.len() == ready.len() => {
+            for (status, got) in statuses.iter_mut().zip(got) {
+                *status = Some(Outcome::parse(&got));
+            }
+        }
+        Ok(_) => {}
+        Err(e) => failure = Some(e),
+    }
+    let more = match taken {
+        Ok(more) => more,
+        Err(e) => {
+            failure.get_or_insert(e);
+            Vec::new()
         }
     };
-    if !accept(shared, redis, scripts, &entry, &prepared).await {
-        return;
+    if let Some(e) = failure {
+        Stats::inc(&shared.stats.redis_errors);
+        if e.kind() == redis::ErrorKind::NoScriptError {
+            // A pipeline runs scripts by hash: Redis (re)started without them.
+            for script in [&scripts.accept, &scripts.take_more] {
+                let _ = script.prepare_invoke().load_async(&mut conn).await;
+            }
+        } else if crate::redis_conn::is_transient(&e) {
+            redis.reset();
+        }
+        tracing::debug!("redis: accepting a batch failed ({e}); one by one");
     }
-    let tracked = prepared.tracked;
-    shared.remember(&tracked, now());
-    send_all(shared, tracked, prepared.envelopes).await;
+    (statuses, more)
 }
 
 /// Sends the envelopes of an accepted request and, aside, waits for their
@@ -217,29 +334,10 @@ async fn accept(
     prepared: &PreparedRequest,
 ) -> bool {
     let tracked = &prepared.tracked;
-    let ttl = tracked
-        .deadline
-        .saturating_sub(now())
-        .saturating_add(store::BACKLOG_GRACE);
-    // Under `--resend always` a request still `sending` at a restart is sent again,
-    // which needs the request itself.
-    let keep = (shared.resend == Resend::Always).then_some(entry);
-    let fields = store::backlog_fields(tracked, keep);
     loop {
         let status = shared
             .retry(redis, "accepting a request", Duration::ZERO, |mut c| {
-                let mut invocation = scripts.accept.prepare_invoke();
-                invocation
-                    .key(store::LOCAL_PROCESSING)
-                    .key(store::backlog_key(&tracked.uid))
-                    .key(store::OUTBOX)
-                    .arg(entry)
-                    .arg(ttl)
-                    .arg(&tracked.uid)
-                    .arg(shared.limits.outbox_entries);
-                for (field, value) in &fields {
-                    invocation.arg(field).arg(value);
-                }
+                let invocation = accept_invocation(shared, scripts, entry, prepared);
                 async move { invocation.invoke_async::<String>(&mut c).await }
             })
             .await;
@@ -272,6 +370,37 @@ async fn accept(
             }
         }
     }
+}
+
+/// The accept script for a request: its backlog written, its entry taken off the
+/// processing list.
+fn accept_invocation<'a>(
+    shared: &Shared,
+    scripts: &'a Scripts,
+    entry: &str,
+    prepared: &PreparedRequest,
+) -> redis::ScriptInvocation<'a> {
+    let tracked = &prepared.tracked;
+    let ttl = tracked
+        .deadline
+        .saturating_sub(now())
+        .saturating_add(store::BACKLOG_GRACE);
+    // Under `--resend always` a request still `sending` at a restart is sent again,
+    // which needs the request itself.
+    let keep = (shared.resend == Resend::Always).then_some(entry);
+    let mut invocation = scripts.accept.prepare_invoke();
+    invocation
+        .key(store::LOCAL_PROCESSING)
+        .key(store::backlog_key(&tracked.uid))
+        .key(store::OUTBOX)
+        .arg(entry)
+        .arg(ttl)
+        .arg(&tracked.uid)
+        .arg(shared.limits.outbox_entries);
+    for (field, value) in store::backlog_fields(tracked, keep) {
+        invocation.arg(field).arg(value);
+    }
+    invocation
 }
 
 /// Removes `entry` from the processing list, pushing `answer` (list, JSON) if it was

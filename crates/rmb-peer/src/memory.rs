@@ -267,6 +267,18 @@ impl Memory for RedisMemory {
         Ok(true)
     }
 
+    /// Replies are never marked (module docs): the push of a reply for an app drops
+    /// copies by its destination's state, atomically, so looking here would only cost
+    /// a Redis round trip on every reply and find nothing.
+    async fn first_time_reply(
+        &self,
+        _keys: EnvelopeKeys,
+        _deadline: u64,
+        _now: u64,
+    ) -> Result<bool, MemoryError> {
+        Ok(true)
+    }
+
     async fn keep_reply(
         &self,
         key: ReplyKey,

@@ -6,39 +6,89 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::AsyncCommands as _;
+use futures_util::future::join_all;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncCommands as _, Script};
 use rmb_core::peer_api::SYSTEM_REPLY;
 use rmb_core::time::now;
 use rmb_core::Address;
 use rmb_sdk::{Outgoing, Sent, Unconfirmed};
 
-use crate::local::next_entry;
+use crate::local::{next_entry, TAKE_MORE};
 use crate::memory;
 use crate::peer::{Shared, Stats};
-use crate::redis_conn::{Redis, Stop};
+use crate::redis_conn::Redis;
 use crate::store;
 use crate::translate::{self, RequestInfo};
 use crate::writer::{self, Job};
 
 pub(crate) async fn run(shared: Arc<Shared>) {
     let mut redis = shared.redis();
-    while let Some(entry) = next_entry(&shared, &mut redis, SYSTEM_REPLY).await {
-        let sent = match std::str::from_utf8(&entry) {
-            Ok(json) => reply(&shared, &mut redis, json).await,
-            Err(_) => {
-                Stats::inc(&shared.stats.malformed);
-                tracing::warn!("malformed message on {SYSTEM_REPLY}: not UTF-8");
-                None
+    let take_more = Script::new(store::TAKE_MORE);
+    let mut entries = Vec::new();
+    loop {
+        if entries.is_empty() {
+            match next_entry(&shared, &mut redis, SYSTEM_REPLY).await {
+                Some(entry) => entries.push(entry),
+                None => return,
             }
-        };
-        let Some(sent) = sent else {
-            remove(&shared, &mut redis, &entry).await;
-            continue;
-        };
-        // The reply leaves the processing list once a relay confirmed it, waited for
-        // aside so this worker takes the next one meanwhile.
-        let aside = shared.clone();
-        let waiting = shared.aside(async move {
+        }
+        // The batch's replies are sent together (each is kept in Redis before it goes,
+        // so their round trips overlap) while the next entries are taken.
+        let conn = redis.conn(Duration::ZERO).await.ok();
+        let sends = join_all(
+            entries
+                .drain(..)
+                .map(|entry| handle(&shared, conn.clone(), entry)),
+        );
+        let (handled, more) = tokio::join!(sends, take(&shared, &mut redis, &take_more));
+        if handled.contains(&false) {
+            return;
+        }
+        entries = more;
+    }
+}
+
+/// Up to [`TAKE_MORE`] more replies moved onto the processing list (none if Redis
+/// failed: the next blocking move retries).
+async fn take(shared: &Shared, redis: &mut Redis, script: &Script) -> Vec<Vec<u8>> {
+    let Ok(mut conn) = redis.conn(Duration::ZERO).await else {
+        return Vec::new();
+    };
+    let mut invocation = script.key(SYSTEM_REPLY);
+    invocation.key(store::REPLY_PROCESSING).arg(TAKE_MORE);
+    match invocation.invoke_async(&mut conn).await {
+        Ok(moved) => moved,
+        Err(e) => {
+            Stats::inc(&shared.stats.redis_errors);
+            if crate::redis_conn::is_transient(&e) {
+                redis.reset();
+            }
+            Vec::new()
+        }
+    }
+}
+
+/// Sends one reply taken off `msgbus.system.reply`; it leaves the processing list once
+/// a relay confirmed it (or at once if it cannot be sent). False when shutting down.
+async fn handle(shared: &Arc<Shared>, conn: Option<MultiplexedConnection>, entry: Vec<u8>) -> bool {
+    let sent = match std::str::from_utf8(&entry) {
+        Ok(json) => reply(shared, conn, json).await,
+        Err(_) => {
+            Stats::inc(&shared.stats.malformed);
+            tracing::warn!("malformed message on {SYSTEM_REPLY}: not UTF-8");
+            None
+        }
+    };
+    let Some(sent) = sent else {
+        remove(shared, entry).await;
+        return true;
+    };
+    // The reply leaves the processing list once a relay confirmed it, waited for
+    // aside so this worker takes the next one meanwhile.
+    let aside = shared.clone();
+    shared
+        .aside(async move {
             match sent.confirmed().await {
                 // Shutting down: it stays on the processing list for the next start.
                 Err(Unconfirmed::Closed) => {}
@@ -46,26 +96,18 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                     if let Err(why) = outcome {
                         tracing::info!("a reply was not confirmed: {why}");
                     }
-                    let job = Job::Remove {
-                        list: store::REPLY_PROCESSING,
-                        entry,
-                    };
-                    let deadline = now().saturating_add(rmb_core::time::MAX_TTL);
-                    writer::queue(&aside, job, deadline).await;
+                    remove(&aside, entry).await;
                 }
             }
-        });
-        if !waiting.await {
-            return;
-        }
-    }
+        })
+        .await
 }
 
 /// Sends the service's reply (or tells the requester what is wrong with it); the
 /// handle of the reply sent, to wait for its confirmation.
-async fn reply(shared: &Shared, redis: &mut Redis, json: &str) -> Option<Sent> {
+async fn reply(shared: &Shared, conn: Option<MultiplexedConnection>, json: &str) -> Option<Sent> {
     let me = shared.client.address().clone();
-    let known = known_request(shared, redis, json).await;
+    let known = known_request(shared, conn, json).await;
     let reply = translate::local_reply(json, &me, |_, _| known);
     let out = match reply {
         Ok(out) => out,
@@ -106,7 +148,11 @@ async fn reply(shared: &Shared, redis: &mut Redis, json: &str) -> Option<Sent> {
 
 /// What the peer remembers of the request a reply answers (its schema and deadline):
 /// from memory, else from the request's seen marker in Redis (after a restart).
-async fn known_request(shared: &Shared, redis: &mut Redis, json: &str) -> Option<RequestInfo> {
+async fn known_request(
+    shared: &Shared,
+    conn: Option<MultiplexedConnection>,
+    json: &str,
+) -> Option<RequestInfo> {
     let (dst, uid) = translate::reply_target(json)?;
     if let Some(info) = shared.requests.get(&format!("{dst}|{uid}"), now()) {
         return Some(info);
@@ -115,27 +161,17 @@ async fn known_request(shared: &Shared, redis: &mut Redis, json: &str) -> Option
     let key = shared
         .memory
         .request_key(&source, shared.client.address(), &uid);
-    let marker: Option<String> = match redis.conn(Duration::ZERO).await {
-        Ok(mut conn) => conn.get(memory::seen_key(key)).await.ok()?,
-        Err(_) => None,
-    };
+    let marker: Option<String> = conn?.get(memory::seen_key(key)).await.ok()?;
     RequestInfo::from_marker(&marker?)
 }
 
-/// Takes a handled reply off the processing list.
-async fn remove(shared: &Shared, redis: &mut Redis, entry: &[u8]) {
-    let removed = shared
-        .retry(
-            redis,
-            "removing a sent reply",
-            Duration::ZERO,
-            |mut c| async move { c.lrem::<_, _, i64>(store::REPLY_PROCESSING, 1, entry).await },
-        )
-        .await;
-    if let Err(Stop::Permanent(e)) = removed {
-        tracing::warn!(
-            "cannot remove a sent reply from {}: {e}",
-            store::REPLY_PROCESSING
-        );
-    }
+/// Takes a handled reply off the processing list (queued for the writer, which batches
+/// and retries).
+async fn remove(shared: &Shared, entry: Vec<u8>) {
+    let job = Job::Remove {
+        list: store::REPLY_PROCESSING,
+        entry,
+    };
+    let deadline = now().saturating_add(rmb_core::time::MAX_TTL);
+    writer::queue(shared, job, deadline).await;
 }

@@ -237,6 +237,21 @@ end
 return 'done'
 "#;
 
+/// Moves up to ARGV[1] more entries from the consuming end of KEYS[1] onto KEYS[2] (its
+/// processing list), as `BLMOVE` does one, and returns them: a worker that found one
+/// entry takes what else is waiting in the same round trip as its accept, instead of one
+/// blocking move per entry. Like `BLMOVE`, an entry moved whose answer is lost stays on
+/// the processing list, which the next start puts back.
+pub const TAKE_MORE: &str = r#"
+local moved = {}
+for i = 1, tonumber(ARGV[1]) do
+  local entry = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
+  if not entry then break end
+  moved[#moved + 1] = entry
+end
+return moved
+"#;
+
 /// Moves destinations of a request from one state to another (only those in the
 /// `from` state: a reply that came first already made them `done`).
 ///

@@ -258,3 +258,74 @@ async fn a_one_mib_payload_goes_both_ways() {
         "the 1 MiB body came back intact"
     );
 }
+
+/// Requests and replies waiting together are taken in batches (one blocking move, then
+/// the rest with the accept): every one is sent and answered exactly once, a malformed
+/// one in the middle of a batch is answered with its error, and nothing is left on the
+/// processing lists.
+#[tokio::test]
+async fn a_burst_taken_in_batches_is_answered_once_per_request() {
+    use redis::AsyncCommands as _;
+    const N: usize = 150;
+    let reg = TestRegistrar::start().await.unwrap();
+    let relay = Relay::start("127.0.0.1", &reg.url()).await;
+    let (a, redis_a) = peer(&reg, &[&relay], PeerOpts::default()).await;
+    let (b, redis_b) = peer(&reg, &[&relay], PeerOpts::default()).await;
+    let mut entries: Vec<String> = (0..N)
+        .map(|i| {
+            request(
+                &format!("r{i}"),
+                "calc.echo",
+                "aGk=",
+                &[b.twin_id()],
+                "a.ret",
+            )
+        })
+        .collect();
+    let bad = format!(
+        r#"{{"ver":1,"ref":"bad","cmd":"x","exp":60,"dat":"%%%","tag":null,"dst":[{}],"ret":"a.ret","shm":null,"now":0}}"#,
+        b.twin_id()
+    );
+    entries.insert(N / 2, bad);
+    // One LPUSH: everything waits on the list before the peer's first move returns.
+    let mut c = conn(&redis_a.url()).await.unwrap();
+    let _: () = c.lpush("msgbus.system.local", &entries).await.unwrap();
+    // The service starts after the requests are queued for it, so replies wait too.
+    let mut cb = conn(&redis_b.url()).await.unwrap();
+    let mut queued = 0;
+    while queued < N {
+        queued = cb.llen("msgbus.calc.echo").await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let _svc = service(&redis_b.url(), "calc.echo", echo);
+    let mut refs = BTreeSet::new();
+    for _ in 0..=N {
+        let reply = brpop(&redis_a.url(), "a.ret").await;
+        let reference = reply["ref"].as_str().unwrap().to_string();
+        if reference == "bad" {
+            assert_eq!(reply["err"]["code"], 101);
+        } else {
+            assert_eq!(reply["dat"], "aGk=");
+        }
+        assert!(refs.insert(reference.clone()), "{reference} answered twice");
+    }
+    assert_eq!(refs.len(), N + 1);
+    assert_eq!(Stats::get(&a.stats().requests_popped), N as u64 + 1);
+    assert_eq!(Stats::get(&b.stats().incoming_requests), N as u64);
+    for (url, key) in [
+        (redis_a.url(), "msgbus.system.local.processing"),
+        (redis_b.url(), "msgbus.system.reply.processing"),
+    ] {
+        let mut c = conn(&url).await.unwrap();
+        let mut left: usize = 1;
+        for _ in 0..500 {
+            left = c.llen(key).await.unwrap();
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(left, 0, "{key} still holds entries");
+    }
+    assert_eq!(Stats::get(&b.stats().replies_sent), N as u64);
+}

@@ -118,6 +118,20 @@ pub trait Memory: Send + Sync + 'static {
         now: u64,
     ) -> Result<bool, MemoryError>;
 
+    /// [`first_time`](Memory::first_time) for a reply (a response or an error reply)
+    /// to one of our requests. By default the same. A memory whose owner drops copies
+    /// of replies where it delivers them (rmb-peer's push of a reply for an app checks
+    /// that its destination is not answered yet) may answer `true` without looking,
+    /// which saves a round trip to its store on every reply.
+    async fn first_time_reply(
+        &self,
+        keys: EnvelopeKeys,
+        deadline: u64,
+        now: u64,
+    ) -> Result<bool, MemoryError> {
+        self.first_time(keys, deadline, now).await
+    }
+
     /// Keeps the reply `frame` sent for request `key` until `deadline`. A memory may
     /// decline to keep it (e.g. it is over its budget): copies then get no answer.
     async fn keep_reply(

@@ -243,7 +243,12 @@ async fn verify(inner: &Inner, env: Envelope, source: u32) -> Result<Option<Inco
     let keys = EnvelopeKeys::of(&env, &inner.hash_key);
     let until = memory::remember_until(&env, now);
     let is_request = matches!(env.message, Some(Message::Request(_)));
-    let fresh = match inner.memory.first_time(keys, until, now).await {
+    let looked = if is_request {
+        inner.memory.first_time(keys, until, now).await
+    } else {
+        inner.memory.first_time_reply(keys, until, now).await
+    };
+    let fresh = match looked {
         Ok(fresh) => fresh,
         // Better an error than a second run; a reply is delivered all the same.
         Err(e) if is_request => {
