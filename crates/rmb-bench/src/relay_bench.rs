@@ -420,18 +420,18 @@ pub async fn federation(args: CrossArgs) -> anyhow::Result<Vec<Table>> {
         Frames::signed,
         true,
         |inline| async move {
-            let one = Server::relay(&listen_addr(), &url, None, &[&addr_a, &addr_b]).await?;
+            let one = Server::relay(&listen_addr(), url, None, &[addr_a, addr_b]).await?;
             let to = match inline {
-                false => Server::relay(&addr_b, &url, None, &[&addr_b]).await?,
+                false => Server::relay(addr_b, url, None, &[addr_b]).await?,
                 true => {
                     Server::spawn(&[
                         "serve-relay",
                         "--listen",
-                        &addr_b,
+                        addr_b,
                         "--registrar",
-                        &url,
+                        url,
                         "--domain",
-                        &addr_b,
+                        addr_b,
                         "--verify-threads",
                         "0",
                     ])
@@ -442,7 +442,7 @@ pub async fn federation(args: CrossArgs) -> anyhow::Result<Vec<Table>> {
                 one: ("one relay (both domains)", one),
                 from: (
                     "relay A",
-                    Server::relay(&addr_a, &url, None, &[&addr_a]).await?,
+                    Server::relay(addr_a, url, None, &[addr_a]).await?,
                 ),
                 to: ("relay B", to),
                 label: "relay A → federation → relay B",
