@@ -8,11 +8,11 @@ use clap::Args;
 
 use crate::report::{Common, Table};
 
-pub const START: &str = "<!-- generated:start -->";
-pub const END: &str = "<!-- generated:end -->";
+pub(crate) const START: &str = "<!-- generated:start -->";
+pub(crate) const END: &str = "<!-- generated:end -->";
 
 #[derive(Args, Debug, Clone)]
-pub struct AllArgs {
+pub(crate) struct AllArgs {
     /// Markdown file whose generated section is replaced (created if missing).
     #[arg(long, default_value = "docs/benchmarks.md")]
     pub out: PathBuf,
@@ -35,7 +35,7 @@ pub struct AllArgs {
 
 impl AllArgs {
     /// The command line of one benchmark with the shared options.
-    pub fn command_line(&self, bench: &str) -> Vec<String> {
+    pub(crate) fn command_line(&self, bench: &str) -> Vec<String> {
         let mut args: Vec<String> = vec!["rmb-bench".into(), bench.into()];
         let mut add = |k: &str, v: String| {
             args.push(k.into());
@@ -56,7 +56,7 @@ impl AllArgs {
         args
     }
 
-    pub fn benches(&self) -> Vec<String> {
+    pub(crate) fn benches(&self) -> Vec<String> {
         let mut benches = self.only.clone();
         if self.soak > 0 && !benches.iter().any(|b| b == "soak") {
             benches.push("soak".into());
@@ -66,7 +66,7 @@ impl AllArgs {
 }
 
 /// Writes the run's tables into `out` between the markers.
-pub fn write(args: &AllArgs, tables: &[Table], started: Instant) -> anyhow::Result<()> {
+pub(crate) fn write(args: &AllArgs, tables: &[Table], started: Instant) -> anyhow::Result<()> {
     let section = section(tables, started);
     let existing = std::fs::read_to_string(&args.out).unwrap_or_default();
     let text = splice(&existing, &section);
@@ -80,7 +80,7 @@ pub fn write(args: &AllArgs, tables: &[Table], started: Instant) -> anyhow::Resu
 
 /// `existing` with the text between the markers replaced by `section` (appended at the
 /// end when the markers are missing).
-pub fn splice(existing: &str, section: &str) -> String {
+pub(crate) fn splice(existing: &str, section: &str) -> String {
     let block = format!("{START}\n{}\n{END}", section.trim_end());
     match (existing.find(START), existing.find(END)) {
         (Some(s), Some(e)) if s < e => {
@@ -122,7 +122,7 @@ fn read(path: &str) -> String {
 }
 
 /// CPU model, cores, memory, kernel and load average at the end of the run, from /proc.
-pub fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpuinfo = read("/proc/cpuinfo");
     let model = cpuinfo
         .lines()

@@ -31,7 +31,7 @@ use serde::Serialize;
 use crate::servers::{listen_addr, Server};
 
 #[derive(Args, Debug, Clone)]
-pub struct ChaosArgs {
+pub(crate) struct ChaosArgs {
     /// Processes killed (SIGKILL), spread evenly over the run.
     #[arg(long, default_value_t = 21)]
     pub kills: usize,
@@ -55,7 +55,7 @@ pub struct ChaosArgs {
 /// What is killed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Kind {
+pub(crate) enum Kind {
     Relay1,
     PeerA,
     Relay2,
@@ -85,7 +85,7 @@ impl Kind {
 
 /// The outcome, as printed and written as JSON.
 #[derive(Debug, Serialize)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub sent: u64,
     /// Requests answered by the service (exactly once or more).
     pub replies: u64,
@@ -312,7 +312,7 @@ fn listen(
     });
 }
 
-pub async fn run(args: ChaosArgs) -> anyhow::Result<Outcome> {
+pub(crate) async fn run(args: ChaosArgs) -> anyhow::Result<Outcome> {
     let mut net = Net::start().await?;
     let stop = Arc::new(AtomicBool::new(false));
     let runs: Arc<DashMap<String, u32>> = Arc::default();
@@ -448,7 +448,7 @@ fn nearest_kill(kills: &[(Duration, Kind)], at: Duration) -> Option<Kind> {
 }
 
 impl Outcome {
-    pub fn markdown(&self, args: &ChaosArgs) -> String {
+    pub(crate) fn markdown(&self, args: &ChaosArgs) -> String {
         let mut out = format!(
             "### Chaos: SIGKILL under a steady request stream\n\n\
              `rmb-bench chaos --kills {} --duration {} --rate {} --expiration {} --down-ms {}`: \

@@ -17,7 +17,7 @@ use crate::scale;
 use crate::servers::{self, listen_addr, Server, DOMAIN};
 
 #[derive(Args, Debug, Clone)]
-pub struct FloodArgs {
+pub(crate) struct FloodArgs {
     /// The relay's rate limit: envelopes per second per twin.
     #[arg(long, default_value_t = 1000)]
     pub limit: u64,
@@ -41,7 +41,7 @@ struct FloodCounts {
     delivered: AtomicU64,
 }
 
-pub async fn run(args: FloodArgs) -> anyhow::Result<Vec<Table>> {
+pub(crate) async fn run(args: FloodArgs) -> anyhow::Result<Vec<Table>> {
     let c = args.common.clone();
     let registrar = rmb_testkit::TestRegistrar::start().await?;
     let client = registrar.client();

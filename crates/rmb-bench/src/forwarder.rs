@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 type Peers = Arc<DashMap<String, mpsc::Sender<bytes::Bytes>>>;
 
-pub async fn serve(listen: &str) -> anyhow::Result<()> {
+pub(crate) async fn serve(listen: &str) -> anyhow::Result<()> {
     let peers: Peers = Arc::default();
     let app = Router::new().route("/", get(upgrade)).with_state(peers);
     let listener = tokio::net::TcpListener::bind(listen).await?;

@@ -26,13 +26,13 @@ static WINDOWS: parking_lot::Mutex<Vec<(Duration, u64)>> = parking_lot::const_mu
 const WINDOWS_KEPT: usize = 16;
 
 /// Starts counting CPU for a measured window; [`end_window`] ends it.
-pub fn start_window() -> u64 {
+pub(crate) fn start_window() -> u64 {
     proc_stats::tree_cpu_ticks()
 }
 
 /// Records the CPU ticks spent since `started` (from [`start_window`]) for the window
 /// that lasted `elapsed`.
-pub fn end_window(started: u64, elapsed: Duration) {
+pub(crate) fn end_window(started: u64, elapsed: Duration) {
     let ticks = proc_stats::tree_cpu_ticks().saturating_sub(started);
     let mut windows = WINDOWS.lock();
     if windows.len() >= WINDOWS_KEPT {
@@ -44,7 +44,7 @@ pub fn end_window(started: u64, elapsed: Duration) {
 /// CPU ticks of every process of the bench during the measured window of the result
 /// whose `elapsed` this is (`None` for a result not measured by [`run`] or
 /// [`closed_loop`]).
-pub fn window_cpu(elapsed: Duration) -> Option<u64> {
+pub(crate) fn window_cpu(elapsed: Duration) -> Option<u64> {
     WINDOWS
         .lock()
         .iter()
@@ -54,7 +54,7 @@ pub fn window_cpu(elapsed: Duration) -> Option<u64> {
 }
 
 /// One pair: where the receiver and the sender connect, and what the sender sends.
-pub struct Pair {
+pub(crate) struct Pair {
     pub receiver_url: String,
     pub sender_url: String,
     pub frames: Frames,
@@ -70,7 +70,7 @@ const READY_WITHIN: Duration = Duration::from_secs(30);
 /// the receiver's session existed is lost with the forwarder, queued with a relay).
 const PROBE_EVERY: Duration = Duration::from_millis(200);
 
-pub struct LoadResult {
+pub(crate) struct LoadResult {
     pub messages: u64,
     pub elapsed: Duration,
     /// Microseconds, sorted.
@@ -78,11 +78,11 @@ pub struct LoadResult {
 }
 
 impl LoadResult {
-    pub fn rate(&self) -> f64 {
+    pub(crate) fn rate(&self) -> f64 {
         self.messages as f64 / self.elapsed.as_secs_f64()
     }
 
-    pub fn percentile(&self, p: f64) -> f64 {
+    pub(crate) fn percentile(&self, p: f64) -> f64 {
         if self.latencies_us.is_empty() {
             return f64::NAN;
         }
@@ -103,18 +103,18 @@ type Samples = Arc<parking_lot::Mutex<Vec<u32>>>;
 /// How senders send: as fast as `window` envelopes in flight allow, or also at most
 /// `rate` envelopes per second each (a steady stream).
 #[derive(Clone, Copy, Debug)]
-pub struct Shape {
+pub(crate) struct Shape {
     pub window: usize,
     pub rate: Option<f64>,
 }
 
 impl Shape {
-    pub fn window(window: usize) -> Shape {
+    pub(crate) fn window(window: usize) -> Shape {
         Shape { window, rate: None }
     }
 }
 
-pub async fn run(
+pub(crate) async fn run(
     pairs: Vec<Pair>,
     warmup: Duration,
     duration: Duration,
@@ -293,7 +293,7 @@ async fn receive(mut ws: Ws, credit: Arc<Semaphore>, shared: Arc<Shared>, sample
 
 /// Runs `op(i)` in `concurrency` loops (i = 0..concurrency); counts and times the calls
 /// that complete inside the measured window.
-pub async fn closed_loop<F, Fut>(
+pub(crate) async fn closed_loop<F, Fut>(
     concurrency: usize,
     warmup: Duration,
     duration: Duration,

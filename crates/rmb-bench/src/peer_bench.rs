@@ -27,7 +27,7 @@ use crate::report::{Common, Meter, Row, Table};
 use crate::servers::{listen_addr, Server};
 
 #[derive(Args, Debug, Clone)]
-pub struct PeerArgs {
+pub(crate) struct PeerArgs {
     /// Round trips in flight (comma separated).
     #[arg(
         long,
@@ -47,7 +47,7 @@ pub struct PeerArgs {
 }
 
 #[derive(Args, Debug, Clone)]
-pub struct SoakArgs {
+pub(crate) struct SoakArgs {
     /// Round trips started per second (open loop: the rate does not wait for replies).
     #[arg(long, default_value_t = 200.0)]
     pub rate: f64,
@@ -228,7 +228,7 @@ impl Drop for PeerNet {
     }
 }
 
-pub async fn run(args: PeerArgs) -> anyhow::Result<Vec<Table>> {
+pub(crate) async fn run(args: PeerArgs) -> anyhow::Result<Vec<Table>> {
     let c = &args.common;
     let (warmup, duration) = (c.warmup(), c.duration());
     let payload = vec![b'x'; c.payload];
@@ -389,7 +389,7 @@ fn memory_sample(net: &PeerNet, second: u64, sent: u64, replies: u64) -> MemoryS
 /// How long the soak waits for the last replies after it stops sending.
 const DRAIN: Duration = Duration::from_secs(15);
 
-pub async fn soak(args: SoakArgs) -> anyhow::Result<Vec<Table>> {
+pub(crate) async fn soak(args: SoakArgs) -> anyhow::Result<Vec<Table>> {
     let net = Arc::new(PeerNet::start(args.key_type, args.e2e, args.workers).await?);
     let data = peer_api::encode_data(&vec![b'x'; args.payload]);
     const RET: &str = "bench.soak.ret";

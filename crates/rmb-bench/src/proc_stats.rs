@@ -1,13 +1,13 @@
 //! CPU time and memory of a child process, from /proc.
 
-pub struct ProcSample {
+pub(crate) struct ProcSample {
     /// utime + stime, in clock ticks.
     pub cpu_ticks: u64,
     pub rss_kib: u64,
     pub peak_rss_kib: u64,
 }
 
-pub fn sample(pid: u32) -> Option<ProcSample> {
+pub(crate) fn sample(pid: u32) -> Option<ProcSample> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (_, cpu_ticks) = parse_stat(&stat)?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -28,11 +28,11 @@ pub fn sample(pid: u32) -> Option<ProcSample> {
 }
 
 /// Clock ticks per second (USER_HZ), 100 on Linux.
-pub const TICKS_PER_SEC: f64 = 100.0;
+pub(crate) const TICKS_PER_SEC: f64 = 100.0;
 
 /// The pid of the redis-server listening on `port` (started by rmb-testkit, which does
 /// not say), found by its command line in /proc.
-pub fn redis_pid(port: u16) -> Option<u32> {
+pub(crate) fn redis_pid(port: u16) -> Option<u32> {
     let port = port.to_string();
     std::fs::read_dir("/proc")
         .ok()?
@@ -50,7 +50,7 @@ pub fn redis_pid(port: u16) -> Option<u32> {
 /// utime + stime, in clock ticks, of this process and every process it started, directly
 /// or not (the servers, redis-server, PostgreSQL): what "all processes involved" costs.
 /// Other work on the machine (other builds, other benchmarks) is not counted.
-pub fn tree_cpu_ticks() -> u64 {
+pub(crate) fn tree_cpu_ticks() -> u64 {
     // (pid, ppid, ticks) of every process readable now.
     let all: Vec<(u32, u32, u64)> = std::fs::read_dir("/proc")
         .into_iter()

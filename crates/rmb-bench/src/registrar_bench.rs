@@ -16,7 +16,7 @@ use crate::report::{Common, Meter, Row, Table};
 use crate::servers::{self, Server, DOMAIN};
 
 #[derive(Args, Debug, Clone)]
-pub struct RegistrarArgs {
+pub(crate) struct RegistrarArgs {
     /// Twins registered (lookups walk through all of them).
     #[arg(long, default_value_t = 1000)]
     pub twins: usize,
@@ -27,7 +27,7 @@ pub struct RegistrarArgs {
     pub common: Common,
 }
 
-pub async fn run(args: RegistrarArgs) -> anyhow::Result<Vec<Table>> {
+pub(crate) async fn run(args: RegistrarArgs) -> anyhow::Result<Vec<Table>> {
     let c = &args.common;
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("registrar.db");

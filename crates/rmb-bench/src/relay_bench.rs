@@ -12,7 +12,7 @@ use crate::report::{Common, Meter, Row, Table};
 use crate::servers::{self, listen_addr, BenchTwin, Frames, Server, DOMAIN};
 
 #[derive(Args, Debug, Clone)]
-pub struct RelayArgs {
+pub(crate) struct RelayArgs {
     /// Sender→receiver pair counts to measure (comma separated).
     #[arg(
         long,
@@ -33,7 +33,7 @@ pub struct RelayArgs {
 
 /// Options of `federation` and `redis-cross`.
 #[derive(Args, Debug, Clone)]
-pub struct CrossArgs {
+pub(crate) struct CrossArgs {
     /// Sender→receiver pair counts to measure (comma separated).
     #[arg(
         long,
@@ -231,7 +231,7 @@ fn relay_plan(
         .collect()
 }
 
-pub async fn run(args: RelayArgs) -> anyhow::Result<Vec<Table>> {
+pub(crate) async fn run(args: RelayArgs) -> anyhow::Result<Vec<Table>> {
     let c = &args.common;
     let registrar = rmb_testkit::TestRegistrar::start().await?;
     let url = registrar.url();
@@ -390,7 +390,7 @@ async fn latency_rows(
 /// `federation`: senders on relay A, receivers on relay B (each twin registered on its
 /// relay's domain), every envelope crossing A → B by HTTP POST; against the forwarder and
 /// one relay serving both domains, with the same twins and frames.
-pub async fn federation(args: CrossArgs) -> anyhow::Result<Vec<Table>> {
+pub(crate) async fn federation(args: CrossArgs) -> anyhow::Result<Vec<Table>> {
     let c = &args.common;
     let registrar = rmb_testkit::TestRegistrar::start().await?;
     let url = registrar.url();
@@ -457,7 +457,7 @@ pub async fn federation(args: CrossArgs) -> anyhow::Result<Vec<Table>> {
 /// `redis-cross`: two relay instances sharing one Redis, senders on instance 1 and
 /// receivers on instance 2, so every envelope goes through Redis; against the forwarder
 /// and one in-memory relay.
-pub async fn redis_cross(args: CrossArgs) -> anyhow::Result<Vec<Table>> {
+pub(crate) async fn redis_cross(args: CrossArgs) -> anyhow::Result<Vec<Table>> {
     let c = &args.common;
     let registrar = rmb_testkit::TestRegistrar::start().await?;
     let url = registrar.url();
@@ -499,7 +499,7 @@ pub async fn redis_cross(args: CrossArgs) -> anyhow::Result<Vec<Table>> {
 }
 
 /// `n` sender→receiver twin pairs living on [`DOMAIN`] (for other benchmarks' streams).
-pub async fn twins_on(
+pub(crate) async fn twins_on(
     client: &RegistrarClient,
     common: &Common,
     n: usize,

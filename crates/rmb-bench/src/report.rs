@@ -15,7 +15,7 @@ use crate::proc_stats::{self, TICKS_PER_SEC};
 
 /// Options shared by the throughput subcommands.
 #[derive(Args, Debug, Clone)]
-pub struct Common {
+pub(crate) struct Common {
     /// Payload bytes per message.
     #[arg(long, alias = "size", default_value_t = 1024)]
     pub payload: usize,
@@ -34,18 +34,18 @@ pub struct Common {
 }
 
 impl Common {
-    pub fn warmup(&self) -> Duration {
+    pub(crate) fn warmup(&self) -> Duration {
         Duration::from_secs(self.warmup)
     }
 
-    pub fn duration(&self) -> Duration {
+    pub(crate) fn duration(&self) -> Duration {
         Duration::from_secs(self.duration)
     }
 }
 
 /// CPU and peak memory of one server process over a row's run.
 #[derive(Serialize, Deserialize, Debug, Clone)]
-pub struct Usage {
+pub(crate) struct Usage {
     pub process: String,
     /// (utime + stime) / wall time, in percent of one core.
     pub cpu_percent: f64,
@@ -53,7 +53,7 @@ pub struct Usage {
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
-pub struct Row {
+pub(crate) struct Row {
     pub target: String,
     /// Pairs, requests in flight or clients, as the table says.
     pub concurrency: usize,
@@ -74,7 +74,12 @@ pub struct Row {
 }
 
 impl Row {
-    pub fn new(target: &str, concurrency: usize, result: &LoadResult, servers: Vec<Usage>) -> Row {
+    pub(crate) fn new(
+        target: &str,
+        concurrency: usize,
+        result: &LoadResult,
+        servers: Vec<Usage>,
+    ) -> Row {
         Row {
             target: target.to_string(),
             concurrency,
@@ -90,14 +95,14 @@ impl Row {
     }
 
     /// Sets the ratio against `baseline` (a row measured in the same run).
-    pub fn against(mut self, baseline: &Row) -> Row {
+    pub(crate) fn against(mut self, baseline: &Row) -> Row {
         self.ratio_to_baseline = self.throughput / baseline.throughput;
         self
     }
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default)]
-pub struct Table {
+pub(crate) struct Table {
     /// The subcommand that produced it (`relay`, `federation`, ...).
     pub bench: String,
     pub title: String,
@@ -117,7 +122,7 @@ pub struct Table {
 }
 
 impl Table {
-    pub fn markdown(&self) -> String {
+    pub(crate) fn markdown(&self) -> String {
         let mut out = String::new();
         out.push_str(&format!("### {}\n\n{}\n\n", self.title, self.setup));
         if !self.rows.is_empty() {
@@ -193,7 +198,7 @@ fn or_dash(s: String) -> String {
 }
 
 /// Prints the tables and writes the JSON the options ask for.
-pub fn emit(tables: &[Table], json: Option<&Path>) -> anyhow::Result<()> {
+pub(crate) fn emit(tables: &[Table], json: Option<&Path>) -> anyhow::Result<()> {
     for t in tables {
         println!("{}", t.markdown());
     }
@@ -204,7 +209,7 @@ pub fn emit(tables: &[Table], json: Option<&Path>) -> anyhow::Result<()> {
 }
 
 /// Writes the tables as JSON to `path` (`-`: stdout).
-pub fn write_json(tables: &[Table], path: &Path) -> anyhow::Result<()> {
+pub(crate) fn write_json(tables: &[Table], path: &Path) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(tables)?;
     if path == Path::new("-") {
         println!("{text}");
@@ -216,13 +221,13 @@ pub fn write_json(tables: &[Table], path: &Path) -> anyhow::Result<()> {
 
 /// Samples the CPU time of some processes now; [`Meter::finish`] turns the difference
 /// into [`Usage`].
-pub struct Meter {
+pub(crate) struct Meter {
     start: std::time::Instant,
     before: Vec<(String, u32, Option<u64>)>,
 }
 
 impl Meter {
-    pub fn start(processes: &[(&str, u32)]) -> Meter {
+    pub(crate) fn start(processes: &[(&str, u32)]) -> Meter {
         Meter {
             start: std::time::Instant::now(),
             before: processes
@@ -238,7 +243,7 @@ impl Meter {
         }
     }
 
-    pub fn finish(self) -> Vec<Usage> {
+    pub(crate) fn finish(self) -> Vec<Usage> {
         let wall = self.start.elapsed().as_secs_f64();
         self.before
             .into_iter()

@@ -17,7 +17,7 @@ use crate::report::{Common, Meter, Row, Table};
 use crate::servers::{self, listen_addr, BenchTwin, Server, DOMAIN};
 
 #[derive(Args, Debug, Clone)]
-pub struct LoadArgs {
+pub(crate) struct LoadArgs {
     /// Authenticated idle sessions to open (clamped to the open-file limit).
     #[arg(long, alias = "sessions", default_value_t = 20_000)]
     pub idle: usize,
@@ -38,7 +38,7 @@ pub struct LoadArgs {
 /// registrar, Redis, the relay's own files).
 const SPARE_FDS: u64 = 300;
 
-pub async fn run(mut args: LoadArgs) -> anyhow::Result<Vec<Table>> {
+pub(crate) async fn run(mut args: LoadArgs) -> anyhow::Result<Vec<Table>> {
     let c = args.common.clone();
     let mut notes = Vec::new();
     // Each idle session costs this process (the client side) and the relay (a child
@@ -125,7 +125,7 @@ pub async fn run(mut args: LoadArgs) -> anyhow::Result<Vec<Table>> {
 }
 
 /// "stream latency <what>: p50 a → b ms, p99 c → d ms".
-pub fn latency_note(what: &str, quiet: &Row, loaded: &Row) -> String {
+pub(crate) fn latency_note(what: &str, quiet: &Row, loaded: &Row) -> String {
     format!(
         "stream latency {what}: p50 {:.2} → {:.2} ms, p99 {:.2} → {:.2} ms",
         quiet.p50_ms, loaded.p50_ms, quiet.p99_ms, loaded.p99_ms
@@ -134,7 +134,7 @@ pub fn latency_note(what: &str, quiet: &Row, loaded: &Row) -> String {
 
 /// A steady stream of `rate` envelopes/s in all between `twins` (sender, receiver)
 /// through `relay`, measured as one row.
-pub async fn steady_row(
+pub(crate) async fn steady_row(
     label: String,
     relay: &Server,
     twins: &[(BenchTwin, BenchTwin)],

@@ -17,17 +17,17 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// The relay domain benchmark twins live on when only one relay domain is involved.
-pub const DOMAIN: &str = "bench.relay";
+pub(crate) const DOMAIN: &str = "bench.relay";
 
 /// A server child process that printed `ready <what>` (its address, or a twin id).
-pub struct Server {
+pub(crate) struct Server {
     child: Child,
     pub addr: String,
 }
 
 impl Server {
     /// Runs this binary with `args` (a hidden `serve-*` subcommand).
-    pub async fn spawn(args: &[&str]) -> anyhow::Result<Server> {
+    pub(crate) async fn spawn(args: &[&str]) -> anyhow::Result<Server> {
         let exe = std::env::current_exe()?;
         let mut child = Command::new(exe)
             .args(args)
@@ -50,18 +50,18 @@ impl Server {
         Ok(Server { child, addr })
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id().unwrap_or(0)
     }
 
     /// Kills the process with SIGKILL (no shutdown code runs) and waits for it to exit.
-    pub async fn kill(mut self) {
+    pub(crate) async fn kill(mut self) {
         let _ = self.child.kill().await;
     }
 
     /// A relay on `listen` (see [`listen_addr`]), in-memory backend unless `redis` is
     /// given, serving `domains` (default: [`DOMAIN`]).
-    pub async fn relay(
+    pub(crate) async fn relay(
         listen: &str,
         registrar: &str,
         redis: Option<&str>,
@@ -77,19 +77,19 @@ impl Server {
         Server::spawn(&args).await
     }
 
-    pub async fn forwarder() -> anyhow::Result<Server> {
+    pub(crate) async fn forwarder() -> anyhow::Result<Server> {
         Server::spawn(&["serve-forwarder", "127.0.0.1:0"]).await
     }
 }
 
 /// A free loopback address to listen on (known before the server starts, so it can be
 /// a relay's domain).
-pub fn listen_addr() -> String {
+pub(crate) fn listen_addr() -> String {
     format!("127.0.0.1:{}", rmb_testkit::free_port())
 }
 
 #[derive(Args, Debug)]
-pub struct ServeRelayArgs {
+pub(crate) struct ServeRelayArgs {
     #[arg(long)]
     listen: String,
     #[arg(long)]
@@ -111,7 +111,7 @@ pub struct ServeRelayArgs {
 
 /// Runs a relay for the benchmark (child process). Federation is plain http: every
 /// relay here is on loopback.
-pub async fn serve_relay(args: ServeRelayArgs) -> anyhow::Result<()> {
+pub(crate) async fn serve_relay(args: ServeRelayArgs) -> anyhow::Result<()> {
     let domains = if args.domains.is_empty() {
         vec![DOMAIN.to_string()]
     } else {
@@ -141,7 +141,7 @@ pub async fn serve_relay(args: ServeRelayArgs) -> anyhow::Result<()> {
 }
 
 #[derive(Args, Debug)]
-pub struct ServePeerArgs {
+pub(crate) struct ServePeerArgs {
     /// `0x` + 64 hex digits.
     #[arg(long)]
     secret: String,
@@ -158,7 +158,7 @@ pub struct ServePeerArgs {
 }
 
 /// Runs an rmb-peer gateway (child process); prints `ready <twin id>` once connected.
-pub async fn serve_peer(args: ServePeerArgs) -> anyhow::Result<()> {
+pub(crate) async fn serve_peer(args: ServePeerArgs) -> anyhow::Result<()> {
     let mut config = rmb_peer::PeerConfig::new(
         args.secret,
         args.key_type,
@@ -181,7 +181,7 @@ pub async fn serve_peer(args: ServePeerArgs) -> anyhow::Result<()> {
 }
 
 /// Runs a registrar on a SQLite file (child process).
-pub async fn serve_registrar(db: &str) -> anyhow::Result<()> {
+pub(crate) async fn serve_registrar(db: &str) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let server = rmb_registrar::serve(listener, rmb_registrar::Config::new(db)).await?;
     println!("ready {}", server.local_addr());
@@ -191,7 +191,7 @@ pub async fn serve_registrar(db: &str) -> anyhow::Result<()> {
 
 /// The HTTP baseline (child process): `GET /v1/accounts/` answers `body` as JSON, the
 /// least an HTTP lookup service can do.
-pub async fn serve_http(body: String) -> anyhow::Result<()> {
+pub(crate) async fn serve_http(body: String) -> anyhow::Result<()> {
     use axum::routing::get;
     let body: &'static str = body.leak();
     let app = axum::Router::new().route(
@@ -204,25 +204,25 @@ pub async fn serve_http(body: String) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub struct BenchTwin {
+pub(crate) struct BenchTwin {
     pub id: u32,
     pub signer: Signer,
 }
 
 impl BenchTwin {
     /// A JWT for connecting to a relay (`sid`: session id, if any).
-    pub fn token(&self, sid: Option<&str>) -> String {
+    pub(crate) fn token(&self, sid: Option<&str>) -> String {
         jwt::create(&self.signer, self.id, sid, rmb_core::time::now(), 3600)
     }
 
     /// `ws://<relay>/?<jwt>`.
-    pub fn url(&self, relay: &str) -> String {
+    pub(crate) fn url(&self, relay: &str) -> String {
         format!("ws://{relay}/?{}", self.token(None))
     }
 }
 
 /// Registers a new twin reachable on `relays`.
-pub async fn register(
+pub(crate) async fn register(
     client: &RegistrarClient,
     key_type: KeyType,
     relays: &[String],
@@ -236,7 +236,7 @@ pub async fn register(
 }
 
 /// `n` (sender, receiver) twin pairs, senders on `from`, receivers on `to`.
-pub async fn register_pairs(
+pub(crate) async fn register_pairs(
     client: &RegistrarClient,
     key_type: KeyType,
     n: usize,
@@ -263,7 +263,7 @@ const CLOCK_FIELD: u32 = 100;
 /// signatures do not cover it, so the sender writes it just before sending. Relays
 /// forward the bytes they received, so the field reaches the receiver.
 #[derive(Clone)]
-pub struct Frames {
+pub(crate) struct Frames {
     envelope: Envelope,
     signing: Signing,
 }
@@ -282,26 +282,26 @@ enum Signing {
 }
 
 /// One frame to send and where its send-time slot (8 bytes) starts.
-pub struct Frame {
+pub(crate) struct Frame {
     pub bytes: Vec<u8>,
     pub clock_at: usize,
 }
 
 impl Frame {
     /// Writes the send time (nanoseconds on the sender's clock) into the slot.
-    pub fn stamp(&mut self, nanos: u64) {
+    pub(crate) fn stamp(&mut self, nanos: u64) {
         self.bytes[self.clock_at..self.clock_at + 8].copy_from_slice(&nanos.to_le_bytes());
     }
 }
 
 impl Frames {
     /// Envelopes each signed anew ([`Signing::Each`]).
-    pub fn signed(from: &BenchTwin, to: &BenchTwin, size: usize) -> Frames {
+    pub(crate) fn signed(from: &BenchTwin, to: &BenchTwin, size: usize) -> Frames {
         Frames::new(from, to, size, Signing::Each(Box::new(from.signer.clone())))
     }
 
     /// Envelopes that only look signed ([`Signing::Once`]).
-    pub fn unverified(from: &BenchTwin, to: &BenchTwin, size: usize) -> Frames {
+    pub(crate) fn unverified(from: &BenchTwin, to: &BenchTwin, size: usize) -> Frames {
         Frames::new(from, to, size, Signing::Once)
     }
 
@@ -324,7 +324,7 @@ impl Frames {
 
     /// A new envelope: a fresh random uid (runs that share a Redis share its memory of
     /// accepted envelopes, so a counter would repeat) and signature.
-    pub fn next_frame(&mut self) -> Frame {
+    pub(crate) fn next_frame(&mut self) -> Frame {
         let unique = rand::random::<u128>();
         self.envelope.uid = format!("{unique:032x}");
         match &self.signing {

@@ -14,7 +14,7 @@ use crate::exit::{self, CliError};
 use crate::secret::{NetworkArgs, SecretArgs};
 
 #[derive(Subcommand)]
-pub enum KeyCommand {
+pub(crate) enum KeyCommand {
     /// Print a new random mnemonic (or write it to a file readable only by you).
     New {
         /// Words in the mnemonic: 12, 15, 18, 21 or 24.
@@ -31,7 +31,7 @@ pub enum KeyCommand {
     Show(SecretArgs),
 }
 
-pub fn key(cmd: KeyCommand) -> anyhow::Result<()> {
+pub(crate) fn key(cmd: KeyCommand) -> anyhow::Result<()> {
     match cmd {
         KeyCommand::New {
             words,
@@ -75,7 +75,7 @@ pub fn key(cmd: KeyCommand) -> anyhow::Result<()> {
 }
 
 /// Writes a secret to a new file only its owner can read.
-pub fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+pub(crate) fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -94,7 +94,7 @@ pub fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
 }
 
 #[derive(Args)]
-pub struct RegisterArgs {
+pub(crate) struct RegisterArgs {
     #[command(flatten)]
     secret: SecretArgs,
     /// Registrar base URL.
@@ -105,7 +105,7 @@ pub struct RegisterArgs {
     relays: Vec<String>,
 }
 
-pub async fn register(args: RegisterArgs) -> anyhow::Result<()> {
+pub(crate) async fn register(args: RegisterArgs) -> anyhow::Result<()> {
     let text = args.secret.secret()?;
     let signer = Signer::from_secret(&text, args.secret.key_type)
         .map_err(|e| CliError::Usage(e.to_string()))?;
@@ -130,7 +130,7 @@ pub async fn register(args: RegisterArgs) -> anyhow::Result<()> {
 }
 
 #[derive(Args)]
-pub struct TwinArgs {
+pub(crate) struct TwinArgs {
     /// The twin id.
     twin: u32,
     /// Registrar base URL.
@@ -141,7 +141,7 @@ pub struct TwinArgs {
     json: bool,
 }
 
-pub async fn twin(args: TwinArgs) -> anyhow::Result<()> {
+pub(crate) async fn twin(args: TwinArgs) -> anyhow::Result<()> {
     let client = RegistrarClient::new(&args.registrar).map_err(exit::from_registrar)?;
     let twin = client
         .get_twin(args.twin)
@@ -170,7 +170,7 @@ pub async fn twin(args: TwinArgs) -> anyhow::Result<()> {
 }
 
 #[derive(Args)]
-pub struct CallArgs {
+pub(crate) struct CallArgs {
     #[command(flatten)]
     secret: SecretArgs,
     #[command(flatten)]
@@ -224,7 +224,7 @@ async fn client(
     Ok(client)
 }
 
-pub async fn call(args: CallArgs) -> anyhow::Result<()> {
+pub(crate) async fn call(args: CallArgs) -> anyhow::Result<()> {
     let body = match args.data.strip_prefix('@') {
         Some(path) => {
             std::fs::read(path).map_err(|e| CliError::Usage(format!("cannot read {path}: {e}")))?
@@ -275,14 +275,14 @@ pub async fn call(args: CallArgs) -> anyhow::Result<()> {
 }
 
 #[derive(Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     #[command(flatten)]
     secret: SecretArgs,
     #[command(flatten)]
     network: NetworkArgs,
 }
 
-pub async fn serve_echo(args: ServeArgs) -> anyhow::Result<()> {
+pub(crate) async fn serve_echo(args: ServeArgs) -> anyhow::Result<()> {
     let client = client(&args.secret, &args.network, true).await?;
     client.handle("echo", |req| async move { Ok(req.payload) });
     eprintln!(
@@ -296,7 +296,7 @@ pub async fn serve_echo(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 #[derive(Args)]
-pub struct ListenArgs {
+pub(crate) struct ListenArgs {
     #[command(flatten)]
     secret: SecretArgs,
     #[command(flatten)]
@@ -306,7 +306,7 @@ pub struct ListenArgs {
     cmd: String,
 }
 
-pub async fn listen(args: ListenArgs) -> anyhow::Result<()> {
+pub(crate) async fn listen(args: ListenArgs) -> anyhow::Result<()> {
     let client = client(&args.secret, &args.network, true).await?;
     client.handle(args.cmd.clone(), |req| async move {
         let line = serde_json::json!({

@@ -15,7 +15,7 @@ use rmb_sdk::{BuildError, CallError, SendError};
 
 /// An error that knows its exit code.
 #[derive(Debug)]
-pub enum CliError {
+pub(crate) enum CliError {
     Usage(String),
     Unreachable(String),
     UnknownTwin(u32),
@@ -34,7 +34,7 @@ impl std::fmt::Display for CliError {
 
 impl std::error::Error for CliError {}
 
-pub fn code_of(e: &anyhow::Error) -> i32 {
+pub(crate) fn code_of(e: &anyhow::Error) -> i32 {
     match e.downcast_ref::<CliError>() {
         Some(CliError::Usage(_)) => 2,
         Some(CliError::Unreachable(_)) => 3,
@@ -52,7 +52,7 @@ pub fn code_of(e: &anyhow::Error) -> i32 {
     }
 }
 
-pub fn hint_of(e: &anyhow::Error) -> Option<&'static str> {
+pub(crate) fn hint_of(e: &anyhow::Error) -> Option<&'static str> {
     match e.downcast_ref::<CliError>()? {
         CliError::Unreachable(_) => Some("is the registrar/relay running? `rmb up` starts a local network; check --registrar and --relay"),
         CliError::UnknownTwin(_) => Some("check the twin id with `rmb twin <id>`"),
@@ -64,7 +64,7 @@ pub fn hint_of(e: &anyhow::Error) -> Option<&'static str> {
 }
 
 /// Maps a client start-up failure to a CLI error with the right exit code.
-pub fn from_build(e: BuildError) -> anyhow::Error {
+pub(crate) fn from_build(e: BuildError) -> anyhow::Error {
     let text = format!("cannot start the client: {e}");
     match e {
         BuildError::Registrar(
@@ -78,7 +78,7 @@ pub fn from_build(e: BuildError) -> anyhow::Error {
 }
 
 /// Maps a registrar client failure.
-pub fn from_registrar(e: rmb_registrar_client::ClientError) -> anyhow::Error {
+pub(crate) fn from_registrar(e: rmb_registrar_client::ClientError) -> anyhow::Error {
     match e {
         rmb_registrar_client::ClientError::Timeout
         | rmb_registrar_client::ClientError::Unreachable(_)

@@ -8,7 +8,7 @@ use zeroize::Zeroizing;
 use crate::exit::CliError;
 
 #[derive(Args, Debug, Clone)]
-pub struct SecretArgs {
+pub(crate) struct SecretArgs {
     /// The twin's secret: BIP-39 words or 0x + 64 hex digits. Prefer --mnemonic-file or
     /// RMB_MNEMONIC: a command line is visible to other users.
     #[arg(short, long, env = "RMB_MNEMONIC", hide_env_values = true)]
@@ -22,7 +22,7 @@ pub struct SecretArgs {
 }
 
 impl SecretArgs {
-    pub fn secret(&self) -> anyhow::Result<Zeroizing<String>> {
+    pub(crate) fn secret(&self) -> anyhow::Result<Zeroizing<String>> {
         if let Some(m) = &self.mnemonic {
             return Ok(Zeroizing::new(m.clone()));
         }
@@ -44,7 +44,7 @@ impl SecretArgs {
 
 /// Where to reach the network.
 #[derive(Args, Debug, Clone)]
-pub struct NetworkArgs {
+pub(crate) struct NetworkArgs {
     /// Registrar base URL.
     #[arg(long, env = "RMB_REGISTRAR", default_value = "http://127.0.0.1:8080")]
     pub registrar: String,

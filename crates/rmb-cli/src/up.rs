@@ -18,7 +18,7 @@ use crate::commands::write_private;
 use crate::exit::CliError;
 
 #[derive(Args)]
-pub struct UpArgs {
+pub(crate) struct UpArgs {
     /// Directory for the registrar database and the demo twins' secrets. A second
     /// `rmb up` on the same directory reuses them.
     #[arg(long, env = "RMB_UP_DIR", default_value = ".rmb-up")]
@@ -53,7 +53,7 @@ fn demo_secret(dir: &Path, name: &str) -> anyhow::Result<String> {
     Ok(std::fs::read_to_string(&path)?.trim().to_string())
 }
 
-pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .map_err(|e| CliError::Usage(format!("cannot create {}: {e}", args.data_dir.display())))?;
     let dir = args.data_dir.canonicalize()?;

@@ -177,12 +177,12 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// A new connection to the peer's Redis (the URL was checked at start).
-    pub fn redis(&self) -> Redis {
+    pub(crate) fn redis(&self) -> Redis {
         Redis::new(&self.redis_url, self.backoff).expect("the redis URL was checked at start")
     }
 
     /// [`retry`] until `op` succeeds, stopping at shutdown, counting every failure.
-    pub async fn retry<T, F, Fut>(
+    pub(crate) async fn retry<T, F, Fut>(
         &self,
         redis: &mut Redis,
         what: &str,
@@ -206,7 +206,7 @@ impl Shared {
     }
 
     /// Keeps `tracked` in memory until a while after it expires.
-    pub fn remember(&self, tracked: &Tracked, now: u64) {
+    pub(crate) fn remember(&self, tracked: &Tracked, now: u64) {
         self.backlogs.insert(
             tracked.uid.clone(),
             tracked.clone(),
@@ -218,13 +218,13 @@ impl Shared {
 
     /// Sends an envelope. Returns once the SDK has it queued for the relays, with the
     /// handle that tells when a relay confirmed it.
-    pub async fn send(&self, out: Outgoing) -> Result<Sent, SendError> {
+    pub(crate) async fn send(&self, out: Outgoing) -> Result<Sent, SendError> {
         self.client.send(out).await
     }
 
     /// Runs `work` (waiting for a relay's confirmation) in a task of its own, within
     /// [`CONFIRMING`] at once: waits for a slot; false if the peer shut down first.
-    pub async fn aside(&self, work: impl Future<Output = ()> + Send + 'static) -> bool {
+    pub(crate) async fn aside(&self, work: impl Future<Output = ()> + Send + 'static) -> bool {
         let slot = tokio::select! {
             slot = self.confirming.clone().acquire_owned() => slot,
             _ = self.cancel.cancelled() => return false,
@@ -239,7 +239,7 @@ impl Shared {
     /// Sends an envelope nobody waits for (an error reply, a version answer) in a task
     /// of its own, within [`BACKGROUND_SENDS`]; beyond that it is dropped, so a flood of
     /// refused requests costs bounded memory.
-    pub fn send_in_background(&self, out: Outgoing) {
+    pub(crate) fn send_in_background(&self, out: Outgoing) {
         let Ok(slot) = self.background.clone().try_acquire_owned() else {
             tracing::debug!(uid = out.uid, "too many replies in flight: one dropped");
             return;

@@ -11,7 +11,7 @@ use rmb_registrar_client::Twin;
 const SHARED_KEY_CACHE: usize = 10_000;
 
 /// Signing and e2e keys of this twin.
-pub struct Identity {
+pub(crate) struct Identity {
     signer: Signer,
     e2e: Option<E2eKey>,
     shared: DashMap<u32, ([u8; PUBLIC_KEY_LEN], SharedKey)>,
@@ -30,7 +30,11 @@ impl Identity {
     /// Keys from a mnemonic or `0x` seed (with optional derivation junctions). With
     /// `e2e`, the e2e key is derived too; a secret with junctions has none (the reference
     /// refuses them), which is logged and leaves encryption off.
-    pub fn from_secret(secret: &str, key_type: KeyType, e2e: bool) -> Result<Self, IdentityError> {
+    pub(crate) fn from_secret(
+        secret: &str,
+        key_type: KeyType,
+        e2e: bool,
+    ) -> Result<Self, IdentityError> {
         let signer = Signer::from_secret(secret, key_type)?;
         let e2e = if e2e {
             match E2eKey::from_secret(secret) {
@@ -46,7 +50,7 @@ impl Identity {
         Ok(Self::new(signer, e2e))
     }
 
-    pub fn new(signer: Signer, e2e: Option<E2eKey>) -> Self {
+    pub(crate) fn new(signer: Signer, e2e: Option<E2eKey>) -> Self {
         Identity {
             signer,
             e2e,
@@ -54,18 +58,18 @@ impl Identity {
         }
     }
 
-    pub fn signer(&self) -> &Signer {
+    pub(crate) fn signer(&self) -> &Signer {
         &self.signer
     }
 
     /// The public e2e key to register, if encryption is on.
-    pub fn e2e_public_key(&self) -> Option<[u8; PUBLIC_KEY_LEN]> {
+    pub(crate) fn e2e_public_key(&self) -> Option<[u8; PUBLIC_KEY_LEN]> {
         self.e2e.as_ref().map(E2eKey::public_key)
     }
 
     /// The AES key shared with `twin`, or `None` when either side has no e2e key (the
     /// payload then travels in plain text).
-    pub fn shared_key(&self, twin: &Twin) -> Result<Option<SharedKey>, E2eError> {
+    pub(crate) fn shared_key(&self, twin: &Twin) -> Result<Option<SharedKey>, E2eError> {
         let (Some(ours), Some(theirs)) = (&self.e2e, twin.rmb_enc_key) else {
             return Ok(None);
         };

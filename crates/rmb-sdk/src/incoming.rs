@@ -1,5 +1,9 @@
 //! Checking incoming envelopes: classification, expiry, signature and decryption. Pure
 //! functions; the client does the registrar lookups (and de-duplication: `memory`).
+//!
+//! The checks stay `pub` because feature `fuzzing` re-exports them for fuzz/ (lib.rs);
+//! without it the module is private and they are the crate's own.
+#![cfg_attr(not(feature = "fuzzing"), allow(unreachable_pub))]
 
 use rmb_core::peer_api::ErrorCode;
 use rmb_core::proto::{Message, Payload};
@@ -67,7 +71,7 @@ impl Rejection {
 /// The refusal of an envelope that breaks the rules, with the §4 code that fits: 102
 /// for its times or an envelope not addressed to us, 104 for a malformed signature, 100
 /// for the rest (shapes and lengths).
-pub fn refused(violation: Violation) -> Rejection {
+pub(crate) fn refused(violation: Violation) -> Rejection {
     let code = match violation {
         Violation::FromTheFuture { .. }
         | Violation::LifetimeTooLong { .. }

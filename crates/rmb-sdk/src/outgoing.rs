@@ -168,7 +168,7 @@ pub(crate) fn resign(frame: &[u8], signer: &Signer, now: u64) -> Option<Bytes> {
 
 /// An envelope ping for dead-link detection: the relay answers it with a pong. Unsigned
 /// (relays answer pings before any other check, as for the TypeScript client).
-pub fn ping(uid: impl Into<String>, source: Address, now: u64) -> Envelope {
+pub(crate) fn ping(uid: impl Into<String>, source: Address, now: u64) -> Envelope {
     Envelope {
         uid: uid.into(),
         timestamp: now,

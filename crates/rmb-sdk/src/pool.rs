@@ -94,7 +94,7 @@ pub(crate) struct Outbound {
 }
 
 impl Outbound {
-    pub fn new(frame: Bytes, deadline: u64, copy_safe: bool) -> Self {
+    pub(crate) fn new(frame: Bytes, deadline: u64, copy_safe: bool) -> Self {
         Outbound {
             frame,
             deadline,
@@ -104,7 +104,7 @@ impl Outbound {
     }
 
     /// Reports this envelope's fate to `confirm`.
-    pub fn confirmed_to(mut self, confirm: Confirm) -> Self {
+    pub(crate) fn confirmed_to(mut self, confirm: Confirm) -> Self {
         self.confirm = Some(confirm);
         self
     }
@@ -143,7 +143,7 @@ struct Link {
 
 impl Pool {
     /// Starts one connection task per relay URL; incoming frames go to `incoming`.
-    pub fn start(
+    pub(crate) fn start(
         urls: &[String],
         twin: u32,
         sid: Option<String>,
@@ -180,7 +180,7 @@ impl Pool {
 
     /// Queues a frame for the next healthy link. Waits while the queue is full; fails
     /// only when the client is shut down.
-    pub async fn send(&self, frame: Outbound) -> Result<(), ()> {
+    pub(crate) async fn send(&self, frame: Outbound) -> Result<(), ()> {
         tokio::select! {
             sent = self.queue.send(frame) => sent.map_err(|_| ()),
             _ = self.cancel.cancelled() => Err(()),
@@ -188,12 +188,12 @@ impl Pool {
     }
 
     /// How many relays are connected right now.
-    pub fn connected(&self) -> usize {
+    pub(crate) fn connected(&self) -> usize {
         *self.connected.borrow()
     }
 
     /// Waits until at least `n` relays are connected; false on timeout.
-    pub async fn wait_connected(&self, n: usize, timeout: Duration) -> bool {
+    pub(crate) async fn wait_connected(&self, n: usize, timeout: Duration) -> bool {
         let mut rx = self.connected.clone();
         tokio::time::timeout(timeout, rx.wait_for(|c| *c >= n))
             .await

@@ -58,7 +58,7 @@ impl Resend {
 /// forgotten `ttl` after the last such reply. Bounded: when full of live entries,
 /// nothing new is learned (not knowing only means not re-sending).
 #[derive(Debug)]
-pub struct Deduplicators {
+pub(crate) struct Deduplicators {
     /// Until when (monotonic ms) each address is believed, by a hash of the address.
     until: HashMap<u64, u64>,
     hasher: RandomState,
@@ -67,7 +67,7 @@ pub struct Deduplicators {
 }
 
 impl Deduplicators {
-    pub fn new(ttl: Duration, capacity: usize) -> Self {
+    pub(crate) fn new(ttl: Duration, capacity: usize) -> Self {
         Deduplicators {
             until: HashMap::new(),
             hasher: RandomState::new(),
@@ -83,7 +83,7 @@ impl Deduplicators {
     }
 
     /// `address` said (in a reply to us) that it drops copies.
-    pub fn learned(&mut self, address: &Address, now_ms: u64) {
+    pub(crate) fn learned(&mut self, address: &Address, now_ms: u64) {
         let key = self.key(address);
         if !self.until.contains_key(&key) && self.until.len() >= self.capacity {
             self.until.retain(|_, until| *until > now_ms);
@@ -95,7 +95,7 @@ impl Deduplicators {
     }
 
     /// Whether `address` is known to drop copies.
-    pub fn knows(&self, address: &Address, now_ms: u64) -> bool {
+    pub(crate) fn knows(&self, address: &Address, now_ms: u64) -> bool {
         self.until
             .get(&self.key(address))
             .is_some_and(|until| *until > now_ms)
@@ -105,7 +105,7 @@ impl Deduplicators {
 /// Requests sent and not yet answered, with when to send each again. Bounded in bytes
 /// of frames kept: beyond that a request is not kept (and so never sent again).
 #[derive(Debug)]
-pub struct Outstanding {
+pub(crate) struct Outstanding {
     /// By uid, then destination twin (one uid goes to several twins in a
     /// multi-destination request), so answers and refusals find theirs directly.
     by_uid: HashMap<String, Vec<(u32, Entry)>>,
@@ -137,7 +137,7 @@ impl Entry {
 impl Outstanding {
     /// The first copy goes `first_interval` after the original; each further one waits
     /// twice as long as the one before. At most `max_bytes` of requests are kept.
-    pub fn new(first_interval: Duration, max_bytes: usize) -> Self {
+    pub(crate) fn new(first_interval: Duration, max_bytes: usize) -> Self {
         Outstanding {
             by_uid: HashMap::new(),
             first_interval_ms: (first_interval.as_millis() as u64).max(1),
@@ -148,7 +148,7 @@ impl Outstanding {
 
     /// Remembers a request sent to `destination` (replacing one with the same uid and
     /// twin); false if it did not fit.
-    pub fn track(
+    pub(crate) fn track(
         &mut self,
         uid: String,
         destination: Address,
@@ -177,7 +177,7 @@ impl Outstanding {
 
     /// `twin` answered request `uid` (or the caller gave up on it): stop re-sending it.
     /// True if it was kept.
-    pub fn answered(&mut self, uid: &str, twin: u32) -> bool {
+    pub(crate) fn answered(&mut self, uid: &str, twin: u32) -> bool {
         let Some(twins) = self.by_uid.get_mut(uid) else {
             return false;
         };
@@ -194,7 +194,7 @@ impl Outstanding {
 
     /// A relay could not route request `uid`: re-sending the same bytes would fail the
     /// same way, so stop for every destination.
-    pub fn refused(&mut self, uid: &str) {
+    pub(crate) fn refused(&mut self, uid: &str) {
         if let Some(twins) = self.by_uid.remove(uid) {
             for (_, entry) in twins {
                 self.bytes -= entry.size(uid);
@@ -206,7 +206,7 @@ impl Outstanding {
     /// their deadlines; every due entry is rescheduled at twice its interval (so one
     /// not allowed now may go later, once its receiver is known); expired requests are
     /// forgotten.
-    pub fn due(
+    pub(crate) fn due(
         &mut self,
         now_ms: u64,
         now: u64,

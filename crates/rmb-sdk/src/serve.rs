@@ -66,7 +66,7 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    pub fn insert<F, Fut>(&self, command: impl Into<String>, handler: F)
+    pub(crate) fn insert<F, Fut>(&self, command: impl Into<String>, handler: F)
     where
         F: Fn(Request) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = HandlerResult> + Send + 'static,
@@ -75,11 +75,11 @@ impl Registry {
         self.handlers.write().insert(command.into(), handler);
     }
 
-    pub fn remove(&self, command: &str) -> bool {
+    pub(crate) fn remove(&self, command: &str) -> bool {
         self.handlers.write().remove(command).is_some()
     }
 
-    pub fn get(&self, command: &str) -> Option<Handler> {
+    pub(crate) fn get(&self, command: &str) -> Option<Handler> {
         self.handlers.read().get(command).cloned()
     }
 }

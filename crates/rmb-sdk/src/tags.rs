@@ -7,12 +7,12 @@
 pub const DEDUP: &str = "dedup";
 
 /// Whether `tags` hold `token`.
-pub fn has(tags: Option<&str>, token: &str) -> bool {
+pub(crate) fn has(tags: Option<&str>, token: &str) -> bool {
     tags.is_some_and(|tags| tokens(tags).any(|t| t == token))
 }
 
 /// `tags` with `token` added (unless already there), separated by a comma.
-pub fn with(tags: Option<String>, token: &str) -> Option<String> {
+pub(crate) fn with(tags: Option<String>, token: &str) -> Option<String> {
     match tags {
         Some(tags) if has(Some(&tags), token) => Some(tags),
         Some(tags) if tokens(&tags).next().is_some() => Some(format!("{tags},{token}")),

@@ -33,7 +33,7 @@ pub(crate) struct ParsedSecret {
 impl ParsedSecret {
     /// True when the string is a bare mnemonic or `0x` seed: no junctions, no password.
     /// Only such secrets have an e2e key (the reference refuses the others too).
-    pub fn is_plain(&self) -> bool {
+    pub(crate) fn is_plain(&self) -> bool {
         self.path.is_empty() && !self.has_password
     }
 }

@@ -7,26 +7,26 @@ use std::path::PathBuf;
 use rmb_core::proto::{Address, Envelope, Error, Message, Payload, Request, Response};
 use serde_json::Value;
 
-pub fn vectors_dir() -> PathBuf {
+pub(crate) fn vectors_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../test-vectors")
 }
 
-pub fn load(name: &str) -> Value {
+pub(crate) fn load(name: &str) -> Value {
     let path = vectors_dir().join(name);
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
 }
 
-pub fn hex(v: &Value) -> Vec<u8> {
+pub(crate) fn hex(v: &Value) -> Vec<u8> {
     hex::decode(v.as_str().expect("hex string")).expect("valid hex")
 }
 
-pub fn s(v: &Value) -> &str {
+pub(crate) fn s(v: &Value) -> &str {
     v.as_str().expect("string")
 }
 
-pub fn opt_s(v: &Value) -> Option<String> {
+pub(crate) fn opt_s(v: &Value) -> Option<String> {
     v.as_str().map(str::to_string)
 }
 
@@ -62,7 +62,7 @@ fn message(fields: &Value) -> Option<Message> {
 }
 
 /// An unsigned envelope from the rmb-rs vector `fields`.
-pub fn rmb_rs_envelope(fields: &Value) -> Envelope {
+pub(crate) fn rmb_rs_envelope(fields: &Value) -> Envelope {
     let payload = match &fields["payload"] {
         Value::Object(p) if p.contains_key("plain") => Some(Payload::Plain(hex(&p["plain"]))),
         Value::Object(p) if p.contains_key("cipher") => Some(Payload::Cipher(hex(&p["cipher"]))),
@@ -86,7 +86,7 @@ pub fn rmb_rs_envelope(fields: &Value) -> Envelope {
 
 /// An unsigned envelope from the TypeScript vector `fields`: the client always sets
 /// `tags` (empty string when none) and an empty `signature` before signing.
-pub fn ts_envelope(fields: &Value) -> Envelope {
+pub(crate) fn ts_envelope(fields: &Value) -> Envelope {
     Envelope {
         uid: s(&fields["uid"]).to_string(),
         tags: Some(opt_s(&fields["tags"]).unwrap_or_default()),

@@ -6,7 +6,7 @@
 
 mod raw;
 #[allow(unused_imports)]
-pub use raw::RawTwin;
+pub(crate) use raw::RawTwin;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,23 +24,23 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 
 /// Longest a test waits for any one event.
-pub const WAIT: Duration = Duration::from_secs(20);
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
-pub fn random_secret() -> String {
+pub(crate) fn random_secret() -> String {
     let bytes: [u8; 32] = rand::random();
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     format!("0x{hex}")
 }
 
 /// A relay that can be stopped and started again on the same address.
-pub struct Relay {
+pub(crate) struct Relay {
     addr: SocketAddr,
     registrar: String,
     handle: Option<RelayHandle>,
 }
 
 impl Relay {
-    pub async fn start(ip: &str, registrar: &str) -> Relay {
+    pub(crate) async fn start(ip: &str, registrar: &str) -> Relay {
         let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
         let mut relay = Relay {
             addr: listener.local_addr().unwrap(),
@@ -65,34 +65,34 @@ impl Relay {
         );
     }
 
-    pub fn domain(&self) -> String {
+    pub(crate) fn domain(&self) -> String {
         self.addr.to_string()
     }
 
-    pub fn ws_url(&self) -> String {
+    pub(crate) fn ws_url(&self) -> String {
         format!("ws://{}", self.addr)
     }
 
     /// Live WebSocket sessions on this relay.
-    pub fn open_connections(&self) -> usize {
+    pub(crate) fn open_connections(&self) -> usize {
         self.handle.as_ref().map_or(0, |h| h.open_connections())
     }
 
     /// Envelopes waiting in this relay's queues (refreshed by its sweep).
-    pub fn queued_frames(&self) -> i64 {
+    pub(crate) fn queued_frames(&self) -> i64 {
         self.handle
             .as_ref()
             .map_or(0, |h| h.metrics().queued_frames.get())
     }
 
-    pub async fn stop(&mut self) {
+    pub(crate) async fn stop(&mut self) {
         if let Some(handle) = self.handle.take() {
             handle.shutdown().await;
         }
     }
 
     /// Starts again on the same address (retrying the bind while the port is released).
-    pub async fn restart(&mut self) {
+    pub(crate) async fn restart(&mut self) {
         self.stop().await;
         let deadline = tokio::time::Instant::now() + WAIT;
         let listener = loop {
@@ -108,7 +108,7 @@ impl Relay {
     }
 }
 
-pub struct PeerOpts {
+pub(crate) struct PeerOpts {
     pub key_type: KeyType,
     pub e2e: bool,
     /// `None`: a fresh random identity.
@@ -132,14 +132,18 @@ impl Default for PeerOpts {
 }
 
 /// A peer with its own redis-server, connected to `relays`.
-pub async fn peer(reg: &TestRegistrar, relays: &[&Relay], opts: PeerOpts) -> (Peer, RedisServer) {
+pub(crate) async fn peer(
+    reg: &TestRegistrar,
+    relays: &[&Relay],
+    opts: PeerOpts,
+) -> (Peer, RedisServer) {
     let redis = RedisServer::start().unwrap();
     let peer = peer_on(reg, relays, opts, &redis.url()).await;
     (peer, redis)
 }
 
 /// A peer whose Redis is reached through a proxy the test can partition.
-pub async fn peer_behind_proxy(
+pub(crate) async fn peer_behind_proxy(
     reg: &TestRegistrar,
     relays: &[&Relay],
     opts: PeerOpts,
@@ -153,7 +157,7 @@ pub async fn peer_behind_proxy(
 
 /// A peer on the Redis at `redis_url`, connected to `relays`, with short timeouts.
 /// `RUST_LOG=rmb_peer=debug` shows the peers' logs.
-pub async fn peer_on(
+pub(crate) async fn peer_on(
     reg: &TestRegistrar,
     relays: &[&Relay],
     opts: PeerOpts,
@@ -199,7 +203,7 @@ pub async fn peer_on(
 }
 
 /// A connection to the Redis at `url`, for what a test reads or sets directly.
-pub async fn conn(url: &str) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+pub(crate) async fn conn(url: &str) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Duration::from_secs(2))
         .set_response_timeout(WAIT + Duration::from_secs(5));
@@ -209,13 +213,13 @@ pub async fn conn(url: &str) -> redis::RedisResult<redis::aio::MultiplexedConnec
 }
 
 /// LPUSH, as an app does.
-pub async fn lpush(url: &str, list: &str, json: &str) {
+pub(crate) async fn lpush(url: &str, list: &str, json: &str) {
     let mut c = conn(url).await.unwrap();
     let _: () = c.lpush(list, json).await.unwrap();
 }
 
 /// BRPOP with a bounded wait; fails the test on timeout.
-pub async fn brpop(url: &str, list: &str) -> Value {
+pub(crate) async fn brpop(url: &str, list: &str) -> Value {
     let mut c = conn(url).await.unwrap();
     let popped: Option<(String, String)> = c.brpop(list, WAIT.as_secs_f64()).await.unwrap();
     let (_, json) = popped.unwrap_or_else(|| panic!("nothing arrived on {list}"));
@@ -223,7 +227,7 @@ pub async fn brpop(url: &str, list: &str) -> Value {
 }
 
 /// The entries of a list, oldest first.
-pub async fn list(url: &str, list: &str) -> Vec<Value> {
+pub(crate) async fn list(url: &str, list: &str) -> Vec<Value> {
     let mut c = conn(url).await.unwrap();
     let items: Vec<String> = c.lrange(list, 0, -1).await.unwrap();
     items
@@ -234,7 +238,7 @@ pub async fn list(url: &str, list: &str) -> Vec<Value> {
 }
 
 /// A request as an app writes it.
-pub fn request(reference: &str, cmd: &str, dat: &str, dst: &[u32], ret: &str) -> String {
+pub(crate) fn request(reference: &str, cmd: &str, dat: &str, dst: &[u32], ret: &str) -> String {
     let dst: Vec<String> = dst.iter().map(u32::to_string).collect();
     format!(
         r#"{{"ver":1,"ref":"{reference}","cmd":"{cmd}","exp":60,"dat":"{dat}","tag":null,"dst":[{}],"ret":"{ret}","shm":"application/json","now":{}}}"#,
@@ -246,7 +250,7 @@ pub fn request(reference: &str, cmd: &str, dat: &str, dst: &[u32], ret: &str) ->
 /// A service on `redis_url` answering `cmd` with what `answer` makes of each incoming
 /// request (a literal reply JSON). Survives Redis restarts; never drops a popped
 /// request (it retries the reply push until Redis takes it).
-pub fn service(
+pub(crate) fn service(
     redis_url: &str,
     cmd: &str,
     answer: impl Fn(&Value) -> String + Send + 'static,
@@ -281,7 +285,7 @@ pub fn service(
 }
 
 /// The reply of an echo service: same `dat`, to the request's `src`, with its `ref`.
-pub fn echo(req: &Value) -> String {
+pub(crate) fn echo(req: &Value) -> String {
     format!(
         r#"{{"ver":1,"ref":"{}","dat":"{}","dst":"{}","shm":null,"now":{},"err":null}}"#,
         req["ref"].as_str().unwrap(),
@@ -292,16 +296,16 @@ pub fn echo(req: &Value) -> String {
 }
 
 /// Polls `check` until it holds; fails the test after [`WAIT`].
-pub async fn eventually(what: &str, check: impl FnMut() -> bool) {
+pub(crate) async fn eventually(what: &str, check: impl FnMut() -> bool) {
     rmb_testkit::eventually(what, WAIT, check).await
 }
 
-pub fn b64(data: &[u8]) -> String {
+pub(crate) fn b64(data: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(data)
 }
 
-pub fn unb64(data: &Value) -> Vec<u8> {
+pub(crate) fn unb64(data: &Value) -> Vec<u8> {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD
         .decode(data.as_str().unwrap())

@@ -8,21 +8,26 @@ use rmb_core::{KeyType, Signer};
 use rmb_registrar_client::auth;
 use serde_json::{json, Value};
 
-pub fn signer(kind: KeyType) -> Signer {
+pub(crate) fn signer(kind: KeyType) -> Signer {
     Signer::from_seed(&rand::random::<[u8; 32]>(), kind).unwrap()
 }
 
-pub fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     rmb_core::time::now()
 }
 
-pub fn e2e_key_hex() -> String {
+pub(crate) fn e2e_key_hex() -> String {
     let key = rmb_core::E2eKey::from_bytes(&rand::random::<[u8; 32]>()).unwrap();
     hex::encode(key.public_key())
 }
 
 /// A create request body with a valid typed signature at `timestamp`.
-pub fn create_body(signer: &Signer, timestamp: u64, relays: &[&str], enc: Option<&str>) -> Value {
+pub(crate) fn create_body(
+    signer: &Signer,
+    timestamp: u64,
+    relays: &[&str],
+    enc: Option<&str>,
+) -> Value {
     let public_key = STANDARD.encode(signer.public_key());
     let signature = signer.sign(auth::create_challenge(timestamp, &public_key).as_bytes());
     json!({
@@ -34,13 +39,13 @@ pub fn create_body(signer: &Signer, timestamp: u64, relays: &[&str], enc: Option
     })
 }
 
-pub struct Api {
+pub(crate) struct Api {
     pub http: reqwest::Client,
     pub base: String,
 }
 
 impl Api {
-    pub fn new(base: &str) -> Self {
+    pub(crate) fn new(base: &str) -> Self {
         Api {
             http: reqwest::Client::new(),
             base: base.to_string(),
@@ -61,7 +66,7 @@ impl Api {
         (status, value)
     }
 
-    pub async fn create(&self, body: &Value) -> (u16, Value) {
+    pub(crate) async fn create(&self, body: &Value) -> (u16, Value) {
         let r = self
             .http
             .post(format!("{}/v1/accounts", self.base))
@@ -72,7 +77,7 @@ impl Api {
         Self::read(r).await
     }
 
-    pub async fn create_raw(&self, body: Vec<u8>) -> (u16, Value) {
+    pub(crate) async fn create_raw(&self, body: Vec<u8>) -> (u16, Value) {
         let r = self
             .http
             .post(format!("{}/v1/accounts", self.base))
@@ -84,7 +89,7 @@ impl Api {
         Self::read(r).await
     }
 
-    pub async fn get(&self, path_and_query: &str) -> (u16, Value) {
+    pub(crate) async fn get(&self, path_and_query: &str) -> (u16, Value) {
         let r = self
             .http
             .get(format!("{}{path_and_query}", self.base))
@@ -95,29 +100,34 @@ impl Api {
     }
 
     /// The Prometheus text of `/metrics`.
-    pub async fn metrics(&self) -> String {
+    pub(crate) async fn metrics(&self) -> String {
         let response = self.http.get(format!("{}/metrics", self.base)).send().await;
         response.unwrap().text().await.unwrap()
     }
 
-    pub async fn by_id(&self, twin_id: u64) -> (u16, Value) {
+    pub(crate) async fn by_id(&self, twin_id: u64) -> (u16, Value) {
         self.get(&format!("/v1/accounts/?twin_id={twin_id}")).await
     }
 
     /// The account, which must exist.
-    pub async fn account(&self, twin_id: u64) -> Value {
+    pub(crate) async fn account(&self, twin_id: u64) -> Value {
         let (status, body) = self.by_id(twin_id).await;
         assert_eq!(status, 200, "{body}");
         body
     }
 
-    pub async fn all(&self) -> Vec<Value> {
+    pub(crate) async fn all(&self) -> Vec<Value> {
         let (status, body) = self.get("/v1/accounts?size=500").await;
         assert_eq!(status, 200, "{body}");
         body.as_array().unwrap().clone()
     }
 
-    pub async fn patch(&self, twin_id: u64, x_auth: Option<&str>, body: &Value) -> (u16, Value) {
+    pub(crate) async fn patch(
+        &self,
+        twin_id: u64,
+        x_auth: Option<&str>,
+        body: &Value,
+    ) -> (u16, Value) {
         let mut request = self
             .http
             .patch(format!("{}/v1/accounts/{twin_id}", self.base))
@@ -130,12 +140,12 @@ impl Api {
 }
 
 /// Creates an account with `signer` and returns its JSON.
-pub async fn register(api: &Api, signer: &Signer, relays: &[&str]) -> Value {
+pub(crate) async fn register(api: &Api, signer: &Signer, relays: &[&str]) -> Value {
     let (status, body) = api.create(&create_body(signer, now(), relays, None)).await;
     assert_eq!(status, 201, "{body}");
     body
 }
 
-pub fn x_auth(signer: &Signer, twin_id: u64, timestamp: u64) -> String {
+pub(crate) fn x_auth(signer: &Signer, twin_id: u64, timestamp: u64) -> String {
     auth::x_auth_header(signer, twin_id as u32, timestamp)
 }

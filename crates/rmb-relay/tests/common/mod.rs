@@ -17,17 +17,21 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 
 /// Longest a test waits for an event before failing.
-pub const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
 /// A relay on `ip` (a 127.0.0.x address) whose domain is its own `ip:port`.
-pub async fn start_relay(ip: &str, registrar: &str, tweak: impl FnOnce(&mut Config)) -> TestRelay {
+pub(crate) async fn start_relay(
+    ip: &str,
+    registrar: &str,
+    tweak: impl FnOnce(&mut Config),
+) -> TestRelay {
     TestRelay::start_with(ip, registrar, None, tweak)
         .await
         .unwrap()
 }
 
 /// A relay instance serving `domains` (several instances may share them over Redis).
-pub async fn start_relay_for(
+pub(crate) async fn start_relay_for(
     domains: Vec<String>,
     registrar: &str,
     tweak: impl FnOnce(&mut Config),
@@ -37,11 +41,11 @@ pub async fn start_relay_for(
         .unwrap()
 }
 
-pub fn test_client(registrar: &str) -> RegistrarClient {
+pub(crate) fn test_client(registrar: &str) -> RegistrarClient {
     rmb_testkit::fresh_client(registrar).unwrap()
 }
 
-pub struct Twin {
+pub(crate) struct Twin {
     pub id: u32,
     pub signer: Signer,
 }
@@ -49,7 +53,7 @@ pub struct Twin {
 static SEED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
 
 /// Registers a fresh twin reachable on `relays`.
-pub async fn twin(registrar: &str, key_type: KeyType, relays: &[String]) -> Twin {
+pub(crate) async fn twin(registrar: &str, key_type: KeyType, relays: &[String]) -> Twin {
     let n = SEED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut seed = rand::random::<[u8; 32]>();
     seed[..4].copy_from_slice(&n.to_be_bytes());
@@ -64,47 +68,50 @@ pub async fn twin(registrar: &str, key_type: KeyType, relays: &[String]) -> Twin
     }
 }
 
-pub fn domain(relay: &TestRelay) -> String {
+pub(crate) fn domain(relay: &TestRelay) -> String {
     relay.domain()
 }
 
-pub fn token(twin: &Twin, sid: Option<&str>) -> String {
+pub(crate) fn token(twin: &Twin, sid: Option<&str>) -> String {
     jwt::create(&twin.signer, twin.id, sid, rmb_core::time::now(), 60)
 }
 
 /// A raw connection to the relay (the test kit's), whose [`Conn::recv`] also returns
 /// pongs: these tests check the relay's answers to pings.
-pub struct Conn {
+pub(crate) struct Conn {
     pub raw: RawConn,
 }
 
 /// Connects with a valid token.
-pub async fn connect(relay: SocketAddr, twin: &Twin, sid: Option<&str>) -> Conn {
+pub(crate) async fn connect(relay: SocketAddr, twin: &Twin, sid: Option<&str>) -> Conn {
     connect_with(relay, &token(twin, sid)).await.unwrap()
 }
 
-pub async fn connect_with(relay: SocketAddr, query: &str) -> Result<Conn, tungstenite::Error> {
+pub(crate) async fn connect_with(
+    relay: SocketAddr,
+    query: &str,
+) -> Result<Conn, tungstenite::Error> {
     Ok(Conn {
         raw: RawConn::connect(relay, query).await?,
     })
 }
 
 /// The HTTP status a refused connection attempt got.
-pub async fn refused_status(relay: SocketAddr, query: &str) -> u16 {
+pub(crate) async fn refused_status(relay: SocketAddr, query: &str) -> u16 {
     RawConn::refused(relay, query).await.status
 }
 
 impl Conn {
-    pub async fn send(&mut self, env: &Envelope) {
+    pub(crate) async fn send(&mut self, env: &Envelope) {
         self.raw.send(env).await;
     }
 
-    pub async fn send_raw(&mut self, msg: WsMessage) {
+    pub(crate) async fn send_raw(&mut self, msg: WsMessage) {
         self.raw.ws.send(msg).await.unwrap();
     }
 
     /// The next envelope, pongs included; fails the test if none arrives within [`WAIT`].
-    pub async fn recv(&mut self) -> Envelope {
+    pub(crate) async fn recv(&mut self) -> Envelope {
         loop {
             let msg = tokio::time::timeout(WAIT, self.raw.ws.next())
                 .await
@@ -120,13 +127,13 @@ impl Conn {
     }
 
     /// Waits for the relay to close the connection; returns its close frame.
-    pub async fn recv_close(&mut self) -> Option<CloseFrame> {
+    pub(crate) async fn recv_close(&mut self) -> Option<CloseFrame> {
         self.raw.recv_close().await
     }
 }
 
 /// A signed request from `from` to `to`.
-pub fn request(from: &Twin, to: Address, command: &str, body: &[u8]) -> Envelope {
+pub(crate) fn request(from: &Twin, to: Address, command: &str, body: &[u8]) -> Envelope {
     let mut env = Envelope {
         uid: uuid(),
         timestamp: rmb_core::time::now(),
@@ -144,7 +151,7 @@ pub fn request(from: &Twin, to: Address, command: &str, body: &[u8]) -> Envelope
 }
 
 /// A signed response to `req`.
-pub fn response(from: &Twin, req: &Envelope, body: &[u8]) -> Envelope {
+pub(crate) fn response(from: &Twin, req: &Envelope, body: &[u8]) -> Envelope {
     let mut env = Envelope {
         uid: req.uid.clone(),
         timestamp: rmb_core::time::now(),
@@ -159,11 +166,11 @@ pub fn response(from: &Twin, req: &Envelope, body: &[u8]) -> Envelope {
     env
 }
 
-pub fn uuid() -> String {
+pub(crate) fn uuid() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
-pub fn plain(env: &Envelope) -> &[u8] {
+pub(crate) fn plain(env: &Envelope) -> &[u8] {
     match &env.payload {
         Some(Payload::Plain(p)) => p,
         _ => panic!("no plain payload in {env:?}"),
@@ -171,7 +178,7 @@ pub fn plain(env: &Envelope) -> &[u8] {
 }
 
 /// The relay error message of an error envelope.
-pub fn relay_error(env: &Envelope) -> &str {
+pub(crate) fn relay_error(env: &Envelope) -> &str {
     match &env.message {
         Some(Message::Error(e)) if env.source.is_none() => &e.message,
         other => panic!("expected a relay error, got {other:?}"),
@@ -179,25 +186,25 @@ pub fn relay_error(env: &Envelope) -> &str {
 }
 
 /// Polls `check` until true; fails the test after [`WAIT`].
-pub async fn eventually(what: &str, check: impl FnMut() -> bool) {
+pub(crate) async fn eventually(what: &str, check: impl FnMut() -> bool) {
     rmb_testkit::eventually(what, WAIT, check).await
 }
 
 /// A registrar on a free port with its own SQLite file (from the test kit).
-pub async fn registrar() -> rmb_testkit::TestRegistrar {
+pub(crate) async fn registrar() -> rmb_testkit::TestRegistrar {
     rmb_testkit::TestRegistrar::start().await.unwrap()
 }
 
 /// The common setup: a registrar, one relay on 127.0.0.1 and two twins (ed25519)
 /// registered on it.
-pub struct OneRelay {
+pub(crate) struct OneRelay {
     pub reg: rmb_testkit::TestRegistrar,
     pub relay: TestRelay,
     pub a: Twin,
     pub b: Twin,
 }
 
-pub async fn one_relay(tweak: impl FnOnce(&mut Config)) -> OneRelay {
+pub(crate) async fn one_relay(tweak: impl FnOnce(&mut Config)) -> OneRelay {
     let reg = registrar().await;
     let relay = start_relay("127.0.0.1", &reg.url(), tweak).await;
     let relays = vec![domain(&relay)];
@@ -207,18 +214,18 @@ pub async fn one_relay(tweak: impl FnOnce(&mut Config)) -> OneRelay {
 }
 
 impl OneRelay {
-    pub fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         self.relay.addr()
     }
 
     /// Another twin on the same relay.
-    pub async fn twin(&self) -> Twin {
+    pub(crate) async fn twin(&self) -> Twin {
         twin(&self.reg.url(), KeyType::Ed25519, &[domain(&self.relay)]).await
     }
 }
 
 /// An envelope ping from `twin`'s default session.
-pub fn ping(twin: &Twin) -> Envelope {
+pub(crate) fn ping(twin: &Twin) -> Envelope {
     Envelope {
         uid: uuid(),
         source: Some(Address::twin(twin.id)),
@@ -228,7 +235,7 @@ pub fn ping(twin: &Twin) -> Envelope {
 }
 
 /// Sends a ping and waits for its pong: everything sent before it has been routed.
-pub async fn barrier(conn: &mut Conn, twin: &Twin) {
+pub(crate) async fn barrier(conn: &mut Conn, twin: &Twin) {
     let p = ping(twin);
     conn.send(&p).await;
     let pong = conn.recv().await;
@@ -239,7 +246,7 @@ pub async fn barrier(conn: &mut Conn, twin: &Twin) {
 }
 
 /// A per-twin rate limit of `messages` envelopes an hour, bytes unlimited.
-pub fn messages_per_hour(messages: u64) -> rmb_relay::ratelimit::RateLimit {
+pub(crate) fn messages_per_hour(messages: u64) -> rmb_relay::ratelimit::RateLimit {
     rmb_relay::ratelimit::RateLimit {
         messages: Some(messages),
         bytes: None,
@@ -248,7 +255,7 @@ pub fn messages_per_hour(messages: u64) -> rmb_relay::ratelimit::RateLimit {
 }
 
 /// POSTs `body` to `relay`'s federation endpoint; returns the status and body text.
-pub async fn federation_post(relay: SocketAddr, body: Vec<u8>) -> (u16, String) {
+pub(crate) async fn federation_post(relay: SocketAddr, body: Vec<u8>) -> (u16, String) {
     let response = reqwest::Client::new()
         .post(format!("http://{relay}/"))
         .body(body)
@@ -261,13 +268,13 @@ pub async fn federation_post(relay: SocketAddr, body: Vec<u8>) -> (u16, String) 
 
 /// A stand-in for a relay run by a stranger: answers every HTTP request with the same
 /// raw `response` bytes, and counts the requests it read.
-pub struct FakeRelay {
+pub(crate) struct FakeRelay {
     pub addr: SocketAddr,
     hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl FakeRelay {
-    pub async fn start(ip: &str, response: Vec<u8>) -> Self {
+    pub(crate) async fn start(ip: &str, response: Vec<u8>) -> Self {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -310,19 +317,19 @@ impl FakeRelay {
     }
 
     /// Requests read so far.
-    pub fn hits(&self) -> usize {
+    pub(crate) fn hits(&self) -> usize {
         self.hits.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The name twins register to live on it.
-    pub fn domain(&self) -> String {
+    pub(crate) fn domain(&self) -> String {
         self.addr.to_string()
     }
 }
 
 /// `from` (a twin of `relay`) sends a `fail-fast` request to a new twin registered on
 /// `relays`, and gets back the relay error: what federation made of those relays.
-pub async fn federation_error(
+pub(crate) async fn federation_error(
     registrar: &str,
     relay: &TestRelay,
     from: &Twin,
@@ -341,7 +348,10 @@ pub async fn federation_error(
 
 /// Completes a WebSocket upgrade by hand and then neither reads frames nor answers
 /// pings: a dead peer, or a client holding a slot for nothing.
-pub async fn silent_session(relay: std::net::SocketAddr, token: &str) -> tokio::net::TcpStream {
+pub(crate) async fn silent_session(
+    relay: std::net::SocketAddr,
+    token: &str,
+) -> tokio::net::TcpStream {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut tcp = tokio::net::TcpStream::connect(relay).await.unwrap();
     let upgrade = format!(
@@ -364,7 +374,7 @@ pub async fn silent_session(relay: std::net::SocketAddr, token: &str) -> tokio::
 }
 
 /// Sends a ping and reads until its pong; returns the relay errors read before it.
-pub async fn barrier_counting_errors(conn: &mut Conn, twin: &Twin) -> Vec<String> {
+pub(crate) async fn barrier_counting_errors(conn: &mut Conn, twin: &Twin) -> Vec<String> {
     let p = ping(twin);
     conn.send(&p).await;
     let mut errors = Vec::new();

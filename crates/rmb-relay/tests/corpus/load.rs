@@ -5,7 +5,7 @@ use std::path::Path;
 
 /// Every file of `dir` as (name, bytes), sorted by name; fails if there are fewer
 /// than `at_least` (a missing corpus must not pass silently).
-pub fn load(dir: &Path, at_least: usize) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn load(dir: &Path, at_least: usize) -> Vec<(String, Vec<u8>)> {
     let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
         .map(|entry| {

@@ -16,14 +16,14 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use super::WAIT;
 
-pub struct HostileRelay {
+pub(crate) struct HostileRelay {
     addr: SocketAddr,
     to_client: mpsc::Sender<Vec<u8>>,
     from_client: mpsc::Receiver<Envelope>,
 }
 
 impl HostileRelay {
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (to_client, outgoing) = mpsc::channel::<Vec<u8>>(16);
@@ -77,22 +77,22 @@ impl HostileRelay {
     }
 
     /// `ws://<addr>`, for the client's relay list.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("ws://{}", self.addr)
     }
 
     /// Sends `frame` to the connected client (waits while the client does not read).
-    pub async fn inject(&self, frame: Vec<u8>) {
+    pub(crate) async fn inject(&self, frame: Vec<u8>) {
         self.to_client.send(frame).await.unwrap();
     }
 
     /// Sends an envelope to the connected client.
-    pub async fn inject_envelope(&self, env: &Envelope) {
+    pub(crate) async fn inject_envelope(&self, env: &Envelope) {
         self.inject(env.encode_to_vec()).await;
     }
 
     /// The next envelope the client wrote (pings are answered, not returned).
-    pub async fn recv(&mut self) -> Envelope {
+    pub(crate) async fn recv(&mut self) -> Envelope {
         tokio::time::timeout(WAIT, self.from_client.recv())
             .await
             .expect("timed out waiting for the client to write")
@@ -100,7 +100,7 @@ impl HostileRelay {
     }
 
     /// The next envelope the client wrote with `uid`, skipping others.
-    pub async fn recv_uid(&mut self, uid: &str) -> Envelope {
+    pub(crate) async fn recv_uid(&mut self, uid: &str) -> Envelope {
         loop {
             let env = self.recv().await;
             if env.uid == uid {

@@ -6,7 +6,7 @@
 
 mod hostile;
 #[allow(unused_imports)]
-pub use hostile::HostileRelay;
+pub(crate) use hostile::HostileRelay;
 
 use std::time::Duration;
 
@@ -15,16 +15,16 @@ use rmb_sdk::{Client, ClientBuilder, PoolConfig};
 use rmb_testkit::{TestRegistrar, TestRelay};
 
 /// Longest a test waits for any one event.
-pub const WAIT: Duration = Duration::from_secs(15);
+pub(crate) const WAIT: Duration = Duration::from_secs(15);
 
-pub fn random_secret() -> String {
+pub(crate) fn random_secret() -> String {
     let bytes: [u8; 32] = rand::random();
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     format!("0x{hex}")
 }
 
 /// Fast reconnects and pings so fault tests finish quickly.
-pub fn fast_pool() -> PoolConfig {
+pub(crate) fn fast_pool() -> PoolConfig {
     PoolConfig {
         reconnect_min: Duration::from_millis(50),
         reconnect_max: Duration::from_millis(500),
@@ -34,7 +34,7 @@ pub fn fast_pool() -> PoolConfig {
     }
 }
 
-pub async fn client_on(
+pub(crate) async fn client_on(
     reg: &TestRegistrar,
     relays: &[&TestRelay],
     key_type: KeyType,
@@ -57,7 +57,7 @@ pub async fn client_on(
 
 /// A client of `reg` connected to the relays at `urls` (at least one of them), built
 /// with fast pool timing and whatever else `tweak` sets.
-pub async fn client_with(
+pub(crate) async fn client_with(
     reg: &TestRegistrar,
     urls: impl IntoIterator<Item = String>,
     tweak: impl FnOnce(ClientBuilder) -> ClientBuilder,
@@ -75,24 +75,24 @@ pub async fn client_with(
 }
 
 /// The common setup: a registrar and one relay.
-pub struct Net {
+pub(crate) struct Net {
     pub reg: TestRegistrar,
     pub relay: TestRelay,
 }
 
-pub async fn net() -> Net {
+pub(crate) async fn net() -> Net {
     let reg = TestRegistrar::start().await.unwrap();
     let relay = TestRelay::start("127.0.0.1", &reg.url()).await.unwrap();
     Net { reg, relay }
 }
 
 /// A twin driven by hand over raw WebSockets (one definition in the test kit).
-pub use rmb_testkit::RawTwin;
+pub(crate) use rmb_testkit::RawTwin;
 
 /// Stands in for a relay that drops copies until ours says so itself: forwards TCP to
 /// `target` and adds `rmb-dedup: 1` to the HTTP response head (the WebSocket upgrade),
 /// byte for byte otherwise. Returns its address.
-pub async fn advertising_dedup(target: std::net::SocketAddr) -> std::net::SocketAddr {
+pub(crate) async fn advertising_dedup(target: std::net::SocketAddr) -> std::net::SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -136,7 +136,7 @@ pub async fn advertising_dedup(target: std::net::SocketAddr) -> std::net::Socket
 
 /// A timed re-send is the same request (uid, addresses, payload, deadline) signed again,
 /// so that a relay which dropped exact copies lets it through to the receiver.
-pub fn assert_signed_again(first: &Envelope, again: &Envelope) {
+pub(crate) fn assert_signed_again(first: &Envelope, again: &Envelope) {
     assert_eq!(again.uid, first.uid);
     assert_eq!(again.payload, first.payload);
     assert_eq!(
@@ -149,7 +149,7 @@ pub fn assert_signed_again(first: &Envelope, again: &Envelope) {
 
 /// Two envelopes are the same reply (one may be the kept reply sent again, signed anew):
 /// same uid, kind, addresses and payload.
-pub fn assert_same_reply(a: &Envelope, b: &Envelope) {
+pub(crate) fn assert_same_reply(a: &Envelope, b: &Envelope) {
     assert_eq!(
         (&a.uid, &a.message, &a.source, &a.destination, &a.payload),
         (&b.uid, &b.message, &b.source, &b.destination, &b.payload),

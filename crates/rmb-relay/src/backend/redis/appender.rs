@@ -24,7 +24,7 @@ const WAITING: usize = 4096;
 
 /// What became of a frame to store.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Appended {
+pub(super) enum Appended {
     /// Nobody holds the session (asked to store only if somebody does): not stored.
     NotConnected,
     /// Stored. `owner`: the instance holding the session, if any (already poked when
@@ -37,7 +37,7 @@ pub enum Appended {
 
 /// Where a frame goes.
 #[derive(Debug, Clone)]
-pub enum Target {
+pub(super) enum Target {
     /// A session's queue (only if the session is connected somewhere, when
     /// `require_owner`).
     Session {
@@ -48,7 +48,7 @@ pub enum Target {
     Outbox,
 }
 
-pub struct Request {
+pub(super) struct Request {
     target: Target,
     frame: QueuedFrame,
     reply: oneshot::Sender<Result<Appended, BackendError>>,
@@ -56,13 +56,13 @@ pub struct Request {
 
 /// The handle callers use; the batching task runs until `shutdown`.
 #[derive(Clone)]
-pub struct Appender {
+pub(super) struct Appender {
     tx: mpsc::Sender<Request>,
 }
 
 impl Appender {
     /// The handle, and the batching task for the caller to spawn.
-    pub fn start(
+    pub(super) fn start(
         inner: Arc<Inner>,
         shutdown: CancellationToken,
     ) -> (Self, impl std::future::Future<Output = ()>) {
@@ -71,7 +71,7 @@ impl Appender {
     }
 
     /// Stores `frame` at `target`; returns once Redis has it, or why it does not.
-    pub async fn append(
+    pub(super) async fn append(
         &self,
         target: Target,
         frame: &QueuedFrame,

@@ -18,12 +18,12 @@ use crate::session_key::SessionKey;
 
 /// A window holds at most this many frames, and (but for one large frame) bytes; the
 /// next batch is read when the window is below both.
-pub const WINDOW_FRAMES: usize = 64;
-pub const WINDOW_BYTES: usize = 256 << 10;
+pub(super) const WINDOW_FRAMES: usize = 64;
+pub(super) const WINDOW_BYTES: usize = 256 << 10;
 
 /// Feeds `mailbox` until `stop`; returns the done frames it could not remove yet, for
 /// the caller to remove once the writer has stopped too.
-pub async fn run(
+pub(super) async fn run(
     inner: Arc<Inner>,
     key: SessionKey,
     mailbox: Arc<Mailbox>,

@@ -25,7 +25,7 @@ use crate::mailbox::{Done, QueuedFrame, StoredId};
 /// How long one take waits for new entries, milliseconds.
 const BLOCK_MS: u64 = 1000;
 
-pub struct RedisOutbox {
+pub(super) struct RedisOutbox {
     inner: Arc<Inner>,
     appender: Appender,
     /// A connection of its own: the blocking read would stall the shared one.
@@ -41,7 +41,7 @@ pub struct RedisOutbox {
 }
 
 impl RedisOutbox {
-    pub fn new(inner: Arc<Inner>, appender: Appender, reclaim_every: Duration) -> Self {
+    pub(super) fn new(inner: Arc<Inner>, appender: Appender, reclaim_every: Duration) -> Self {
         RedisOutbox {
             inner,
             appender,

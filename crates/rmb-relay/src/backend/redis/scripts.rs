@@ -83,7 +83,7 @@ end
 /// (nothing stored), 1: stored, 2: the twin's bounds are reached, 3: the relay's are,
 /// 4: a copy of an envelope stored before (nothing stored).
 /// Over the session's bounds its oldest frames are dropped to make room (and counted).
-pub const APPEND: &str = concat!(
+pub(super) const APPEND: &str = concat!(
     poke_fn!(),
     seen_fn!(),
     r#"
@@ -134,7 +134,7 @@ return {1, owner, #drop, id, evicted}
 /// ARGV: session bytes field, session, then pairs of entry id and stored length.
 /// Returns how many entries were still there (a frame dropped meanwhile for room, or
 /// removed by another instance, is not counted twice).
-pub const ACK: &str = r#"
+pub(super) const ACK: &str = r#"
 local n, bytes = 0, 0
 for i = 3, #ARGV, 2 do
   if redis.call('XDEL', KEYS[1], ARGV[i]) == 1 then
@@ -163,7 +163,7 @@ return n
 ///
 /// KEYS: queue. ARGV: start (`-` or `(<id>`), most entries, most bytes.
 /// Returns `{{id, stored frame}, ...}`.
-pub const READ: &str = r#"
+pub(super) const READ: &str = r#"
 local out, bytes, start = {}, 0, ARGV[1]
 local max_n, max_b = tonumber(ARGV[2]), tonumber(ARGV[3])
 while #out < max_n and bytes < max_b do
@@ -184,7 +184,7 @@ return out
 ///
 /// KEYS: owner. ARGV: this instance, owner ttl, inbox prefix, wake prefix, session.
 /// Returns the previous owner or ''.
-pub const CLAIM: &str = concat!(
+pub(super) const CLAIM: &str = concat!(
     poke_fn!(),
     r#"
 local prev = redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2], 'GET')
@@ -197,7 +197,7 @@ return prev or ''
 /// never takes it from a newer connection elsewhere.
 ///
 /// KEYS: owner. ARGV: this instance, owner ttl. Returns the owner before, or ''.
-pub const REFRESH: &str = r#"
+pub(super) const REFRESH: &str = r#"
 local v = redis.call('GET', KEYS[1])
 if not v or v == ARGV[1] then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end
 return v or ''
@@ -206,7 +206,7 @@ return v or ''
 /// A session left this instance: drop the owner mark if it is still ours.
 ///
 /// KEYS: owner. ARGV: this instance.
-pub const RELEASE: &str = r#"
+pub(super) const RELEASE: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 "#;
@@ -217,7 +217,7 @@ return 0
 ///
 /// KEYS: expiry set, total accounting. ARGV: now, most queues, key prefix.
 /// Returns the number of frames deleted.
-pub const SWEEP: &str = r#"
+pub(super) const SWEEP: &str = r#"
 local gone = 0
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
 for _, m in ipairs(due) do
@@ -249,7 +249,7 @@ return gone
 /// bytes, then the [`seen_fn`] arguments.
 /// Returns `{1, '', 0, id, evicted}`, `{2, '', 0, '', 0}` when the outbox is full, or
 /// `{4, '', 0, '', 0}` for a copy of an envelope stored before.
-pub const OUTBOX_PUT: &str = concat!(
+pub(super) const OUTBOX_PUT: &str = concat!(
     seen_fn!(),
     r#"
 if is_copy(KEYS[3], ARGV[6], ARGV[7]) then return {4, '', 0, '', 0} end
@@ -268,7 +268,7 @@ return {1, '', 0, id, evicted}
 /// An outbox entry is done with: acknowledged, deleted, released from the accounting.
 ///
 /// KEYS: outbox, outbox accounting. ARGV: group, entry id, stored length.
-pub const OUTBOX_DONE: &str = r#"
+pub(super) const OUTBOX_DONE: &str = r#"
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 if redis.call('XDEL', KEYS[1], ARGV[2]) == 1 then
   redis.call('HINCRBY', KEYS[2], 'f', -1)
@@ -282,7 +282,7 @@ return 1
 ///
 /// KEYS: outbox. ARGV: group, this instance, liveness key prefix, most entries.
 /// Returns `{{id, stored frame}, ...}`, now this instance's.
-pub const RECLAIM: &str = r#"
+pub(super) const RECLAIM: &str = r#"
 local summary = redis.call('XPENDING', KEYS[1], ARGV[1])
 local consumers = summary[4]
 local out, max = {}, tonumber(ARGV[4])
@@ -305,14 +305,14 @@ return out
 "#;
 
 /// Every script, with its hash; [`Scripts::run`] sends pipelines of them.
-pub struct Scripts {
+pub(super) struct Scripts {
     all: Vec<redis::Script>,
     timeout: Duration,
 }
 
 /// Which script a command runs.
 #[derive(Debug, Clone, Copy)]
-pub enum Lua {
+pub(super) enum Lua {
     Append,
     Ack,
     Read,
@@ -341,7 +341,7 @@ const CODE: [&str; 10] = [
 impl Scripts {
     /// `timeout`: longest wait for Redis's answer to one pipeline; past it the caller
     /// gets an error (a hung Redis must not hang the relay's sessions).
-    pub fn new(timeout: Duration) -> Self {
+    pub(super) fn new(timeout: Duration) -> Self {
         Scripts {
             all: CODE.iter().map(|code| redis::Script::new(code)).collect(),
             timeout,
@@ -349,7 +349,7 @@ impl Scripts {
     }
 
     /// A command running `lua` with `keys` and `args`.
-    pub fn call(&self, lua: Lua, keys: &[&str]) -> Cmd {
+    pub(super) fn call(&self, lua: Lua, keys: &[&str]) -> Cmd {
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(self.all[lua as usize].get_hash())
             .arg(keys.len())
@@ -360,7 +360,7 @@ impl Scripts {
     /// Sends `cmds` (script calls only) in one pipeline; returns each one's answer,
     /// a server error as `Err` in its slot. An `Err` of the whole call means the
     /// connection failed: any of them may or may not have run.
-    pub async fn run(
+    pub(super) async fn run(
         &self,
         redis: &mut ConnectionManager,
         cmds: Vec<Cmd>,

@@ -17,7 +17,7 @@ const HEARTBEAT_BATCH: usize = 512;
 /// Waits on this instance's wake list with a dedicated connection (a blocking pop
 /// would stall the shared one), then takes the inbox set in batches. The wait times out
 /// every second, so a lost wake-up delays a poke by a second at most.
-pub async fn inbox_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
+pub(super) async fn inbox_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
     let wake = wire::wake_key(&inner.id);
     let inbox = wire::inbox_key(&inner.id);
     let mut backoff = Duration::from_millis(100);
@@ -115,7 +115,11 @@ async fn handle(inner: &Inner, raw: &str) {
 /// pipelines. A mark that had been lost (Redis restarted without its data) is set again
 /// and the session's queue read again (pokes may have been lost with it); a mark taken
 /// by a newer connection elsewhere closes the connection here.
-pub async fn heartbeat_loop(inner: Arc<Inner>, every: Duration, shutdown: CancellationToken) {
+pub(super) async fn heartbeat_loop(
+    inner: Arc<Inner>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
@@ -129,7 +133,7 @@ pub async fn heartbeat_loop(inner: Arc<Inner>, every: Duration, shutdown: Cancel
 }
 
 /// Sets (or refreshes) this instance's liveness mark.
-pub async fn announce(inner: &Inner) -> Result<(), redis::RedisError> {
+pub(super) async fn announce(inner: &Inner) -> Result<(), redis::RedisError> {
     let mut redis = inner.redis.clone();
     redis::cmd("SET")
         .arg(wire::alive_key(&inner.id))
