@@ -58,12 +58,22 @@ fn relay() {
 fn federation() {
     let tables = bench(&with_short(&["federation", "--pairs", "1"]));
     let rows = tables[0]["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 3);
-    assert_eq!(
-        rows[2]["servers"].as_array().unwrap().len(),
-        2,
-        "both relays"
-    );
+    let targets: Vec<&str> = rows.iter().map(|r| r["target"].as_str().unwrap()).collect();
+    // Forwarder, the verification ceiling, one relay and federation (many in flight and
+    // one), and federation verified inline as before batching.
+    assert_eq!(rows.len(), 7, "{targets:?}");
+    assert!(targets[1].starts_with("ceiling"), "{targets:?}");
+    for row in rows.iter().filter(|r| {
+        r["target"]
+            .as_str()
+            .is_some_and(|t| t.contains("→ federation →"))
+    }) {
+        assert_eq!(
+            row["servers"].as_array().unwrap().len(),
+            2,
+            "both relays: {row}"
+        );
+    }
 }
 
 #[test]
