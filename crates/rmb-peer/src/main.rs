@@ -536,6 +536,31 @@ mod tests {
         );
     }
 
+    /// A secret file others can read is noticed (and warned about) but still used:
+    /// container runtimes mount secrets 0644 or 0444 (see `secret`).
+    #[cfg(unix)]
+    #[test]
+    fn a_secret_file_others_can_read_is_noticed_but_used() {
+        for (mode, noticed) in [
+            (0o600, None),
+            (0o400, None),
+            (0o644, Some(0o644)),
+            (0o440, Some(0o440)),
+        ] {
+            let (_dir, path) = config("0xsecret\n", mode);
+            assert_eq!(shared_mode(&path).unwrap(), noticed, "mode {mode:o}");
+            let argv = [
+                "--relay",
+                "ws://r",
+                "--registrar",
+                "http://g",
+                "--mnemonic-file",
+                path.to_str().unwrap(),
+            ];
+            assert_eq!(secret(&load(&argv)).unwrap(), "0xsecret", "mode {mode:o}");
+        }
+    }
+
     #[test]
     fn a_secret_file_on_the_command_line_beats_a_mnemonic_in_the_config() {
         let dir = tempfile::tempdir().unwrap();
