@@ -221,22 +221,9 @@ async fn federation_work_is_capped_in_bytes_toward_a_relay_that_never_answers() 
         c.federation_timeout = Duration::from_secs(600);
     })
     .await;
-    // Accepts TCP connections (the kernel completes the handshake) and never reads.
-    let silent = std::net::TcpListener::bind("127.0.0.3:0").unwrap();
-    let y = twin(
-        &setup.reg.url(),
-        rmb_core::KeyType::Ed25519,
-        &[silent.local_addr().unwrap().to_string()],
-    )
-    .await;
+    let (_silent, y) = twin_on_a_silent_relay(&setup.reg.url()).await;
     let mut a = connect(setup.addr(), &setup.a, None).await;
-    for i in 0..12u8 {
-        let mut body = vec![9u8; 200 * KIB];
-        body[0] = i;
-        a.send(&request(&setup.a, Address::twin(y.id), "x", &body))
-            .await;
-    }
-    let errors = barrier_counting_errors(&mut a, &setup.a).await;
+    let errors = send_distinct_requests(&mut a, &setup.a, Address::twin(y.id), 12, 200 * KIB).await;
     assert!(
         !errors.is_empty(),
         "2.4 MiB entered 1 MiB of federation work"

@@ -496,23 +496,9 @@ async fn the_federation_outbox_is_capped_in_bytes_toward_a_relay_that_never_answ
         c.federation_timeout = Duration::from_secs(600);
     })
     .await;
-    // Accepts TCP connections (the kernel completes the handshake) and never reads.
-    let silent = std::net::TcpListener::bind("127.0.0.3:0").unwrap();
-    let y = twin(
-        &c.reg.url(),
-        KeyType::Ed25519,
-        &[silent.local_addr().unwrap().to_string()],
-    )
-    .await;
+    let (_silent, y) = twin_on_a_silent_relay(&c.reg.url()).await;
     let mut ca = connect(c.one.addr(), &c.a, None).await;
-    let body = vec![9u8; 200 << 10];
-    for i in 0..12u8 {
-        let mut body = body.clone();
-        body[0] = i;
-        ca.send(&request(&c.a, Address::twin(y.id), "x", &body))
-            .await;
-    }
-    let errors = barrier_counting_errors(&mut ca, &c.a).await;
+    let errors = send_distinct_requests(&mut ca, &c.a, Address::twin(y.id), 12, 200 << 10).await;
     assert!(!errors.is_empty(), "2.4 MiB entered a 1 MiB outbox");
     assert!(
         errors

@@ -386,3 +386,30 @@ pub(crate) async fn barrier_counting_errors(conn: &mut Conn, twin: &Twin) -> Vec
         errors.push(relay_error(&env).to_string());
     }
 }
+
+/// A twin registered on a relay that accepts TCP connections (the kernel completes the
+/// handshake) and never reads: federation toward it waits until its timeout. Keep the
+/// listener alive as long as the relay must stay silent.
+pub(crate) async fn twin_on_a_silent_relay(registrar: &str) -> (std::net::TcpListener, Twin) {
+    let silent = std::net::TcpListener::bind("127.0.0.3:0").unwrap();
+    let relay = silent.local_addr().unwrap().to_string();
+    let twin = twin(registrar, KeyType::Ed25519, &[relay]).await;
+    (silent, twin)
+}
+
+/// Sends `count` distinct requests of `size` bytes from `from` to `to`, then returns
+/// the relay errors read before a barrier.
+pub(crate) async fn send_distinct_requests(
+    conn: &mut Conn,
+    from: &Twin,
+    to: Address,
+    count: u8,
+    size: usize,
+) -> Vec<String> {
+    for i in 0..count {
+        let mut body = vec![9u8; size];
+        body[0] = i;
+        conn.send(&request(from, to.clone(), "x", &body)).await;
+    }
+    barrier_counting_errors(conn, from).await
+}
