@@ -329,6 +329,12 @@ impl RegistrarClient {
     /// The twin, from the cache or the registrar; `None` if it does not exist. Concurrent
     /// calls for an uncached twin make one request and all get its answer; errors are not
     /// cached.
+    /// The cached answer for `twin_id`, without asking the registrar: `None` when
+    /// nothing is cached, `Some(None)` when the twin is cached as unknown.
+    pub fn cached_twin(&self, twin_id: u32) -> Option<Option<Arc<Twin>>> {
+        self.inner.by_id.get(&twin_id)
+    }
+
     pub async fn get_twin(&self, twin_id: u32) -> Result<Option<Arc<Twin>>, ClientError> {
         if let Some(hit) = self.inner.by_id.get(&twin_id) {
             return Ok(hit);

@@ -8,14 +8,18 @@ use std::time::Duration;
 
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket};
 use bytes::Bytes;
-use futures_util::stream::{SplitSink, SplitStream};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+
+use futures_util::stream::{FuturesOrdered, SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use parking_lot::Mutex;
 use rmb_core::prost::Message as _;
 use rmb_core::proto::EnvelopeHeader;
 use rmb_core::Envelope;
 use tokio::sync::OwnedSemaphorePermit;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::mailbox::{Mailbox, QueuedFrame};
 use crate::metrics::Metrics;
@@ -149,8 +153,28 @@ async fn read_loop(
     let mut heard = state.clock.now();
     let mut check = tokio::time::interval((idle / 4).max(Duration::from_millis(10)));
     check.reset();
+    let mut routing = Routing {
+        state,
+        mailbox,
+        close,
+        pending: FuturesOrdered::new(),
+    };
     loop {
-        let msg = match stream.next().now_or_never() {
+        // What finished, in the order the frames came.
+        while let Some(Some(handled)) = routing.pending.next().now_or_never() {
+            if !routing.settle(handled, &mut counted, &mut stopped).await {
+                return;
+            }
+            heard = state.clock.now();
+        }
+        // No room: only finished routing makes some (nothing is read meanwhile).
+        let room = routing.pending.len() < MAX_ROUTING;
+        let ready = if room {
+            stream.next().now_or_never()
+        } else {
+            None
+        };
+        let msg = match ready {
             Some(msg) if counted.frames < 64 => msg,
             ready => {
                 counted.publish();
@@ -159,7 +183,14 @@ async fn read_loop(
                     None => tokio::select! {
                         biased;
                         _ = &mut stopped => return,
-                        msg = stream.next() => msg,
+                        Some(handled) = routing.pending.next(), if !routing.pending.is_empty() => {
+                            if !routing.settle(handled, &mut counted, &mut stopped).await {
+                                return;
+                            }
+                            heard = state.clock.now();
+                            continue;
+                        }
+                        msg = stream.next(), if room => msg,
                         _ = check.tick() => {
                             if state.clock.now().saturating_sub(heard) > idle.as_secs().max(1) {
                                 Metrics::inc(&state.metrics.idle_closed);
@@ -181,8 +212,8 @@ async fn read_loop(
             return;
         }
         // The bytes of this message stay charged to the read budget until it is handed
-        // on (queued, delivered, federated) or refused.
-        let _held = hold.as_ref().and_then(rmb_http::ReadHold::take);
+        // on (queued, delivered, federated) or refused: the routing future holds them.
+        let held = hold.as_ref().and_then(rmb_http::ReadHold::take);
         heard = state.clock.now();
         let data = match msg {
             None | Some(Ok(Message::Close(_))) => return,
@@ -229,29 +260,143 @@ async fn read_loop(
         };
         counted.frames += 1;
         counted.bytes += data.len() as u64;
-        match handle_frame(data, key, mailbox, state).await {
-            Ok(Handled::Routed) => {}
-            Ok(Handled::OverLimit) => {
+        // Only the routing header is decoded: the payload is never copied or read.
+        let env = match EnvelopeHeader::decode(data.clone()) {
+            Ok(env) => env,
+            Err(e) => {
                 counted.publish();
-                // The cheapest refusal is not reading: this frame got its relay error,
-                // the ones behind it wait in the socket (and the client's TCP window
-                // fills) until the twin's next window, instead of each costing a
-                // decode, a de-dup claim and an error frame while others wait for the
-                // cores. Bounded so a long window does not look like a dead reader.
-                let pause = pause_for(state.limiter.next_window(state.clock.now()));
-                Metrics::inc(&state.metrics.rate_limit_pauses);
-                tokio::select! {
-                    biased;
-                    _ = &mut stopped => return,
-                    _ = tokio::time::sleep(pause) => {}
+                state.metrics.protocol_violation("undecodable_frame");
+                tracing::info!(session = %key, error = %e, "closing: undecodable frame");
+                close_with(
+                    close,
+                    close_code::INVALID,
+                    format!("frame is not a valid protobuf envelope: {e}"),
+                );
+                return;
+            }
+        };
+        // Order: frames being routed together wait for nothing but storage, which
+        // takes each in its first poll (in the order they came) and answers in that
+        // order. A frame whose destination needs a registrar lookup could be overtaken
+        // while it waits, so it is routed alone: after those before it, before those
+        // after it.
+        let alone = env
+            .destination
+            .as_ref()
+            .is_some_and(|to| !state.directory.answers_at_once(to.twin));
+        if alone {
+            while let Some(handled) = routing.pending.next().await {
+                if !routing.settle(handled, &mut counted, &mut stopped).await {
+                    return;
+                }
+            }
+            let handled = handle_frame(data, env, key, state, held).await;
+            if !routing.settle(handled, &mut counted, &mut stopped).await {
+                return;
+            }
+            heard = state.clock.now();
+            continue;
+        }
+        let mut routed = Box::pin(handle_frame(data, env, key, state, held));
+        // Most frames are routed without waiting (memory backend, connected
+        // destination): finished here, with no queue to pass through. One that waits
+        // (for storage) goes behind those still routing, and so does everything after
+        // it.
+        if routing.pending.is_empty() {
+            if let Poll::Ready(handled) = futures_util::poll!(routed.as_mut()) {
+                if !routing.settle(handled, &mut counted, &mut stopped).await {
+                    return;
                 }
                 heard = state.clock.now();
+                continue;
+            }
+        }
+        routing.pending.push_back(routed);
+    }
+}
+
+/// Most frames of one session being routed at once. The reader goes on reading while
+/// earlier frames wait for storage (with Redis, every frame does), so one connection
+/// fills a pipeline instead of paying a round trip per frame; their bytes stay charged
+/// to the read budget meanwhile.
+const MAX_ROUTING: usize = 64;
+
+/// What the reader does after a frame was routed.
+enum Next {
+    Read,
+    /// The twin is over its rate limit: stop reading for a while.
+    Pause,
+    Close,
+}
+
+/// The frames of one session still being routed (waiting for storage or a lookup),
+/// oldest first, and what acting on their results needs.
+struct Routing<'a, F: Future<Output = Result<Handled, String>>> {
+    state: &'a RelayState,
+    mailbox: &'a Mailbox,
+    close: &'a CloseSlot,
+    pending: FuturesOrdered<F>,
+}
+
+impl<F: Future<Output = Result<Handled, String>>> Routing<'_, F> {
+    /// Acts on a routed frame's result, taken in the order the frames came: a pong is
+    /// written only once every frame sent before its ping was routed, so it still
+    /// confirms them all (D1).
+    fn finish(&self, handled: Result<Handled, String>, counted: &mut ReadCounters<'_>) -> Next {
+        match handled {
+            Ok(Handled::Routed) => Next::Read,
+            Ok(Handled::Pong(frame)) => {
+                self.mailbox.push(frame);
+                Next::Read
+            }
+            Ok(Handled::OverLimit) => {
+                counted.publish();
+                Next::Pause
             }
             Err(reason) => {
                 counted.publish();
-                close_with(close, close_code::INVALID, reason);
-                return;
+                close_with(self.close, close_code::INVALID, reason);
+                Next::Close
             }
+        }
+    }
+
+    /// [`finish`](Self::finish), then the pause it asks for. `false`: the session stops.
+    async fn settle(
+        &mut self,
+        handled: Result<Handled, String>,
+        counted: &mut ReadCounters<'_>,
+        stopped: &mut Pin<&mut WaitForCancellationFuture<'_>>,
+    ) -> bool {
+        match self.finish(handled, counted) {
+            Next::Read => true,
+            Next::Close => false,
+            Next::Pause => self.pause(counted, stopped).await,
+        }
+    }
+
+    /// The cheapest refusal is not reading: the frame over the limit got its relay
+    /// error, the ones behind it wait in the socket (and the client's TCP window fills)
+    /// until the twin's next window, instead of each costing a decode, a de-dup claim
+    /// and an error frame while others wait for the cores. Bounded so a long window
+    /// does not look like a dead reader. Frames already being routed finish first.
+    async fn pause(
+        &mut self,
+        counted: &mut ReadCounters<'_>,
+        stopped: &mut Pin<&mut WaitForCancellationFuture<'_>>,
+    ) -> bool {
+        while let Some(handled) = self.pending.next().await {
+            if let Next::Close = self.finish(handled, counted) {
+                return false;
+            }
+        }
+        let state = self.state;
+        let pause = pause_for(state.limiter.next_window(state.clock.now()));
+        Metrics::inc(&state.metrics.rate_limit_pauses);
+        tokio::select! {
+            biased;
+            _ = stopped.as_mut() => false,
+            _ = tokio::time::sleep(pause) => true,
         }
     }
 }
@@ -278,12 +423,14 @@ fn pause_for(next_window: u64) -> Duration {
 }
 
 /// What became of a frame the session sent.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 enum Handled {
     /// Routed, dropped as a copy, answered, or refused for a reason of its own.
     Routed,
     /// Refused because its twin is over the rate limit: the reader pauses.
     OverLimit,
+    /// A ping: the pong to write once the frames before it are routed.
+    Pong(QueuedFrame),
 }
 
 /// Frames read but not yet added to the shared metrics; published on drop too, so
@@ -314,19 +461,11 @@ impl Drop for ReadCounters<'_> {
 /// Routes one binary frame. `Err` closes the connection with that reason.
 async fn handle_frame(
     data: Bytes,
+    env: EnvelopeHeader,
     key: &SessionKey,
-    mailbox: &Mailbox,
     state: &Arc<RelayState>,
+    _held: Option<OwnedSemaphorePermit>,
 ) -> Result<Handled, String> {
-    // Only the routing header is decoded: the payload is never copied or read.
-    let env = match EnvelopeHeader::decode(data.clone()) {
-        Ok(env) => env,
-        Err(e) => {
-            state.metrics.protocol_violation("undecodable_frame");
-            tracing::info!(session = %key, error = %e, "closing: undecodable frame");
-            return Err(format!("frame is not a valid protobuf envelope: {e}"));
-        }
-    };
     let now = state.clock.now();
     let refusal = match state.from_session(key, &env, &data, now).await {
         Outcome::Delivered | Outcome::Queued | Outcome::Federated => return Ok(Handled::Routed),
@@ -339,11 +478,10 @@ async fn handle_frame(
             // The pong echoes the ping's payload, so this one is decoded in full.
             let ping = Envelope::decode(&data[..])
                 .map_err(|e| format!("frame is not a valid protobuf envelope: {e}"))?;
-            mailbox.push(QueuedFrame::new(
+            return Ok(Handled::Pong(QueuedFrame::new(
                 Bytes::from(route::pong(&ping, key).encode_to_vec()),
                 now + route::ERROR_EXPIRATION,
-            ));
-            return Ok(Handled::Routed);
+            )));
         }
         Outcome::Refused(refusal) => refusal,
     };

@@ -24,6 +24,10 @@ pub trait TwinDirectory: Send + Sync + 'static {
     async fn twin(&self, twin_id: u32) -> Result<Option<Arc<TwinRecord>>, DirectoryError>;
 
     /// The twin as the registrar has it now, not from a cache (which it refreshes).
+    /// Whether [`twin`](Self::twin) would answer at once, without a lookup that waits
+    /// (the record, or its absence, is cached).
+    fn answers_at_once(&self, twin_id: u32) -> bool;
+
     async fn fresh_twin(&self, twin_id: u32) -> Result<Option<Arc<TwinRecord>>, DirectoryError> {
         self.twin(twin_id).await
     }
@@ -44,6 +48,10 @@ impl StaticDirectory {
 
 #[async_trait]
 impl TwinDirectory for StaticDirectory {
+    fn answers_at_once(&self, _twin_id: u32) -> bool {
+        true
+    }
+
     async fn twin(&self, twin_id: u32) -> Result<Option<Arc<TwinRecord>>, DirectoryError> {
         Ok(self.twins.get(&twin_id).map(|r| r.clone()))
     }

@@ -62,6 +62,21 @@ impl RateLimiter {
         true
     }
 
+    /// Takes back one envelope of `size` bytes counted for `twin` at `now` (it turned
+    /// out to be a copy, which is never charged); nothing if its window has passed.
+    pub fn refund(&self, twin: u32, size: usize, now: u64) {
+        if self.is_unlimited() {
+            return;
+        }
+        let index = now / self.limit.window_secs;
+        if let Some(mut w) = self.windows.get_mut(&twin) {
+            if w.index == index {
+                w.messages = w.messages.saturating_sub(1);
+                w.bytes = w.bytes.saturating_sub(size as u64);
+            }
+        }
+    }
+
     /// The unix second the window after the one holding `now` starts (saturating: a
     /// window past what `u64` holds never ends).
     pub fn next_window(&self, now: u64) -> u64 {

@@ -25,6 +25,10 @@ impl RegistrarDirectory {
 
 #[async_trait]
 impl TwinDirectory for RegistrarDirectory {
+    fn answers_at_once(&self, twin_id: u32) -> bool {
+        self.client.cached_twin(twin_id).is_some()
+    }
+
     async fn twin(&self, twin_id: u32) -> Result<Option<Arc<TwinRecord>>, DirectoryError> {
         let twin = self
             .client

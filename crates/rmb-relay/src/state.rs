@@ -289,7 +289,11 @@ impl RelayState {
         match outcome {
             // A durable backend found, as it stored the envelope, that another instance
             // had just accepted a copy: nothing was stored.
-            Outcome::Refused(Refusal::Backend(BackendError::Copy)) => Outcome::Duplicate,
+            // Copies are never charged.
+            Outcome::Refused(Refusal::Backend(BackendError::Copy)) => {
+                self.limiter.refund(source, frame.len(), now);
+                Outcome::Duplicate
+            }
             Outcome::Refused(_) => {
                 self.backend.release(&keys).await;
                 outcome

@@ -517,3 +517,38 @@ async fn the_federation_outbox_is_capped_in_bytes_toward_a_relay_that_never_answ
     ca.send(&req).await;
     assert_eq!(cb.recv().await, req);
 }
+
+/// A connection's envelopes are routed many at a time (each waits for Redis, not for
+/// the one before it), yet they are stored in the order they were sent, and the pong
+/// after them still confirms every one: here B is connected to the other instance and
+/// C is offline, and A sends to both without waiting.
+#[tokio::test]
+async fn pipelined_envelopes_keep_their_order_and_the_pong_confirms_them_all() {
+    const EACH: u16 = 300;
+    let cl = cluster().await;
+    let (a, b, redis) = (&cl.a, &cl.b, &cl.redis);
+    let two = instance(&cl.reg.url(), &redis.url()).await;
+    let c = twin(&cl.reg.url(), KeyType::Ed25519, &[DOMAIN.into()]).await;
+    let mut ca = connect(cl.one.addr(), a, None).await;
+    let mut cb = connect(two.addr(), b, None).await;
+    for i in 0..EACH {
+        for to in [b, &c] {
+            ca.send(&request(a, Address::twin(to.id), "x", &i.to_be_bytes()))
+                .await;
+        }
+    }
+    barrier(&mut ca, a).await;
+    let (frames, _) = queued_in_redis(&redis.url()).await;
+    assert!(
+        frames >= i64::from(EACH),
+        "the pong came while only {frames} frames were in Redis: C's {EACH} were not all stored"
+    );
+    for i in 0..EACH {
+        assert_eq!(plain(&cb.recv().await), i.to_be_bytes(), "B's envelope {i}");
+    }
+    let mut cc = connect(two.addr(), &c, None).await;
+    for i in 0..EACH {
+        assert_eq!(plain(&cc.recv().await), i.to_be_bytes(), "C's envelope {i}");
+    }
+    until_redis_is_drained(&redis.url()).await;
+}

@@ -89,7 +89,7 @@ pub trait Backend: Send + Sync + 'static {
     /// Claims the keys of an envelope being accepted, remembered until `deadline`
     /// (D1a): [`Claim::Copy`] when one of them was accepted before. The in-memory
     /// backend remembers them here, per process. The Redis backend shares the memory
-    /// among its instances and keeps it across restarts: here it only looks, and
+    /// among its instances and keeps it across restarts: here it does nothing, and
     /// remembers the keys a frame carries ([`QueuedFrame::remember`]) in the same atomic
     /// step that stores the frame, refusing a copy found then with [`BackendError::Copy`]
     /// (so a crash can never leave remembered an envelope that was not stored).

@@ -2,6 +2,13 @@
 //! its domains, or to federate) is stored before the relay confirms it to the sender,
 //! and callers on all connections share round trips: while one pipeline is out, the
 //! next one fills.
+//!
+//! A frame is handed to the batching task at once, in the caller's first poll, so the
+//! frames of one connection are stored in the order it sent them however many of them
+//! wait for Redis together (the read loop pipelines them). The hand-off is therefore
+//! not bounded here: what waits is bounded by its callers, each frame of a session is
+//! one of at most `MAX_ROUTING` in flight per connection and its bytes are held in the
+//! read budget (federation posts likewise), and the connections are bounded.
 
 use std::sync::Arc;
 
@@ -19,8 +26,6 @@ use crate::session_key::SessionKey;
 /// Most frames, and bytes, in one pipeline.
 const BATCH_FRAMES: usize = 256;
 const BATCH_BYTES: usize = 8 << 20;
-/// Frames waiting for a pipeline before callers wait for room.
-const WAITING: usize = 4096;
 
 /// What became of a frame to store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +62,7 @@ pub(super) struct Request {
 /// The handle callers use; the batching task runs until `shutdown`.
 #[derive(Clone)]
 pub(super) struct Appender {
-    tx: mpsc::Sender<Request>,
+    tx: mpsc::UnboundedSender<Request>,
 }
 
 impl Appender {
@@ -66,31 +71,37 @@ impl Appender {
         inner: Arc<Inner>,
         shutdown: CancellationToken,
     ) -> (Self, impl std::future::Future<Output = ()>) {
-        let (tx, rx) = mpsc::channel(WAITING);
+        let (tx, rx) = mpsc::unbounded_channel();
         (Appender { tx }, run(inner, rx, shutdown))
     }
 
     /// Stores `frame` at `target`; returns once Redis has it, or why it does not.
-    pub(super) async fn append(
+    /// The frame is handed on before the first await: calls are stored in the order
+    /// they were made.
+    pub(super) fn append(
         &self,
         target: Target,
         frame: &QueuedFrame,
-    ) -> Result<Appended, BackendError> {
+    ) -> impl std::future::Future<Output = Result<Appended, BackendError>> {
         let (reply, answer) = oneshot::channel();
         let request = Request {
             target,
             frame: frame.clone(),
             reply,
         };
-        self.tx
-            .send(request)
-            .await
-            .map_err(|_| BackendError::Stopped)?;
-        answer.await.map_err(|_| BackendError::Stopped)?
+        let sent = self.tx.send(request);
+        async move {
+            sent.map_err(|_| BackendError::Stopped)?;
+            answer.await.map_err(|_| BackendError::Stopped)?
+        }
     }
 }
 
-async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Request>, shutdown: CancellationToken) {
+async fn run(
+    inner: Arc<Inner>,
+    mut rx: mpsc::UnboundedReceiver<Request>,
+    shutdown: CancellationToken,
+) {
     let mut batch = Vec::with_capacity(BATCH_FRAMES);
     loop {
         let first = tokio::select! {

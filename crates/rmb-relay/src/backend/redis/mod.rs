@@ -380,19 +380,12 @@ impl Backend for RedisBackend {
         self.store(key, &frame, false).await.map(drop)
     }
 
-    /// Only looks: the store that accepts the envelope remembers it (see the trait).
-    async fn claim(&self, keys: &SeenKeys, _until: u64, now: u64) -> Result<Claim, BackendError> {
-        if self.inner.seen_capacity == 0 {
-            // Copy-dropping is off (and not advertised).
-            return Ok(Claim::New { evicted: 0 });
-        }
-        let members: Vec<String> = keys.iter().map(wire::seen_member).collect();
-        let mut zmscore = redis::cmd("ZMSCORE");
-        zmscore.arg(wire::SEEN_KEY).arg(&members);
-        let untils: Vec<Option<u64>> = self.inner.query(zmscore).await?;
-        if untils.into_iter().flatten().any(|until| until > now) {
-            return Ok(Claim::Copy);
-        }
+    /// Does not even look: the script that stores the envelope finds a copy and
+    /// refuses it ([`BackendError::Copy`]) in the same atomic step that remembers it
+    /// (see the trait). Looking first would cost every envelope a round trip, and an
+    /// await before the store would let a connection's pipelined frames be stored out
+    /// of order.
+    async fn claim(&self, _keys: &SeenKeys, _until: u64, _now: u64) -> Result<Claim, BackendError> {
         Ok(Claim::New { evicted: 0 })
     }
 

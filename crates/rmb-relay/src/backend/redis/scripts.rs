@@ -18,13 +18,15 @@ use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, Value};
 
 /// Lua: leaves `entry` in `instance`'s inbox set and wakes it (its wake list holds at
-/// most one element); both expire after `ttl` unless poked again.
+/// most one element); both expire after `ttl` unless poked again. An entry already in
+/// the inbox was poked since the instance last looked, so it is woken already: under
+/// load most pokes stop at the `SADD` (every nested call costs Redis CPU).
 macro_rules! poke_fn {
     () => {
         r#"
 local function poke(inbox_prefix, wake_prefix, instance, entry, ttl)
   local inbox, wake = inbox_prefix .. instance, wake_prefix .. instance
-  redis.call('SADD', inbox, entry)
+  if redis.call('SADD', inbox, entry) == 0 then return end
   redis.call('EXPIRE', inbox, ttl)
   redis.call('RPUSH', wake, '1')
   redis.call('LTRIM', wake, -1, -1)
@@ -105,8 +107,8 @@ while slen - #drop > 0 and (slen - #drop + 1 > sf or sbytes - dropped_bytes + si
 end
 local df, db = 1 - #drop, size - dropped_bytes
 local function over(key, max_f, max_b)
-  local f = tonumber(redis.call('HGET', key, 'f') or '0')
-  local b = tonumber(redis.call('HGET', key, 'b') or '0')
+  local fb = redis.call('HMGET', key, 'f', 'b')
+  local f, b = tonumber(fb[1] or '0'), tonumber(fb[2] or '0')
   return (df > 0 and f + df > tonumber(max_f)) or (db > 0 and b + db > tonumber(max_b))
 end
 if over(KEYS[2], ARGV[9], ARGV[10]) then return {2, owner, 0, '', 0} end
