@@ -92,7 +92,8 @@ impl LoadResult {
 }
 
 struct Shared {
-    t0: Instant,
+    /// When this run started, on [`clock`].
+    started: u64,
     measuring: AtomicBool,
     received: AtomicU64,
 }
@@ -121,7 +122,8 @@ pub(crate) async fn run(
     shape: Shape,
 ) -> anyhow::Result<LoadResult> {
     let shared = Arc::new(Shared {
-        t0: Instant::now(),
+        // Never 0: unstamped probe frames carry 0.
+        started: clock().max(1),
         measuring: AtomicBool::new(false),
         received: AtomicU64::new(0),
     });
@@ -142,13 +144,7 @@ pub(crate) async fn run(
             shared.clone(),
             mine,
         )));
-        tasks.push(tokio::spawn(send(
-            sender,
-            pair.frames,
-            credit,
-            shared.clone(),
-            shape.rate,
-        )));
+        tasks.push(tokio::spawn(send(sender, pair.frames, credit, shape.rate)));
     }
     tokio::time::sleep(warmup).await;
     shared.received.store(0, Ordering::SeqCst);
@@ -205,20 +201,17 @@ async fn delivers(sender: &mut Ws, receiver: &mut Ws, frames: &mut Frames) -> an
     bail!("nothing arrived within {READY_WITHIN:?}")
 }
 
-/// Nanoseconds since the run's start: the send time written into each frame.
-fn clock(shared: &Shared) -> u64 {
-    shared.t0.elapsed().as_nanos() as u64
+/// Nanoseconds since this process first asked: the send time written into each frame.
+/// One clock for every run, so a receiver can tell a frame of an earlier run (still
+/// queued for the same twin by a relay the runs share) from one of its own.
+fn clock() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
 
-async fn send(
-    mut ws: Ws,
-    mut frames: Frames,
-    credit: Arc<Semaphore>,
-    shared: Arc<Shared>,
-    rate: Option<f64>,
-) {
+async fn send(mut ws: Ws, mut frames: Frames, credit: Arc<Semaphore>, rate: Option<f64>) {
     if let Some(rate) = rate {
-        return send_steady(ws, frames, credit, shared, rate).await;
+        return send_steady(ws, frames, credit, rate).await;
     }
     loop {
         let Ok(permit) = credit.acquire().await else {
@@ -228,7 +221,7 @@ async fn send(
         let mut batch = 1;
         loop {
             let mut frame = frames.next_frame();
-            frame.stamp(clock(&shared));
+            frame.stamp(clock());
             if ws.feed(Message::Binary(frame.bytes.into())).await.is_err() {
                 return;
             }
@@ -252,13 +245,7 @@ async fn send(
 
 /// One envelope every `1 / rate` seconds (late ticks are caught up, so the offered rate
 /// holds even when a send was delayed).
-async fn send_steady(
-    mut ws: Ws,
-    mut frames: Frames,
-    credit: Arc<Semaphore>,
-    shared: Arc<Shared>,
-    rate: f64,
-) {
+async fn send_steady(mut ws: Ws, mut frames: Frames, credit: Arc<Semaphore>, rate: f64) {
     let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(0.001)));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     loop {
@@ -268,7 +255,7 @@ async fn send_steady(
         };
         permit.forget();
         let mut frame = frames.next_frame();
-        frame.stamp(clock(&shared));
+        frame.stamp(clock());
         if ws.send(Message::Binary(frame.bytes.into())).await.is_err() {
             return;
         }
@@ -278,14 +265,23 @@ async fn send_steady(
 async fn receive(mut ws: Ws, credit: Arc<Semaphore>, shared: Arc<Shared>, samples: Samples) {
     while let Some(Ok(msg)) = ws.next().await {
         let Message::Binary(data) = msg else { continue };
+        let Some(at) = data.len().checked_sub(CLOCK_TAIL) else {
+            continue;
+        };
+        let sent = u64::from_le_bytes(data[at..].try_into().expect("8 bytes"));
+        // Sent before this run (an earlier run's frame a relay kept queued for this
+        // twin, or an unstamped probe): not this sender's, so it returns no credit. It
+        // did once, and every such frame widened the window by one: the "1 in flight"
+        // rows ran with 60 in flight.
+        if sent < shared.started {
+            continue;
+        }
         credit.add_permits(1);
-        if data.len() < CLOCK_TAIL || !shared.measuring.load(Ordering::Relaxed) {
+        if !shared.measuring.load(Ordering::Relaxed) {
             continue;
         }
         shared.received.fetch_add(1, Ordering::Relaxed);
-        let at = data.len() - CLOCK_TAIL;
-        let sent = u64::from_le_bytes(data[at..].try_into().expect("8 bytes"));
-        let now = clock(&shared);
+        let now = clock();
         let micros = (now.saturating_sub(sent) / 1000).min(u32::MAX as u64) as u32;
         samples.lock().push(micros);
     }
