@@ -88,6 +88,11 @@ struct Args {
     #[arg(long, env = "RMB_RELAY_READ_BUDGET", default_value_t = rmb_relay::config::DEFAULT_READ_BUDGET, value_name = "BYTES")]
     read_budget: usize,
 
+    /// WebSocket read buffer of each session, bytes: every connected session holds
+    /// one. Larger costs memory per idle session and saves read calls under load.
+    #[arg(long, env = "RMB_RELAY_READ_BUFFER", default_value_t = rmb_relay::config::DEFAULT_READ_BUFFER, value_name = "BYTES")]
+    read_buffer: usize,
+
     /// Seconds a read may wait for room in the read budget; then the session is closed
     /// with 1013 (try again later), or the federation post answered 503.
     #[arg(
@@ -215,6 +220,7 @@ async fn main() -> anyhow::Result<()> {
     config.rules.max_lifetime = args.max_lifetime;
     config.max_envelope_size = args.max_envelope_size;
     config.read_budget = args.read_budget;
+    config.read_buffer_size = args.read_buffer.max(256);
     config.read_budget_wait = Duration::from_secs(args.read_budget_wait.max(1));
     config.max_connections = args.max_connections;
     config.http.max_connections = args
