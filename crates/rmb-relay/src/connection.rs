@@ -2,16 +2,15 @@
 //! a writer that drains the session's mailbox. They run as two tasks so a client that
 //! reads slowly never slows down its own sending, nor anyone else's.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket};
 use bytes::Bytes;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::Poll;
-
 use futures_util::stream::{FuturesOrdered, SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use parking_lot::Mutex;
