@@ -118,6 +118,19 @@ pub fn verify(env: &Envelope, public_key: &[u8]) -> Result<(), SignatureError> {
     identity::verify(public_key, &challenge_digest(env), signature)
 }
 
+/// [`verify`], with ed25519 public keys parsed once through `cache`.
+pub fn verify_cached(
+    env: &Envelope,
+    public_key: &[u8],
+    cache: &identity::KeyCache,
+) -> Result<(), SignatureError> {
+    let signature = env.signature.as_deref().unwrap_or_default();
+    if signature.is_empty() {
+        return Err(SignatureError::Missing);
+    }
+    identity::verify_cached(cache, public_key, &challenge_digest(env), signature)
+}
+
 /// Applies the stamping rule of §2.2 (do this right before [`sign`]).
 pub fn stamp(env: &mut Envelope, now: u64) {
     (env.timestamp, env.expiration) = time::stamp(env.timestamp, env.expiration, now);

@@ -224,7 +224,51 @@ fn weak_keys_verify_nothing() {
                 identity::verify(&key, message, &typed),
                 Err(SignatureError::WeakPublicKey(kt))
             );
+            weak_keys_verify_nothing_in_batches_either(kt, &key, message, &typed);
         }
+    }
+}
+
+/// The batch and cached paths of the relay and the SDK say what `verify` says: a batch
+/// of ed25519 signatures is checked with the cofactored equation, which the
+/// R = identity, s = 0 forgery passes for a small-order key.
+fn weak_keys_verify_nothing_in_batches_either(
+    kt: KeyType,
+    key: &[u8; 32],
+    message: &[u8],
+    typed: &[u8],
+) {
+    let honest = signer(KeyType::Ed25519);
+    let honest_key = honest.public_key();
+    let honest_sig = honest.sign(message).to_vec();
+    let mut checks = vec![
+        identity::Check {
+            public_key: &honest_key,
+            message,
+            signature: &honest_sig,
+        };
+        4
+    ];
+    checks.push(identity::Check {
+        public_key: key,
+        message,
+        signature: typed,
+    });
+    let weak = Err(SignatureError::WeakPublicKey(kt));
+    let cache = identity::KeyCache::default();
+    for results in [
+        identity::verify_many(&checks),
+        identity::verify_many_cached(&checks, &cache),
+        identity::verify_many_cached(&checks, &cache),
+    ] {
+        assert_eq!(results[..4], [Ok(()), Ok(()), Ok(()), Ok(())]);
+        assert_eq!(
+            results[4], weak,
+            "{kt} key {key:02x?} in a batch over {message:?}"
+        );
+    }
+    for _ in 0..2 {
+        assert_eq!(identity::verify_cached(&cache, key, message, typed), weak);
     }
 }
 

@@ -15,7 +15,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use rmb_core::identity::{self, Check, SignatureError};
+use rmb_core::identity::{self, Check, KeyCache, SignatureError};
 use rmb_core::{envelope, Envelope};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -40,6 +40,8 @@ pub struct Verifier {
     tx: Option<mpsc::Sender<Job>>,
     /// Signatures being verified now, inline or in batches.
     verifying: AtomicUsize,
+    /// The sources' keys, parsed once (shared with the batches).
+    keys: Arc<KeyCache>,
 }
 
 /// Counts one signature as being verified until dropped (also when the post gives up).
@@ -59,13 +61,16 @@ impl Verifier {
             return Verifier {
                 tx: None,
                 verifying: AtomicUsize::new(0),
+                keys: Arc::default(),
             };
         }
+        let keys = Arc::new(KeyCache::default());
         let (tx, rx) = mpsc::channel(WAITING);
-        tasks.spawn(run(rx, threads, shutdown));
+        tasks.spawn(run(rx, threads, keys.clone(), shutdown));
         Verifier {
             tx: Some(tx),
             verifying: AtomicUsize::new(0),
+            keys,
         }
     }
 
@@ -74,12 +79,12 @@ impl Verifier {
     pub async fn verify(&self, env: &Envelope, public_key: &[u8]) -> Result<(), SignatureError> {
         let signature = env.signature.as_deref().unwrap_or_default();
         let Some(tx) = self.tx.as_ref().filter(|_| !signature.is_empty()) else {
-            return envelope::verify(env, public_key);
+            return envelope::verify_cached(env, public_key, &self.keys);
         };
         let alone = self.verifying.fetch_add(1, Ordering::AcqRel) == 0;
         let _verifying = Verifying(&self.verifying);
         if alone {
-            return envelope::verify(env, public_key);
+            return envelope::verify_cached(env, public_key, &self.keys);
         }
         let (reply, answer) = oneshot::channel();
         let job = Job {
@@ -93,7 +98,7 @@ impl Verifier {
                 return result;
             }
         }
-        envelope::verify(env, public_key)
+        envelope::verify_cached(env, public_key, &self.keys)
     }
 }
 
@@ -102,7 +107,12 @@ pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-async fn run(mut rx: mpsc::Receiver<Job>, threads: usize, shutdown: CancellationToken) {
+async fn run(
+    mut rx: mpsc::Receiver<Job>,
+    threads: usize,
+    keys: Arc<KeyCache>,
+    shutdown: CancellationToken,
+) {
     let running = Arc::new(Semaphore::new(threads));
     loop {
         // A permit first: while every thread is busy, posts pile up into the next batch.
@@ -121,14 +131,15 @@ async fn run(mut rx: mpsc::Receiver<Job>, threads: usize, shutdown: Cancellation
                 Err(_) => break,
             }
         }
+        let keys = keys.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            verify_batch(batch);
+            verify_batch(batch, &keys);
         });
     }
 }
 
-fn verify_batch(batch: Vec<Job>) {
+fn verify_batch(batch: Vec<Job>, keys: &KeyCache) {
     let checks: Vec<Check<'_>> = batch
         .iter()
         .map(|job| Check {
@@ -137,7 +148,7 @@ fn verify_batch(batch: Vec<Job>) {
             signature: &job.signature,
         })
         .collect();
-    let results = identity::verify_many(&checks);
+    let results = identity::verify_many_cached(&checks, keys);
     drop(checks);
     for (job, result) in batch.into_iter().zip(results) {
         // A post that gave up waiting no longer listens: nothing to do.

@@ -5,6 +5,7 @@
 //! without it the module is private and they are the crate's own.
 #![cfg_attr(not(feature = "fuzzing"), allow(unreachable_pub))]
 
+use rmb_core::identity::KeyCache;
 use rmb_core::peer_api::ErrorCode;
 use rmb_core::proto::{Message, Payload};
 use rmb_core::rules::Violation;
@@ -128,8 +129,14 @@ pub fn classify(env: &Envelope) -> Result<Classified, Rejection> {
     }
 }
 
-/// Checks expiry and the signature against the source twin's `public_key`.
-pub fn verify(env: &Envelope, public_key: &[u8], now: u64) -> Result<(), Rejection> {
+/// Checks expiry and the signature against the source twin's `public_key`, parsed
+/// through `keys` (each twin's key is decompressed once, not for every envelope).
+pub fn verify(
+    env: &Envelope,
+    public_key: &[u8],
+    now: u64,
+    keys: &KeyCache,
+) -> Result<(), Rejection> {
     if envelope::ttl(env, now).is_none() {
         return Err(Rejection::new(
             ErrorCode::Expired,
@@ -139,7 +146,7 @@ pub fn verify(env: &Envelope, public_key: &[u8], now: u64) -> Result<(), Rejecti
             ),
         ));
     }
-    envelope::verify(env, public_key)
+    envelope::verify_cached(env, public_key, keys)
         .map_err(|e| Rejection::new(ErrorCode::BadSignature, format!("bad signature: {e}")))
 }
 
@@ -278,6 +285,10 @@ mod tests {
 
     #[test]
     fn verification_checks_expiry_then_signature() {
+        // One cache throughout: a key parsed for one envelope must not let a tampered
+        // one, or another key's, through.
+        let keys = KeyCache::default();
+        let verify = |env: &Envelope, key: &[u8], now| super::verify(env, key, now, &keys);
         let env = request(1000);
         verify(&env, &signer(1).public_key(), 1010).unwrap();
         assert_eq!(

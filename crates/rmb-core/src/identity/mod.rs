@@ -14,7 +14,10 @@ use zeroize::Zeroizing;
 
 pub(crate) use secret::parse as parse_secret;
 pub use secret::{generate_mnemonic, DEV_PHRASE};
-pub use signature::{verify, verify_many, verify_raw, Check, SignatureError, SIGNATURE_LEN};
+pub use signature::{
+    verify, verify_cached, verify_many, verify_many_cached, verify_raw, Check, KeyCache,
+    SignatureError, SIGNATURE_LEN,
+};
 
 use secret::Junction;
 

@@ -239,6 +239,7 @@ impl ClientBuilder {
             unhandled: self.unhandled,
             rules: self.rules,
             hash_key: memory.hash_key(),
+            source_keys: Default::default(),
             memory,
             cancel: cancel.clone(),
             request_slots: Arc::new(Semaphore::new(self.max_concurrent_requests)),

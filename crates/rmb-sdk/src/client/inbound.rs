@@ -229,13 +229,14 @@ async fn verify(inner: &Inner, env: Envelope, source: u32) -> Result<Option<Inco
         }
     };
     let mut twin = lookup(false).await?;
-    if let Err(rejection) = incoming::verify(&env, &twin.public_key, now) {
+    let keys = &inner.source_keys;
+    if let Err(rejection) = incoming::verify(&env, &twin.public_key, now, keys) {
         if rejection.code != ErrorCode::BadSignature {
             return Err(rejection);
         }
         // The twin may have changed keys since we cached it: ask once more.
         twin = lookup(true).await?;
-        incoming::verify(&env, &twin.public_key, now)?;
+        incoming::verify(&env, &twin.public_key, now, keys)?;
     }
     // Several shifts move bytes into the destination's session id or twin, and a
     // relay may deliver the result anywhere: only what is addressed to us exactly.

@@ -73,6 +73,8 @@ struct Inner {
     memory: Arc<dyn Memory>,
     /// The key envelope and reply keys are hashed with (the memory's).
     hash_key: HashKey,
+    /// The sources' public keys, parsed once rather than for every envelope.
+    source_keys: rmb_core::identity::KeyCache,
     cancel: CancellationToken,
     /// One permit per incoming request being handled.
     request_slots: Arc<Semaphore>,
