@@ -158,161 +158,168 @@ async fn read_loop(
         close,
         pending: FuturesOrdered::new(),
     };
-    loop {
-        // What finished, in the order the frames came.
-        while let Some(Some(handled)) = routing.pending.next().now_or_never() {
-            if !routing.settle(handled, &mut counted, &mut stopped).await {
-                return;
-            }
-            heard = state.clock.now();
-        }
-        // No room: only finished routing makes some (nothing is read meanwhile).
-        let room = routing.pending.len() < MAX_ROUTING;
-        let ready = if room {
-            stream.next().now_or_never()
-        } else {
-            None
-        };
-        let msg = match ready {
-            Some(msg) if counted.frames < 64 => msg,
-            ready => {
-                counted.publish();
-                match ready {
-                    Some(msg) => msg,
-                    None => tokio::select! {
-                        biased;
-                        _ = &mut stopped => return,
-                        Some(handled) = routing.pending.next(), if !routing.pending.is_empty() => {
-                            if !routing.settle(handled, &mut counted, &mut stopped).await {
-                                return;
-                            }
-                            heard = state.clock.now();
-                            continue;
-                        }
-                        msg = stream.next(), if room => msg,
-                        _ = check.tick() => {
-                            if state.clock.now().saturating_sub(heard) > idle.as_secs().max(1) {
-                                Metrics::inc(&state.metrics.idle_closed);
-                                tracing::debug!(session = %key, "closing: idle");
-                                close_with(
-                                    close,
-                                    close_code::POLICY,
-                                    format!("idle: nothing received for {} s (answer pings)", idle.as_secs()),
-                                );
-                                return;
-                            }
-                            continue;
-                        }
-                    },
-                }
-            }
-        };
-        if stop.is_cancelled() {
-            return;
-        }
-        // The bytes of this message stay charged to the read budget until it is handed
-        // on (queued, delivered, federated) or refused: the routing future holds them.
-        let held = hold.as_ref().and_then(rmb_http::ReadHold::take);
-        heard = state.clock.now();
-        let data = match msg {
-            None | Some(Ok(Message::Close(_))) => return,
-            Some(Ok(Message::Binary(data))) => data,
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            Some(Ok(Message::Text(_))) => {
-                state.metrics.protocol_violation("text_frame");
-                tracing::info!(session = %key, "closing: text frame received");
-                close_with(
-                    close,
-                    close_code::UNSUPPORTED,
-                    "text frames are not supported: send binary protobuf envelopes",
-                );
-                return;
-            }
-            Some(Err(e)) if rmb_http::is_read_budget_exhausted(&e) => {
-                Metrics::inc(&state.metrics.read_budget_exhausted);
-                tracing::info!(session = %key, "closing: out of memory for incoming messages");
-                close_with(
-                    close,
-                    close_code::AGAIN,
-                    "relay is out of memory for incoming messages, retry later",
-                );
-                return;
-            }
-            Some(Err(e)) => {
-                let text = e.to_string();
-                if text.contains("too long") || text.contains("too big") {
-                    state.metrics.protocol_violation("oversized_frame");
-                    tracing::info!(session = %key, error = %text, "closing: frame too large");
-                    close_with(
-                        close,
-                        close_code::SIZE,
-                        format!(
-                            "message too large: at most {} bytes",
-                            state.config.max_envelope_size
-                        ),
-                    );
-                } else {
-                    tracing::debug!(session = %key, error = %text, "websocket read error");
-                }
-                return;
-            }
-        };
-        counted.frames += 1;
-        counted.bytes += data.len() as u64;
-        // Only the routing header is decoded: the payload is never copied or read.
-        let env = match EnvelopeHeader::decode(data.clone()) {
-            Ok(env) => env,
-            Err(e) => {
-                counted.publish();
-                state.metrics.protocol_violation("undecodable_frame");
-                tracing::info!(session = %key, error = %e, "closing: undecodable frame");
-                close_with(
-                    close,
-                    close_code::INVALID,
-                    format!("frame is not a valid protobuf envelope: {e}"),
-                );
-                return;
-            }
-        };
-        // Order: frames being routed together wait for nothing but storage, which
-        // takes each in its first poll (in the order they came) and answers in that
-        // order. A frame whose destination needs a registrar lookup could be overtaken
-        // while it waits, so it is routed alone: after those before it, before those
-        // after it.
-        let alone = env
-            .destination
-            .as_ref()
-            .is_some_and(|to| !state.directory.answers_at_once(to.twin));
-        if alone {
-            while let Some(handled) = routing.pending.next().await {
-                if !routing.settle(handled, &mut counted, &mut stopped).await {
-                    return;
-                }
-            }
-            // Boxed: inline, its state would be part of every idle session's reader.
-            let handled = Box::pin(handle_frame(data, env, key, state, held)).await;
-            if !routing.settle(handled, &mut counted, &mut stopped).await {
-                return;
-            }
-            heard = state.clock.now();
-            continue;
-        }
-        let mut routed = Box::pin(handle_frame(data, env, key, state, held));
-        // Most frames are routed without waiting (memory backend, connected
-        // destination): finished here, with no queue to pass through. One that waits
-        // (for storage) goes behind those still routing, and so does everything after
-        // it.
-        if routing.pending.is_empty() {
-            if let Poll::Ready(handled) = futures_util::poll!(routed.as_mut()) {
+    // Every `return` below ends the reading, not the function: the frames still being
+    // routed are waited for after it.
+    let reading = async {
+        loop {
+            // What finished, in the order the frames came.
+            while let Some(Some(handled)) = routing.pending.next().now_or_never() {
                 if !routing.settle(handled, &mut counted, &mut stopped).await {
                     return;
                 }
                 heard = state.clock.now();
-                continue;
             }
+            // No room: only finished routing makes some (nothing is read meanwhile).
+            let room = routing.pending.len() < MAX_ROUTING;
+            let ready = if room {
+                stream.next().now_or_never()
+            } else {
+                None
+            };
+            let msg = match ready {
+                Some(msg) if counted.frames < 64 => msg,
+                ready => {
+                    counted.publish();
+                    match ready {
+                        Some(msg) => msg,
+                        None => tokio::select! {
+                            biased;
+                            _ = &mut stopped => return,
+                            Some(handled) = routing.pending.next(), if !routing.pending.is_empty() => {
+                                if !routing.settle(handled, &mut counted, &mut stopped).await {
+                                    return;
+                                }
+                                heard = state.clock.now();
+                                continue;
+                            }
+                            msg = stream.next(), if room => msg,
+                            _ = check.tick() => {
+                                if state.clock.now().saturating_sub(heard) > idle.as_secs().max(1) {
+                                    Metrics::inc(&state.metrics.idle_closed);
+                                    tracing::debug!(session = %key, "closing: idle");
+                                    close_with(
+                                        close,
+                                        close_code::POLICY,
+                                        format!("idle: nothing received for {} s (answer pings)", idle.as_secs()),
+                                    );
+                                    return;
+                                }
+                                continue;
+                            }
+                        },
+                    }
+                }
+            };
+            if stop.is_cancelled() {
+                return;
+            }
+            // The bytes of this message stay charged to the read budget until it is handed
+            // on (queued, delivered, federated) or refused: the routing future holds them.
+            let held = hold.as_ref().and_then(rmb_http::ReadHold::take);
+            heard = state.clock.now();
+            let data = match msg {
+                None | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(Message::Binary(data))) => data,
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(Message::Text(_))) => {
+                    state.metrics.protocol_violation("text_frame");
+                    tracing::info!(session = %key, "closing: text frame received");
+                    close_with(
+                        close,
+                        close_code::UNSUPPORTED,
+                        "text frames are not supported: send binary protobuf envelopes",
+                    );
+                    return;
+                }
+                Some(Err(e)) if rmb_http::is_read_budget_exhausted(&e) => {
+                    Metrics::inc(&state.metrics.read_budget_exhausted);
+                    tracing::info!(session = %key, "closing: out of memory for incoming messages");
+                    close_with(
+                        close,
+                        close_code::AGAIN,
+                        "relay is out of memory for incoming messages, retry later",
+                    );
+                    return;
+                }
+                Some(Err(e)) => {
+                    let text = e.to_string();
+                    if text.contains("too long") || text.contains("too big") {
+                        state.metrics.protocol_violation("oversized_frame");
+                        tracing::info!(session = %key, error = %text, "closing: frame too large");
+                        close_with(
+                            close,
+                            close_code::SIZE,
+                            format!(
+                                "message too large: at most {} bytes",
+                                state.config.max_envelope_size
+                            ),
+                        );
+                    } else {
+                        tracing::debug!(session = %key, error = %text, "websocket read error");
+                    }
+                    return;
+                }
+            };
+            counted.frames += 1;
+            counted.bytes += data.len() as u64;
+            // Only the routing header is decoded: the payload is never copied or read.
+            let env = match EnvelopeHeader::decode(data.clone()) {
+                Ok(env) => env,
+                Err(e) => {
+                    counted.publish();
+                    state.metrics.protocol_violation("undecodable_frame");
+                    tracing::info!(session = %key, error = %e, "closing: undecodable frame");
+                    close_with(
+                        close,
+                        close_code::INVALID,
+                        format!("frame is not a valid protobuf envelope: {e}"),
+                    );
+                    return;
+                }
+            };
+            // Order: a frame is first polled here, in the order frames came, and routed
+            // without waiting for a registrar lookup; what it waits for then is storage,
+            // which took it in that first poll and answers in that order. A frame whose
+            // destination's record is not cached did nothing (`NeedsLookup`): it is routed
+            // alone, after those before it and before those after it, as it may wait.
+            let mut routed: Pin<Box<RoutingFuture<'_>>> =
+                Box::pin(handle_frame(data, env, key, state, held, false));
+            let handled = match futures_util::poll!(routed.as_mut()) {
+                Poll::Ready(Ok(Handled::NeedsLookup(undone))) => {
+                    let Undone { data, env, held } = *undone;
+                    while let Some(handled) = routing.pending.next().await {
+                        if !routing.settle(handled, &mut counted, &mut stopped).await {
+                            return;
+                        }
+                    }
+                    // Boxed: inline, its state would be part of every idle session's reader.
+                    Box::pin(handle_frame(data, env, key, state, held, true)).await
+                }
+                Poll::Ready(handled) if routing.pending.is_empty() => handled,
+                // Finished, but after frames still being routed: taken in its turn.
+                Poll::Ready(handled) => {
+                    routing
+                        .pending
+                        .push_back(Box::pin(std::future::ready(handled)));
+                    continue;
+                }
+                Poll::Pending => {
+                    routing.pending.push_back(routed);
+                    continue;
+                }
+            };
+            if !routing.settle(handled, &mut counted, &mut stopped).await {
+                return;
+            }
+            heard = state.clock.now();
         }
-        routing.pending.push_back(routed);
-    }
+    };
+    reading.await;
+    // A frame being routed holds its bytes in the read budget until it is stored, and
+    // storage has it already: dropping it here would free the budget while the bytes
+    // still wait in storage's queue, so a client that sends and disconnects over and
+    // over could queue any amount behind a slow Redis. Bounded by the storage timeout.
+    while routing.pending.next().await.is_some() {}
 }
 
 /// Most frames of one session being routed at once. The reader goes on reading while
@@ -331,20 +338,21 @@ enum Next {
 
 /// The frames of one session still being routed (waiting for storage or a lookup),
 /// oldest first, and what acting on their results needs.
-struct Routing<'a, F: Future<Output = Result<Handled, String>>> {
+struct Routing<'a> {
     state: &'a RelayState,
     mailbox: &'a Mailbox,
     close: &'a CloseSlot,
-    pending: FuturesOrdered<F>,
+    pending: FuturesOrdered<Pin<Box<RoutingFuture<'a>>>>,
 }
 
-impl<F: Future<Output = Result<Handled, String>>> Routing<'_, F> {
+impl Routing<'_> {
     /// Acts on a routed frame's result, taken in the order the frames came: a pong is
     /// written only once every frame sent before its ping was routed, so it still
     /// confirms them all (D1).
     fn finish(&self, handled: Result<Handled, String>, counted: &mut ReadCounters<'_>) -> Next {
         match handled {
-            Ok(Handled::Routed) => Next::Read,
+            // (NeedsLookup is routed again, alone, by the read loop before it gets here.)
+            Ok(Handled::Routed | Handled::NeedsLookup(_)) => Next::Read,
             Ok(Handled::Pong(frame)) => {
                 self.mailbox.push(frame);
                 Next::Read
@@ -431,7 +439,20 @@ enum Handled {
     OverLimit,
     /// A ping: the pong to write once the frames before it are routed.
     Pong(QueuedFrame),
+    /// Nothing done: the frame needs a registrar lookup; here it is back.
+    NeedsLookup(Box<Undone>),
 }
+
+/// A frame [`handle_frame`] left undone, with its read-budget bytes.
+#[derive(Debug)]
+struct Undone {
+    data: Bytes,
+    env: EnvelopeHeader,
+    held: Option<OwnedSemaphorePermit>,
+}
+
+/// A frame being routed.
+type RoutingFuture<'a> = dyn Future<Output = Result<Handled, String>> + Send + 'a;
 
 /// Frames read but not yet added to the shared metrics; published on drop too, so
 /// every way out of the read loop counts them.
@@ -459,15 +480,26 @@ impl Drop for ReadCounters<'_> {
 }
 
 /// Routes one binary frame. `Err` closes the connection with that reason.
+/// `may_wait`: for a registrar lookup too; if not, a frame that would needs one is left
+/// undone ([`Handled::NeedsLookup`], which gives its read-budget bytes back).
 async fn handle_frame(
     data: Bytes,
     env: EnvelopeHeader,
     key: &SessionKey,
     state: &Arc<RelayState>,
-    _held: Option<OwnedSemaphorePermit>,
+    held: Option<OwnedSemaphorePermit>,
+    may_wait: bool,
 ) -> Result<Handled, String> {
     let now = state.clock.now();
-    let refusal = match state.from_session(key, &env, &data, now).await {
+    let outcome = if may_wait {
+        state.from_session(key, &env, &data, now).await
+    } else {
+        state.from_session_at_once(key, &env, &data, now).await
+    };
+    let refusal = match outcome {
+        Outcome::NeedsLookup => {
+            return Ok(Handled::NeedsLookup(Box::new(Undone { data, env, held })));
+        }
         Outcome::Delivered | Outcome::Queued | Outcome::Federated => return Ok(Handled::Routed),
         Outcome::Duplicate => {
             // Silently: the sender's retransmission is fine, it just must not run twice.

@@ -24,9 +24,9 @@ pub trait TwinDirectory: Send + Sync + 'static {
     async fn twin(&self, twin_id: u32) -> Result<Option<Arc<TwinRecord>>, DirectoryError>;
 
     /// The twin as the registrar has it now, not from a cache (which it refreshes).
-    /// Whether [`twin`](Self::twin) would answer at once, without a lookup that waits
-    /// (the record, or its absence, is cached).
-    fn answers_at_once(&self, twin_id: u32) -> bool;
+    /// What [`twin`](Self::twin) would answer, if it can answer at once (the record, or
+    /// the twin's absence, is cached); `None`: only a lookup that waits can tell.
+    fn cached(&self, twin_id: u32) -> Option<Option<Arc<TwinRecord>>>;
 
     async fn fresh_twin(&self, twin_id: u32) -> Result<Option<Arc<TwinRecord>>, DirectoryError> {
         self.twin(twin_id).await
@@ -48,8 +48,8 @@ impl StaticDirectory {
 
 #[async_trait]
 impl TwinDirectory for StaticDirectory {
-    fn answers_at_once(&self, _twin_id: u32) -> bool {
-        true
+    fn cached(&self, twin_id: u32) -> Option<Option<Arc<TwinRecord>>> {
+        Some(self.twins.get(&twin_id).map(|r| r.clone()))
     }
 
     async fn twin(&self, twin_id: u32) -> Result<Option<Arc<TwinRecord>>, DirectoryError> {

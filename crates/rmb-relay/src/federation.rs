@@ -275,14 +275,16 @@ pub async fn accept(state: &Arc<RelayState>, body: Bytes, now: u64) -> Result<Ac
     // (another relay, or anyone posting here, must not be a way around it).
     let keys = SeenKeys::of(&state.hash_key, &header);
     match state
-        .accept(Via::Federation, fwd, keys, source, &body, now)
+        .accept(Via::Federation, fwd, keys, source, &body, now, None)
         .await
     {
         Outcome::Duplicate => Ok(Accepted::Duplicate),
         Outcome::Refused(refusal) => Err(refusal),
-        // (Federated and Pong never come out of `Via::Federation`.)
-        Outcome::Delivered | Outcome::Queued | Outcome::Federated | Outcome::Pong => {
-            Ok(Accepted::New)
-        }
+        // (Federated, Pong and NeedsLookup never come out of `Via::Federation`.)
+        Outcome::Delivered
+        | Outcome::Queued
+        | Outcome::Federated
+        | Outcome::Pong
+        | Outcome::NeedsLookup => Ok(Accepted::New),
     }
 }

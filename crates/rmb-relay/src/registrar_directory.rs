@@ -25,8 +25,8 @@ impl RegistrarDirectory {
 
 #[async_trait]
 impl TwinDirectory for RegistrarDirectory {
-    fn answers_at_once(&self, twin_id: u32) -> bool {
-        self.client.cached_twin(twin_id).is_some()
+    fn cached(&self, twin_id: u32) -> Option<Option<Arc<TwinRecord>>> {
+        Some(self.client.cached_twin(twin_id)?.map(|t| record(&t)))
     }
 
     async fn twin(&self, twin_id: u32) -> Result<Option<Arc<TwinRecord>>, DirectoryError> {
@@ -35,16 +35,18 @@ impl TwinDirectory for RegistrarDirectory {
             .get_twin(twin_id)
             .await
             .map_err(|e| DirectoryError(e.to_string()))?;
-        Ok(twin.map(|t| {
-            Arc::new(TwinRecord {
-                public_key: t.public_key,
-                relays: t.relays.clone(),
-            })
-        }))
+        Ok(twin.map(|t| record(&t)))
     }
 
     async fn fresh_twin(&self, twin_id: u32) -> Result<Option<Arc<TwinRecord>>, DirectoryError> {
         self.client.invalidate(twin_id);
         self.twin(twin_id).await
     }
+}
+
+fn record(twin: &rmb_registrar_client::Twin) -> Arc<TwinRecord> {
+    Arc::new(TwinRecord {
+        public_key: twin.public_key,
+        relays: twin.relays.clone(),
+    })
 }

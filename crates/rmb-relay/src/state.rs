@@ -80,6 +80,9 @@ pub enum Outcome {
     Federated,
     /// Not routed, for this reason.
     Refused(Refusal),
+    /// Nothing was done: the destination's record is not cached and the caller asked
+    /// not to wait for a lookup ([`RelayState::from_session_at_once`]).
+    NeedsLookup,
 }
 
 /// Where an envelope came from, which decides what happens to one whose destination
@@ -227,20 +230,57 @@ impl RelayState {
         frame: &Bytes,
         now: u64,
     ) -> Outcome {
+        self.route_from_session(session, env, frame, now, true)
+            .await
+    }
+
+    /// [`from_session`](Self::from_session) that never waits for a registrar lookup:
+    /// [`Outcome::NeedsLookup`] (nothing done) when the destination's record is not
+    /// cached. What it waits for otherwise is storage alone, which takes the envelope
+    /// in the first poll; the read loop relies on that to keep a session's envelopes
+    /// in order while many are routed at once.
+    pub async fn from_session_at_once(
+        self: &Arc<Self>,
+        session: &SessionKey,
+        env: &EnvelopeHeader,
+        frame: &Bytes,
+        now: u64,
+    ) -> Outcome {
+        self.route_from_session(session, env, frame, now, false)
+            .await
+    }
+
+    async fn route_from_session(
+        self: &Arc<Self>,
+        session: &SessionKey,
+        env: &EnvelopeHeader,
+        frame: &Bytes,
+        now: u64,
+        may_wait: bool,
+    ) -> Outcome {
         let fwd = match route::classify(env, session, &self.config.rules, now) {
             Ok(Inbound::Ping) => return Outcome::Pong,
             Ok(Inbound::Forward(fwd)) => fwd,
             Err(rejection) => return Outcome::Refused(rejection.into()),
         };
+        // Taken now and used throughout: a cached record can expire between two looks.
+        let known = match self.directory.cached(fwd.destination.twin) {
+            Some(record) => Some(record),
+            None if may_wait => None,
+            None => return Outcome::NeedsLookup,
+        };
         let via = Via::Session(ReplyTo::of(env, session));
         let keys = SeenKeys::of(&self.hash_key, env);
-        self.accept(via, fwd, keys, session.twin, frame, now).await
+        self.accept(via, fwd, keys, session.twin, frame, now, known)
+            .await
     }
 
     /// The steps every envelope whose source is established (by its session, or by its
     /// signature) goes through: dropped if it is a copy of one accepted before, charged
     /// to `source`'s rate limit, then dispatched. It is remembered only if accepted: a
     /// refused envelope may be sent again.
+    /// `known`: the destination's record (or its absence) if the caller has it.
+    #[allow(clippy::too_many_arguments)]
     pub async fn accept(
         self: &Arc<Self>,
         via: Via,
@@ -249,6 +289,7 @@ impl RelayState {
         source: u32,
         frame: &Bytes,
         now: u64,
+        known: Option<Option<Arc<TwinRecord>>>,
     ) -> Outcome {
         // Remembered no longer than the relay would keep the envelope anyway.
         let until = fwd
@@ -264,7 +305,10 @@ impl RelayState {
         let remember = Remember { keys, until };
         let outcome = match self.charge(source, frame.len(), now) {
             Err(refusal) => Outcome::Refused(refusal),
-            Ok(()) => match self.dispatch(fwd, frame.clone(), Some(remember)).await {
+            Ok(()) => match self
+                .dispatch(fwd, frame.clone(), Some(remember), known)
+                .await
+            {
                 Ok(Routed::Delivered) => Outcome::Delivered,
                 Ok(Routed::Queued) => Outcome::Queued,
                 Ok(Routed::Elsewhere { fwd, twin }) => match via {
@@ -323,6 +367,7 @@ impl RelayState {
         fwd: Forward,
         frame: Bytes,
         remember: Option<Remember>,
+        known: Option<Option<Arc<TwinRecord>>>,
     ) -> Result<Routed, Refusal> {
         let mut frame = QueuedFrame::new(frame, fwd.deadline);
         frame.remember = remember;
@@ -334,12 +379,15 @@ impl RelayState {
             return Ok(Routed::Delivered);
         }
         let twin_id = fwd.destination.twin;
-        let twin = self
-            .directory
-            .twin(twin_id)
-            .await
-            .map_err(Refusal::Directory)?
-            .ok_or(Refusal::UnknownTwin(twin_id))?;
+        let twin = match known {
+            Some(known) => known,
+            None => self
+                .directory
+                .twin(twin_id)
+                .await
+                .map_err(Refusal::Directory)?,
+        }
+        .ok_or(Refusal::UnknownTwin(twin_id))?;
         if !route::lives_here(&twin.relays, &self.config.domains) {
             return Ok(Routed::Elsewhere { fwd, twin });
         }
@@ -565,7 +613,7 @@ pub(crate) mod tests {
         let outcome = state.from_session(&a, &env, &frame(&env), NOW).await;
         assert!(matches!(outcome, Outcome::Federated), "{outcome:?}");
         let fwd = route::forward(&env, &rmb_core::rules::Rules::default(), NOW).unwrap();
-        let Ok(Routed::Elsewhere { twin, .. }) = state.dispatch(fwd, frame(&env), None).await
+        let Ok(Routed::Elsewhere { twin, .. }) = state.dispatch(fwd, frame(&env), None, None).await
         else {
             panic!("not elsewhere")
         };

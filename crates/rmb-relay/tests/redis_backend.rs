@@ -552,3 +552,52 @@ async fn pipelined_envelopes_keep_their_order_and_the_pong_confirms_them_all() {
     }
     until_redis_is_drained(&redis.url()).await;
 }
+
+/// The attack: a client sends large envelopes while Redis is slow and disconnects, over
+/// and over. Each envelope already handed to storage must stay charged to the read
+/// budget until storage answers; freed at the disconnect, it would wait in memory
+/// uncounted, and the next connection could queue as much again.
+#[tokio::test]
+async fn envelopes_a_gone_session_handed_to_a_slow_redis_stay_charged() {
+    const SIZE: usize = 1 << 20;
+    let cl = cluster().await;
+    let (a, b) = (&cl.a, &cl.b);
+    let relay = cl.one.handle();
+    let mut ca = connect(cl.one.addr(), a, None).await;
+    // B's record cached: the large envelopes are routed together, not one by one.
+    ca.send(&request(a, Address::twin(b.id), "x", b"warm"))
+        .await;
+    barrier(&mut ca, a).await;
+    let client = redis::Client::open(cl.redis.url()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    // Writes wait for 1.5 s: longer than this test needs, shorter than the relay's
+    // 2 s Redis timeout.
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1500)
+        .arg("WRITE")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    for i in 0..3u8 {
+        ca.send(&request(a, Address::twin(b.id), "x", &vec![i; SIZE]))
+            .await;
+    }
+    let budget = relay.read_budget().expect("the relay has a read budget");
+    eventually("the three envelopes are read", || budget.held() >= 3 * SIZE).await;
+    drop(ca);
+    // The relay sees the close within milliseconds; Redis answers only when the pause
+    // ends. Every sample of the first 300 ms after the close falls in between (there
+    // is no event to wait for: nothing happens until Redis answers).
+    let until = tokio::time::Instant::now() + Duration::from_millis(300);
+    while tokio::time::Instant::now() < until {
+        assert!(
+            budget.held() >= 3 * SIZE,
+            "the gone session's envelopes still wait for Redis, but only {} bytes are charged",
+            budget.held()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eventually("stored, the bytes are released", || budget.held() == 0).await;
+    eventually("the session is gone", || relay.open_connections() == 0).await;
+}

@@ -8,7 +8,8 @@
 //! wait for Redis together (the read loop pipelines them). The hand-off is therefore
 //! not bounded here: what waits is bounded by its callers, each frame of a session is
 //! one of at most `MAX_ROUTING` in flight per connection and its bytes are held in the
-//! read budget (federation posts likewise), and the connections are bounded.
+//! read budget until it is stored, even when its session ends first (federation posts
+//! likewise), and the connections are bounded.
 
 use std::sync::Arc;
 
