@@ -491,11 +491,9 @@ async fn handle_frame(
     may_wait: bool,
 ) -> Result<Handled, String> {
     let now = state.clock.now();
-    let outcome = if may_wait {
-        state.from_session(key, &env, &data, now).await
-    } else {
-        state.from_session_at_once(key, &env, &data, now).await
-    };
+    let outcome = state
+        .from_session_with(key, &env, &data, now, may_wait)
+        .await;
     let refusal = match outcome {
         Outcome::NeedsLookup => {
             return Ok(Handled::NeedsLookup(Box::new(Undone { data, env, held })));

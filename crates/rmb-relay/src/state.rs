@@ -81,7 +81,7 @@ pub enum Outcome {
     /// Not routed, for this reason.
     Refused(Refusal),
     /// Nothing was done: the destination's record is not cached and the caller asked
-    /// not to wait for a lookup ([`RelayState::from_session_at_once`]).
+    /// not to wait for a lookup ([`RelayState::from_session_with`]).
     NeedsLookup,
 }
 
@@ -230,27 +230,15 @@ impl RelayState {
         frame: &Bytes,
         now: u64,
     ) -> Outcome {
-        self.route_from_session(session, env, frame, now, true)
-            .await
+        self.from_session_with(session, env, frame, now, true).await
     }
 
-    /// [`from_session`](Self::from_session) that never waits for a registrar lookup:
-    /// [`Outcome::NeedsLookup`] (nothing done) when the destination's record is not
-    /// cached. What it waits for otherwise is storage alone, which takes the envelope
-    /// in the first poll; the read loop relies on that to keep a session's envelopes
-    /// in order while many are routed at once.
-    pub async fn from_session_at_once(
-        self: &Arc<Self>,
-        session: &SessionKey,
-        env: &EnvelopeHeader,
-        frame: &Bytes,
-        now: u64,
-    ) -> Outcome {
-        self.route_from_session(session, env, frame, now, false)
-            .await
-    }
-
-    async fn route_from_session(
+    /// [`from_session`](Self::from_session); with `may_wait` false it never waits for a
+    /// registrar lookup: [`Outcome::NeedsLookup`] (nothing done) when the destination's
+    /// record is not cached. What it waits for otherwise is storage alone, which takes
+    /// the envelope in the first poll; the read loop relies on that to keep a session's
+    /// envelopes in order while many are routed at once.
+    pub async fn from_session_with(
         self: &Arc<Self>,
         session: &SessionKey,
         env: &EnvelopeHeader,
