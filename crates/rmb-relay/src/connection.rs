@@ -156,21 +156,21 @@ async fn read_loop(
         state,
         mailbox,
         close,
-        pending: FuturesOrdered::new(),
+        pending: None,
     };
     // Every `return` below ends the reading, not the function: the frames still being
     // routed are waited for after it.
     let reading = async {
         loop {
             // What finished, in the order the frames came.
-            while let Some(Some(handled)) = routing.pending.next().now_or_never() {
+            while let Some(handled) = routing.next_ready() {
                 if !routing.settle(handled, &mut counted, &mut stopped).await {
                     return;
                 }
                 heard = state.clock.now();
             }
             // No room: only finished routing makes some (nothing is read meanwhile).
-            let room = routing.pending.len() < MAX_ROUTING;
+            let room = routing.in_flight() < MAX_ROUTING;
             let ready = if room {
                 stream.next().now_or_never()
             } else {
@@ -185,7 +185,7 @@ async fn read_loop(
                         None => tokio::select! {
                             biased;
                             _ = &mut stopped => return,
-                            Some(handled) = routing.pending.next(), if !routing.pending.is_empty() => {
+                            Some(handled) = routing.next_done(), if routing.in_flight() > 0 => {
                                 if !routing.settle(handled, &mut counted, &mut stopped).await {
                                     return;
                                 }
@@ -286,25 +286,24 @@ async fn read_loop(
                 Box::pin(handle_frame(data, env, key, state, held, false));
             let handled = match futures_util::poll!(routed.as_mut()) {
                 Poll::Ready(Ok(Handled::NeedsLookup(undone))) => {
-                    let Undone { data, env, held } = *undone;
-                    while let Some(handled) = routing.pending.next().await {
+                    // Kept boxed while it waits: its fields would grow every reader.
+                    while let Some(handled) = routing.next_done().await {
                         if !routing.settle(handled, &mut counted, &mut stopped).await {
                             return;
                         }
                     }
+                    let Undone { data, env, held } = *undone;
                     // Boxed: inline, its state would be part of every idle session's reader.
                     Box::pin(handle_frame(data, env, key, state, held, true)).await
                 }
-                Poll::Ready(handled) if routing.pending.is_empty() => handled,
+                Poll::Ready(handled) if routing.in_flight() == 0 => handled,
                 // Finished, but after frames still being routed: taken in its turn.
                 Poll::Ready(handled) => {
-                    routing
-                        .pending
-                        .push_back(Box::pin(std::future::ready(handled)));
+                    routing.push(Box::pin(std::future::ready(handled)));
                     continue;
                 }
                 Poll::Pending => {
-                    routing.pending.push_back(routed);
+                    routing.push(routed);
                     continue;
                 }
             };
@@ -319,7 +318,7 @@ async fn read_loop(
     // storage has it already: dropping it here would free the budget while the bytes
     // still wait in storage's queue, so a client that sends and disconnects over and
     // over could queue any amount behind a slow Redis. Bounded by the storage timeout.
-    while routing.pending.next().await.is_some() {}
+    while routing.next_done().await.is_some() {}
 }
 
 /// Most frames of one session being routed at once. The reader goes on reading while
@@ -342,10 +341,42 @@ struct Routing<'a> {
     state: &'a RelayState,
     mailbox: &'a Mailbox,
     close: &'a CloseSlot,
-    pending: FuturesOrdered<Pin<Box<RoutingFuture<'a>>>>,
+    /// Created for the first frame that waits and dropped once none does: an idle
+    /// session holds no queue.
+    pending: Option<FuturesOrdered<Pin<Box<RoutingFuture<'a>>>>>,
 }
 
-impl Routing<'_> {
+impl<'a> Routing<'a> {
+    fn in_flight(&self) -> usize {
+        self.pending.as_ref().map_or(0, FuturesOrdered::len)
+    }
+
+    fn push(&mut self, routed: Pin<Box<RoutingFuture<'a>>>) {
+        self.pending
+            .get_or_insert_with(FuturesOrdered::new)
+            .push_back(routed);
+    }
+
+    /// The oldest frame's result once it is routed; `None` when none is being routed.
+    async fn next_done(&mut self) -> Option<Result<Handled, String>> {
+        let done = self.pending.as_mut()?.next().await;
+        self.drop_if_empty();
+        done
+    }
+
+    /// The oldest frame's result if it is routed already.
+    fn next_ready(&mut self) -> Option<Result<Handled, String>> {
+        let done = self.pending.as_mut()?.next().now_or_never().flatten();
+        self.drop_if_empty();
+        done
+    }
+
+    fn drop_if_empty(&mut self) {
+        if self.pending.as_ref().is_some_and(FuturesOrdered::is_empty) {
+            self.pending = None;
+        }
+    }
+
     /// Acts on a routed frame's result, taken in the order the frames came: a pong is
     /// written only once every frame sent before its ping was routed, so it still
     /// confirms them all (D1).
@@ -393,7 +424,7 @@ impl Routing<'_> {
         counted: &mut ReadCounters<'_>,
         stopped: &mut Pin<&mut WaitForCancellationFuture<'_>>,
     ) -> bool {
-        while let Some(handled) = self.pending.next().await {
+        while let Some(handled) = self.next_done().await {
             if let Next::Close = self.finish(handled, counted) {
                 return false;
             }
