@@ -570,11 +570,11 @@ async fn envelopes_a_gone_session_handed_to_a_slow_redis_stay_charged() {
     barrier(&mut ca, a).await;
     let client = redis::Client::open(cl.redis.url()).unwrap();
     let mut admin = client.get_multiplexed_async_connection().await.unwrap();
-    // Writes wait for 1.5 s: longer than this test needs, shorter than the relay's
-    // 2 s Redis timeout.
+    // Writes wait for longer than the relay's 2 s Redis timeout: the envelopes' store
+    // fails that long after they were read, and the check below needs 300 ms of it.
     let _: () = redis::cmd("CLIENT")
         .arg("PAUSE")
-        .arg(1500)
+        .arg(4000)
         .arg("WRITE")
         .query_async(&mut admin)
         .await
@@ -586,9 +586,10 @@ async fn envelopes_a_gone_session_handed_to_a_slow_redis_stay_charged() {
     let budget = relay.read_budget().expect("the relay has a read budget");
     eventually("the three envelopes are read", || budget.held() >= 3 * SIZE).await;
     drop(ca);
-    // The relay sees the close within milliseconds; Redis answers only when the pause
-    // ends. Every sample of the first 300 ms after the close falls in between (there
-    // is no event to wait for: nothing happens until Redis answers).
+    // The relay sees the close within milliseconds; the store ends only with the
+    // relay's Redis timeout, 2 s after the envelopes were read. Every sample of the
+    // first 300 ms after the close falls in between (there is no event to wait for:
+    // nothing happens until the store ends).
     let until = tokio::time::Instant::now() + Duration::from_millis(300);
     while tokio::time::Instant::now() < until {
         assert!(
@@ -598,6 +599,9 @@ async fn envelopes_a_gone_session_handed_to_a_slow_redis_stay_charged() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    eventually("stored, the bytes are released", || budget.held() == 0).await;
+    eventually("the store ended, the bytes are released", || {
+        budget.held() == 0
+    })
+    .await;
     eventually("the session is gone", || relay.open_connections() == 0).await;
 }
