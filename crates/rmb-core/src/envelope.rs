@@ -111,11 +111,7 @@ pub fn sign(env: &mut Envelope, signer: &Signer) {
 
 /// Verifies the envelope's signature against the source twin's public key.
 pub fn verify(env: &Envelope, public_key: &[u8]) -> Result<(), SignatureError> {
-    let signature = env.signature.as_deref().unwrap_or_default();
-    if signature.is_empty() {
-        return Err(SignatureError::Missing);
-    }
-    identity::verify(public_key, &challenge_digest(env), signature)
+    identity::verify(public_key, &challenge_digest(env), signature_of(env)?)
 }
 
 /// [`verify`], with ed25519 public keys parsed once through `cache`.
@@ -124,11 +120,20 @@ pub fn verify_cached(
     public_key: &[u8],
     cache: &identity::KeyCache,
 ) -> Result<(), SignatureError> {
-    let signature = env.signature.as_deref().unwrap_or_default();
-    if signature.is_empty() {
-        return Err(SignatureError::Missing);
+    identity::verify_cached(
+        cache,
+        public_key,
+        &challenge_digest(env),
+        signature_of(env)?,
+    )
+}
+
+/// The envelope's signature, which must be there.
+fn signature_of(env: &Envelope) -> Result<&[u8], SignatureError> {
+    match env.signature.as_deref() {
+        Some(signature) if !signature.is_empty() => Ok(signature),
+        _ => Err(SignatureError::Missing),
     }
-    identity::verify_cached(cache, public_key, &challenge_digest(env), signature)
 }
 
 /// Applies the stamping rule of §2.2 (do this right before [`sign`]).

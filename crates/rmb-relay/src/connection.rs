@@ -382,8 +382,13 @@ impl<'a> Routing<'a> {
     /// confirms them all (D1).
     fn finish(&self, handled: Result<Handled, String>, counted: &mut ReadCounters<'_>) -> Next {
         match handled {
-            // (NeedsLookup is routed again, alone, by the read loop before it gets here.)
-            Ok(Handled::Routed | Handled::NeedsLookup(_)) => Next::Read,
+            Ok(Handled::Routed) => Next::Read,
+            // The read loop routes these again, alone, before they get here: only a
+            // first poll can leave a frame undone. Not silently, should that change.
+            Ok(Handled::NeedsLookup(_)) => {
+                tracing::error!("a frame left undone reached the end of routing: dropped");
+                Next::Read
+            }
             Ok(Handled::Pong(frame)) => {
                 self.mailbox.push(frame);
                 Next::Read
